@@ -1,0 +1,1 @@
+"""Herd's built-in plugins: scorers, filters, transforms and health checks."""

@@ -1,0 +1,1 @@
+"""Herd's processes: the router, the node agent, the Ollama simulator, and the CLI over them."""

@@ -1,0 +1,104 @@
+"""The `herd` command: serve the router, or run one of its sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Protocol
+
+from shared.settings import Settings, SettingsError
+
+__all__ = ["main", "settings_from_args"]
+
+
+class Subcommand(Protocol):
+    """A module under `herd <name>`: it adds its flags and runs."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+# name -> (module, one-line help). Modules are imported only when needed.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "check": ("services.check", "Exit 0 if a router answers its health check, 1 if not."),
+}
+
+# CLI flag dest -> settings field. Flags left unset (None) keep the environment's value.
+FLAG_FIELDS = (
+    "host", "port", "redis_url", "data_dir", "log_level", "mdns_enabled",
+    "dashboard_enabled", "dashboard_port", "router_urls", "node_ollama_host", "node_id",
+    "num_parallel", "mdns_interfaces",
+)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from FLEET_* variables, with every flag the user gave winning."""
+    overrides = {name: getattr(args, name) for name in FLAG_FIELDS if hasattr(args, name)}
+    return Settings.load(**overrides)
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", dest="data_dir", default=None,
+                        help="Where logs, latency.db and the embedded Redis live "
+                             "(FLEET_DATA_DIR, default ~/.fleet-manager).")
+    parser.add_argument("--log-level", dest="log_level", default=None,
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="Lowest level logged (FLEET_LOG_LEVEL, default INFO).")
+
+
+def add_serve_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=None,
+                        help="Address to listen on (FLEET_HOST, default 0.0.0.0).")
+    parser.add_argument("--port", type=int, default=None,
+                        help="Port to listen on (FLEET_PORT, default 11435).")
+    parser.add_argument("--redis-url", dest="redis_url", default=None,
+                        help="Shared Redis, e.g. redis://10.0.0.5:6379/0 (FLEET_REDIS_URL). "
+                             "Without it herd starts an embedded Redis of its own.")
+    add_common_flags(parser)
+    parser.add_argument("--no-mdns", dest="mdns_enabled", action="store_const", const=False,
+                        default=None, help="Do not advertise this router over mDNS.")
+    parser.add_argument("--mdns-interfaces", dest="mdns_interfaces", default=None,
+                        help="Comma list of addresses mDNS uses (FLEET_MDNS_INTERFACES).")
+    parser.add_argument("--no-dashboard", dest="dashboard_enabled", action="store_const",
+                        const=False, default=None, help="Do not start the Streamlit dashboard.")
+    parser.add_argument("--dashboard-port", dest="dashboard_port", type=int, default=None,
+                        help="Port of the dashboard (FLEET_DASHBOARD_PORT, default 8501).")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="herd",
+        description="Herd: one address in front of a fleet of Ollama servers. "
+                    "With no sub-command, serve the router (default port 11435).",
+    )
+    add_serve_flags(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module: Subcommand = importlib.import_module(module_name)
+        module.add_arguments(sub_parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command:
+            module: Subcommand = importlib.import_module(
+                SUBCOMMANDS[args.command][0]
+            )
+            return module.run(args)
+        from services.router.server import serve
+
+        return serve(settings_from_args(args))
+    except SettingsError as exc:
+        print(f"herd: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""The router's own small endpoints: Ollama's root, the version, and a liveness probe."""
+
+from __future__ import annotations
+
+from litestar import MediaType, Response, get, head
+from litestar.datastructures import State
+
+from services.router.context import RouterContext
+from services.version import VERSION
+
+__all__ = ["ROUTES"]
+
+
+@get("/", media_type=MediaType.TEXT, sync_to_thread=False)
+def root() -> str:
+    # Clients probe "/" the way they probe Ollama: same words.
+    return "Ollama is running"
+
+
+@head("/", sync_to_thread=False)
+def root_head() -> Response[None]:
+    return Response(None, status_code=200)
+
+
+@get("/api/version", sync_to_thread=False)
+def version() -> dict[str, str]:
+    return {"version": VERSION}
+
+
+@get("/healthz")
+async def healthz(state: State) -> Response[dict[str, object]]:
+    ctx: RouterContext = state.herd
+    try:
+        await ctx.redis.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
+        return Response({"status": "error", "redis": str(exc)}, status_code=503)
+    return Response({"status": "ok", "version": VERSION, "replica": ctx.replica_id})
+
+
+ROUTES = [root, root_head, version, healthz]

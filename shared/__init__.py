@@ -1,0 +1,1 @@
+"""Herd's common library: settings, Redis layout, plugin contract, errors and logging."""

@@ -1,0 +1,109 @@
+"""One exception tree for Herd; each error knows its HTTP status and renders in the API's shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BadRequest",
+    "HerdError",
+    "ModelNotFound",
+    "NoNodeAvailable",
+    "NodeNotFound",
+    "PayloadTooLarge",
+    "QueueFull",
+    "Unauthorized",
+    "UpstreamError",
+    "error_body",
+    "is_openai_path",
+]
+
+
+class HerdError(Exception):
+    """Base of every error Herd reports to a client."""
+
+    status_code: int = 500
+    openai_type: str = "server_error"
+    openai_code: str | None = None
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class BadRequest(HerdError):
+    status_code = 400
+    openai_type = "invalid_request_error"
+
+
+class Unauthorized(HerdError):
+    status_code = 401
+    openai_type = "invalid_request_error"
+    openai_code = "invalid_api_key"
+
+
+class ModelNotFound(HerdError):
+    status_code = 404
+    openai_type = "invalid_request_error"
+    openai_code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f'model "{model}" not found, try pulling it first')
+        self.model = model
+
+
+class NodeNotFound(HerdError):
+    status_code = 404
+    openai_type = "invalid_request_error"
+
+
+class PayloadTooLarge(HerdError):
+    status_code = 413
+    openai_type = "invalid_request_error"
+
+
+class QueueFull(HerdError):
+    status_code = 503
+    openai_type = "server_error"
+    openai_code = "queue_full"
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class NoNodeAvailable(HerdError):
+    status_code = 503
+    openai_type = "server_error"
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class UpstreamError(HerdError):
+    status_code = 502
+    openai_type = "server_error"
+
+
+def is_openai_path(path: str) -> bool:
+    return path.startswith("/v1/") or path == "/v1"
+
+
+def error_body(
+    path: str, status: int, message: str, error: HerdError | None = None
+) -> dict[str, Any]:
+    """Ollama's `{"error": "..."}` on /api/* and elsewhere, OpenAI's error object on /v1/*."""
+    if is_openai_path(path):
+        return {
+            "error": {
+                "message": message,
+                "type": error.openai_type if error else _openai_type(status),
+                "param": None,
+                "code": error.openai_code if error else None,
+            }
+        }
+    return {"error": message}
+
+
+def _openai_type(status: int) -> str:
+    return "invalid_request_error" if 400 <= status < 500 else "server_error"

@@ -1,0 +1,111 @@
+"""The Redis layout: every key and channel Herd uses is built here, under one prefix.
+
+Each key family has one writer (see ARCHITECTURE.md "Shared state"). Node ids and model
+names go into keys verbatim; both may contain ':' (``llama3.2:3b``), so a key's parts are
+joined with '|' where they could be confused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Keys"]
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "herd:"
+
+    # --- node registry (writer: routers, on heartbeat and on proxy errors)
+    def nodes(self) -> str:
+        """Set of every known node id."""
+        return f"{self.prefix}nodes"
+
+    def node(self, node_id: str) -> str:
+        """Hash: the node's last heartbeat payload, status and router-observed errors."""
+        return f"{self.prefix}node:{node_id}"
+
+    def node_alive(self, node_id: str) -> str:
+        """Liveness key with a TTL, refreshed by each heartbeat."""
+        return f"{self.prefix}alive:{node_id}"
+
+    # --- slots and the fleet-wide queue (writer: routers, through Lua scripts)
+    def slots(self, node_id: str, model: str) -> str:
+        """Sorted set: request id -> lease expiry in ms."""
+        return f"{self.prefix}slots:{node_id}|{model}"
+
+    def wait(self, model: str) -> str:
+        """Sorted set: request id -> arrival order."""
+        return f"{self.prefix}wait:{model}"
+
+    def waiter(self, request_id: str) -> str:
+        """Short-TTL key held by the replica of a waiting request."""
+        return f"{self.prefix}waiter:{request_id}"
+
+    def wait_seq(self) -> str:
+        """Counter giving waiters their arrival order."""
+        return f"{self.prefix}wait-seq"
+
+    def counters(self, node_id: str, model: str) -> str:
+        """Hash: pending, in_flight, done, failed for one node:model."""
+        return f"{self.prefix}counters:{node_id}|{model}"
+
+    def counters_index(self) -> str:
+        """Set of 'node|model' pairs that have counters."""
+        return f"{self.prefix}counters-index"
+
+    def latency(self, node_id: str, model: str) -> str:
+        """Hash: decaying averages of latency and speed for one node:model."""
+        return f"{self.prefix}latency:{node_id}|{model}"
+
+    # --- streams
+    def traces(self) -> str:
+        """Stream of request traces, capped; consumer group 'recorder'."""
+        return f"{self.prefix}traces"
+
+    def events(self) -> str:
+        """Stream of fleet events: node status changes, retries, context protection, reaps."""
+        return f"{self.prefix}events"
+
+    # --- settings and stats
+    def settings(self) -> str:
+        """Hash: runtime setting overrides, JSON-encoded values."""
+        return f"{self.prefix}settings"
+
+    def stats(self, hour: int) -> str:
+        """Hash of counters for one hour (epoch hours)."""
+        return f"{self.prefix}stats:{hour}"
+
+    def benchmarks(self) -> str:
+        """List of stored benchmark runs (JSON)."""
+        return f"{self.prefix}benchmarks"
+
+    def benchmarks_active(self) -> str:
+        """Hash: run id -> JSON progress of a benchmark run started from the dashboard."""
+        return f"{self.prefix}benchmarks-active"
+
+    # --- coordination
+    def leader(self) -> str:
+        """Lease lock held by the replica that runs fleet-wide background jobs."""
+        return f"{self.prefix}leader"
+
+    def replicas(self) -> str:
+        """Hash: replica id -> last seen, for the dashboard."""
+        return f"{self.prefix}replicas"
+
+    # --- pub/sub channels
+    def fleet_channel(self) -> str:
+        """Announces that the node registry changed; replicas refresh their snapshot."""
+        return f"{self.prefix}ch:fleet"
+
+    def release_channel(self) -> str:
+        """Announces a freed slot: the message is the model name."""
+        return f"{self.prefix}ch:release"
+
+    def settings_channel(self) -> str:
+        """Announces that runtime settings changed."""
+        return f"{self.prefix}ch:settings"
+
+    def match(self) -> str:
+        """SCAN pattern covering every key under the prefix (for tests and cleanup)."""
+        return f"{self.prefix}*"

@@ -1,0 +1,159 @@
+"""The fleet as the router sees it: nodes, their loaded models, and the snapshot routing reads."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import msgspec
+
+__all__ = [
+    "FleetSnapshot",
+    "LoadedModel",
+    "NodeState",
+    "NodeStatus",
+    "Trace",
+    "TraceStatus",
+    "normalize_model",
+]
+
+
+class NodeStatus(enum.StrEnum):
+    ONLINE = "online"
+    DEGRADED = "degraded"
+    OFFLINE = "offline"
+
+
+def normalize_model(name: str) -> str:
+    """Ollama's rule: a name without a tag means `:latest`."""
+    name = name.strip()
+    if not name:
+        return name
+    last = name.rsplit("/", 1)[-1]
+    return name if ":" in last else f"{name}:latest"
+
+
+class LoadedModel(msgspec.Struct, frozen=True):
+    """A model resident in a node's memory, as its Ollama's /api/ps reports it."""
+
+    name: str
+    size_gb: float = 0.0
+    context_length: int = 0
+    requests_active: int = 0
+    expires_at: str = ""
+
+
+class NodeState(msgspec.Struct, frozen=True):
+    """One node, built from its last heartbeat plus what the routers observed."""
+
+    node_id: str
+    ollama_url: str
+    status: NodeStatus = NodeStatus.ONLINE
+    ollama_up: bool = True
+    draining: bool = False
+    last_seen: float = 0.0
+    cpu_pct: float = 0.0
+    cores: int = 0
+    memory_total_gb: float = 0.0
+    memory_used_gb: float = 0.0
+    memory_available_gb: float = 0.0
+    memory_pressure: str = "normal"
+    models_loaded: tuple[LoadedModel, ...] = ()
+    models_available: tuple[str, ...] = ()
+    model_sizes_gb: dict[str, float] = msgspec.field(default_factory=dict)
+    num_parallel: int = 0
+    max_loaded_models: int = 0
+    ollama_version: str = ""
+    agent_version: str = ""
+    router_failures: int = 0
+    gpu: dict[str, float] | None = None
+    disk_total_gb: float = 0.0
+    disk_available_gb: float = 0.0
+    requests_active: int = 0
+    lan_ip: str = ""
+    ollama_error: str = ""
+
+    @property
+    def servable(self) -> bool:
+        """May receive new requests: seen recently, Ollama answering, not draining."""
+        return self.status is NodeStatus.ONLINE and self.ollama_up and not self.draining
+
+    def loaded(self, model: str) -> LoadedModel | None:
+        for loaded in self.models_loaded:
+            if loaded.name == model:
+                return loaded
+        return None
+
+    def has_model(self, model: str) -> bool:
+        return model in self.models_available or self.loaded(model) is not None
+
+    def model_size_gb(self, model: str) -> float:
+        loaded = self.loaded(model)
+        if loaded is not None and loaded.size_gb:
+            return loaded.size_gb
+        return self.model_sizes_gb.get(model, 0.0)
+
+    def slots(self, default: int) -> int:
+        """Parallel requests per model: the node's own figure, else the fleet default."""
+        return self.num_parallel if self.num_parallel > 0 else default
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSnapshot:
+    """Every known node at one moment; replicas cache it and refresh on change."""
+
+    nodes: dict[str, NodeState] = field(default_factory=dict)
+    taken_at: float = 0.0
+
+    def servable_with(self, model: str) -> list[NodeState]:
+        return [n for n in self.nodes.values() if n.servable and n.has_model(model)]
+
+    def models(self) -> set[str]:
+        names: set[str] = set()
+        for node in self.nodes.values():
+            names.update(node.models_available)
+            names.update(m.name for m in node.models_loaded)
+        return names
+
+
+class TraceStatus(enum.StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    RETRIED = "retried"
+    INCOMPLETE = "incomplete"
+    CLIENT_DISCONNECTED = "client_disconnected"
+    REJECTED = "rejected"
+
+
+class Trace(msgspec.Struct, kw_only=True):
+    """One request's record: the columns of `request_traces` (COMPAT.md) plus a few extras.
+
+    Appended to the traces stream once per request; the recorder copies it to latency.db.
+    """
+
+    request_id: str
+    model: str
+    original_model: str
+    node_id: str = ""
+    score: float = 0.0
+    scores_breakdown: dict[str, float] = msgspec.field(default_factory=dict)
+    status: TraceStatus = TraceStatus.COMPLETED
+    latency_ms: float = 0.0
+    time_to_first_token_ms: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retry_count: int = 0
+    fallback_used: bool = False
+    excluded_nodes: list[str] = msgspec.field(default_factory=list)
+    client_ip: str = ""
+    original_format: str = "ollama"  # "ollama" | "openai"
+    error_message: str = ""
+    timestamp: float = 0.0  # epoch seconds, when the request arrived
+    tags: list[str] = msgspec.field(default_factory=list)
+    finish_reason: str = ""
+    estimated_tokens: int = 0
+    # extras, not in ollama-herd's table
+    endpoint: str = ""
+    queue_wait_ms: float = 0.0
+    load_duration_ms: float = 0.0  # > 0 means the node cold-loaded the model
+    replica_id: str = ""

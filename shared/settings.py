@@ -1,0 +1,340 @@
+"""Herd's one settings object: built once from FLEET_* variables and CLI flags, then frozen."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "RUNTIME_FIELDS",
+    "Settings",
+    "SettingsError",
+    "coerce",
+    "env_name",
+    "setting_fields",
+]
+
+ENV_PREFIX = "FLEET_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value of the wrong type or outside its allowed choices."""
+
+
+def _setting(
+    default: Any,
+    help: str,
+    *,
+    runtime: bool = False,
+    choices: tuple[str, ...] = (),
+    env: str | None = None,
+) -> Any:
+    """Declare a field: its default, help text, and whether it may change at run time."""
+    return field(
+        default=default,
+        metadata={"help": help, "runtime": runtime, "choices": choices, "env": env},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob Herd has. Fields marked runtime can be changed through the settings API."""
+
+    # --- the router process
+    host: str = _setting("0.0.0.0", "Address the router listens on.")
+    port: int = _setting(11435, "Port the router listens on.")
+    redis_url: str = _setting(
+        "",
+        "Redis shared by all router replicas. Empty: start an embedded Redis under the data dir.",
+    )
+    redis_prefix: str = _setting("herd:", "Prefix of every Redis key and channel Herd uses.")
+    data_dir: str = _setting(
+        "~/.fleet-manager", "Where latency.db, logs/ and the embedded redis/ live."
+    )
+    log_level: str = _setting(
+        "INFO",
+        "Lowest level written to the console and to the JSON log files.",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+    )
+    mdns_enabled: bool = _setting(
+        True, "Advertise the router (and browse, in herd-node) over mDNS. --no-mdns turns it off."
+    )
+    mdns_interfaces: tuple[str, ...] = _setting(
+        (), "Comma list of addresses to use for mDNS; empty means every interface."
+    )
+    dashboard_enabled: bool = _setting(
+        True, "Start the Streamlit dashboard beside the router. --no-dashboard turns it off."
+    )
+    dashboard_port: int = _setting(8501, "Port of the Streamlit dashboard started by herd.")
+    admin_token: str = _setting(
+        "", "Bearer token required to change settings or pull/delete models. Empty: no check."
+    )
+    client_token: str = _setting(
+        "", "Bearer token required on inference requests. Empty: no check."
+    )
+    node_token: str = _setting(
+        "", "Bearer token a node agent must send with its heartbeats. Empty: no check."
+    )
+
+    # --- routing (runtime)
+    max_retries: int = _setting(
+        2, "Other nodes tried after a failure before the first byte reached the client.",
+        runtime=True,
+    )
+    context_protection: str = _setting(
+        "strip",
+        "What to do with a num_ctx that would reload a loaded model: strip, warn or passthrough.",
+        runtime=True,
+        choices=("strip", "warn", "passthrough"),
+    )
+    auto_pull: bool = _setting(
+        False, "Pull a model onto the roomiest node when no node has it.", runtime=True
+    )
+    default_num_parallel: int = _setting(
+        4, "Slots per node:model when the node does not report its parallelism.", runtime=True
+    )
+    max_queue_depth: int = _setting(
+        200, "Requests that may wait fleet-wide per model before new ones get 503.", runtime=True
+    )
+    queue_timeout: float = _setting(
+        300.0, "Seconds a request may wait for a slot before it gets 503.", runtime=True
+    )
+    lease_seconds: float = _setting(
+        30.0, "Lifetime of a slot lease; renewed while a request runs.", runtime=True
+    )
+    stale_timeout: float = _setting(
+        600.0, "Seconds without output after which a request is cancelled.", runtime=True
+    )
+    connect_timeout: float = _setting(
+        5.0, "Seconds to wait for a node to accept a connection.", runtime=True
+    )
+    max_body_mb: float = _setting(
+        64.0, "Largest request body accepted, in MiB; larger ones get 413.", runtime=True
+    )
+    weight_loaded: float = _setting(
+        40.0, "Scorer weight: the model is already loaded on the node.", runtime=True
+    )
+    weight_memory: float = _setting(
+        10.0, "Scorer weight: the model fits in the node's free memory.", runtime=True
+    )
+    weight_load: float = _setting(
+        30.0, "Scorer weight: free slots and queued work relative to the node's slots.",
+        runtime=True,
+    )
+    weight_latency: float = _setting(
+        15.0, "Scorer weight: recent latency of the node for the model.", runtime=True
+    )
+    weight_context: float = _setting(
+        10.0, "Scorer weight: the loaded context is large enough for the request.", runtime=True
+    )
+
+    # --- the node registry
+    heartbeat_interval: float = _setting(5.0, "Seconds between a node agent's heartbeats.")
+    heartbeat_timeout: float = _setting(
+        15.0, "Seconds of heartbeat silence after which a node is degraded.", runtime=True
+    )
+    heartbeat_offline: float = _setting(
+        30.0, "Seconds of heartbeat silence after which a node is offline.", runtime=True
+    )
+    node_failures_degraded: int = _setting(
+        3, "Consecutive request failures the routers see on a node before it is degraded "
+        "(until a success or a heartbeat with Ollama up).", runtime=True,
+    )
+
+    # --- the node agent
+    router_urls: tuple[str, ...] = _setting(
+        (), "Routers a node agent posts to (comma list). Empty: find them over mDNS.",
+        env="FLEET_ROUTER_URL",
+    )
+    node_ollama_host: str = _setting(
+        "http://localhost:11434", "The Ollama a node agent reports on."
+    )
+    node_id: str = _setting("", "Name of this node. Empty: the host name.")
+    num_parallel: int = _setting(
+        0,
+        "Parallel requests per model the node's Ollama runs. 0: OLLAMA_NUM_PARALLEL, "
+        "else Ollama's default.",
+    )
+
+    # --- health checks (thresholds; see docs/plugins.md for the checks that read them)
+    health_window_hours: int = _setting(
+        3, "Hours of statistics (hourly buckets, the current one included) the rate checks "
+        "read; vitals always cover 24 h.", runtime=True,
+    )
+    health_min_requests: int = _setting(
+        20, "Requests a node or the fleet must have served in the window before rate checks "
+        "(errors, retries, disconnects, timeouts) judge it.", runtime=True,
+    )
+    health_error_rate_pct: float = _setting(
+        5.0, "Error rate of a node (failed attempts / attempts, %) that raises a warning; "
+        "four times it is critical.", runtime=True,
+    )
+    health_retry_rate_pct: float = _setting(
+        10.0, "Share of requests that needed a retry (%) that raises a warning.", runtime=True
+    )
+    health_timeout_rate_pct: float = _setting(
+        2.0, "Share of requests that timed out (%) that raises a warning.", runtime=True
+    )
+    health_disconnect_rate_pct: float = _setting(
+        5.0, "Share of requests with a client disconnect or an incomplete stream (%) that "
+        "raises a warning.", runtime=True,
+    )
+    health_connection_failures: int = _setting(
+        3, "Failed connections to one node in the window that raise a warning.", runtime=True
+    )
+    health_memory_pct: float = _setting(
+        90.0, "Memory used on a node (%) that raises a warning; 97% or a node reporting "
+        "critical pressure is critical.", runtime=True,
+    )
+    health_thrash_loads: int = _setting(
+        3, "Cold loads of one model on one node in the window that count as thrashing.",
+        runtime=True,
+    )
+    health_underused_share_pct: float = _setting(
+        10.0, "A servable node that got less than this share (%) of its fair share of the "
+        "fleet's requests in the window is reported as underutilised.", runtime=True,
+    )
+    health_queue_saturation_pct: float = _setting(
+        80.0, "Waiting requests for a model, as % of max_queue_depth, that raise a warning.",
+        runtime=True,
+    )
+    health_zombie_reaps: int = _setting(
+        3, "Zombie requests reaped in the window that raise a warning (fewer: info).",
+        runtime=True,
+    )
+
+    # --- retention and plugins
+    trace_retention_days: float = _setting(
+        30.0, "Days of request traces kept in latency.db and the traces stream.", runtime=True
+    )
+    stats_retention_days: float = _setting(
+        8.0, "Days of hourly usage statistics kept in Redis.", runtime=True
+    )
+    disabled_plugins: tuple[str, ...] = _setting(
+        (), "Comma list of plugin names that are not registered."
+    )
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+    @property
+    def resolved_node_id(self) -> str:
+        return self.node_id or socket.gethostname()
+
+    @classmethod
+    def load(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Build the settings: defaults, then FLEET_* variables, then overrides (CLI flags)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in setting_fields():
+            raw = env.get(env_name(f.name))
+            if raw is not None and raw != "":
+                values[f.name] = coerce(f.name, raw)
+        for name, value in overrides.items():
+            if value is not None:
+                values[name] = coerce(name, value)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(
+            self, **{name: coerce(name, value) for name, value in changes.items()}
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in setting_fields()}
+
+
+def setting_fields() -> tuple[dataclasses.Field[Any], ...]:
+    return dataclasses.fields(Settings)
+
+
+RUNTIME_FIELDS: frozenset[str] = frozenset(
+    f.name for f in dataclasses.fields(Settings) if f.metadata["runtime"]
+)
+_TYPES: dict[str, Any] = typing.get_type_hints(Settings)
+_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+_TYPE_WORDS: dict[Any, str] = {
+    bool: "a boolean (true or false)", int: "an integer", float: "a number", str: "a string",
+}
+
+
+def env_name(name: str) -> str:
+    """The environment variable that sets a field."""
+    return _FIELDS[name].metadata["env"] or ENV_PREFIX + name.upper()
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(value)
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Turn a value from the environment, a flag or JSON into the field's type, or refuse it."""
+    if name not in _FIELDS:
+        raise SettingsError(f"unknown setting {name!r}")
+    kind = _TYPES[name]
+    try:
+        if kind is bool:
+            result: Any = _as_bool(name, value)
+        elif kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            result = int(value)
+        elif kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            result = float(value)
+        elif kind is str:
+            if not isinstance(value, str):
+                raise ValueError
+            result = value
+        elif isinstance(value, str):  # tuple[str, ...] from here on
+            result = tuple(part.strip() for part in value.split(",") if part.strip())
+        elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            result = tuple(value)
+        else:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name} must be {_TYPE_WORDS.get(kind, 'a list of strings')}, "
+                            f"got {value!r}") from None
+    choices = _FIELDS[name].metadata["choices"]
+    if choices and result not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {result!r}")
+    return result
+
+
+def markdown_table() -> str:
+    """The settings table in docs/settings.md (regenerate with `python -m shared.settings`)."""
+    rows = [
+        "| variable | field | default | runtime | what it does |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for f in setting_fields():
+        default = f.default
+        shown = ",".join(default) if isinstance(default, tuple) else str(default)
+        runtime = "yes" if f.metadata["runtime"] else ""
+        rows.append(
+            f"| `{env_name(f.name)}` | `{f.name}` | {shown or '(empty)'} | {runtime} "
+            f"| {f.metadata['help']} |"
+        )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

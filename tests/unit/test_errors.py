@@ -1,0 +1,32 @@
+"""Error shapes: Ollama's on /api/*, OpenAI's on /v1/* (clients parse these)."""
+
+from __future__ import annotations
+
+from shared.errors import ModelNotFound, QueueFull, error_body
+
+
+def test_ollama_shape() -> None:
+    error = ModelNotFound("x")
+    assert error_body("/api/chat", error.status_code, error.message, error) == {
+        "error": 'model "x" not found, try pulling it first'
+    }
+    assert error.status_code == 404
+
+
+def test_openai_shape() -> None:
+    error = ModelNotFound("x")
+    body = error_body("/v1/chat/completions", 404, error.message, error)
+    assert body == {
+        "error": {
+            "message": 'model "x" not found, try pulling it first',
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "model_not_found",
+        }
+    }
+
+
+def test_queue_full_carries_retry_after() -> None:
+    error = QueueFull("busy", retry_after=7)
+    assert error.status_code == 503
+    assert error.headers == {"Retry-After": "7"}
