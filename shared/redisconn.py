@@ -208,13 +208,17 @@ def check_redis(url: str, timeout: float = 3.0) -> None:
 
 def connect(url: str, *, max_connections: int = 64) -> redis.asyncio.Redis:
     """The async client every service uses (replies decoded as str)."""
-    return redis.asyncio.Redis.from_url(
+    # A blocking pool: a burst beyond max_connections waits for a free connection
+    # instead of failing with MaxConnectionsError.
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
         url,
         decode_responses=True,
         max_connections=max_connections,
+        timeout=10,
         socket_connect_timeout=5,
         health_check_interval=30,
     )
+    return redis.asyncio.Redis.from_pool(pool)  # closing the client closes the pool
 
 
 @contextlib.contextmanager
