@@ -46,6 +46,23 @@ class Keys:
         """Counter giving waiters their arrival order."""
         return f"{self.prefix}wait-seq"
 
+    def wait_lease(self, model: str) -> str:
+        """Sorted set: waiting request id -> liveness expiry in ms, refreshed by its replica.
+
+        Used instead of one `waiter:{id}` key per waiter so acquire.lua sees every waiter's
+        liveness through a key it is given (Redis Cluster-safe) and a replica refreshes
+        all its waiters in one pipeline.
+        """
+        return f"{self.prefix}wait-lease:{model}"
+
+    def wait_first(self, model: str) -> str:
+        """Hash: waiting request id -> the node whose `pending` counter includes it."""
+        return f"{self.prefix}wait-first:{model}"
+
+    def counters_prefix(self) -> str:
+        """What counters(node, model) starts with; Lua scripts append 'node|model'."""
+        return f"{self.prefix}counters:"
+
     def counters(self, node_id: str, model: str) -> str:
         """Hash: pending, in_flight, done, failed for one node:model."""
         return f"{self.prefix}counters:{node_id}|{model}"

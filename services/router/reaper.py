@@ -1,0 +1,104 @@
+"""Leader jobs that keep shared state honest: the zombie reaper and stream retention."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services.router.context import RouterContext
+from services.router.events import emit
+from services.router.traces import trim_traces
+from shared.keys import Keys
+from shared.scripts import script_source
+
+__all__ = ["Reaped", "reap_once", "reaper_job", "retention_job"]
+
+log = logging.getLogger("herd.reaper")
+
+REAP_INTERVAL_SECONDS = 2.0
+RETENTION_INTERVAL_SECONDS = 3600.0
+
+
+@dataclass
+class Reaped:
+    """What one pass returned: expired leases per (node, model), dropped waiters per model."""
+
+    leases: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    waiters: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(map(len, self.leases.values())) + sum(map(len, self.waiters.values()))
+
+
+async def reap_once(redis: Redis, keys: Keys) -> Reaped:
+    """Return every expired lease's slot and drop dead waiters, fleet-wide, in one pipeline.
+
+    Walks `counters-index` (every node|model that ever held a slot or a waiter), never KEYS.
+    """
+    members = sorted(await redis.smembers(keys.counters_index()))
+    pairs = [tuple(m.rsplit("|", 1)) for m in members if "|" in m]
+    models = sorted({model for _, model in pairs})
+    now = str(int(time.time() * 1000))
+    channel = keys.release_channel()
+    result = Reaped()
+    if not pairs:
+        return result
+    async with redis.pipeline(transaction=False) as pipe:
+        # EVAL in a pipeline: one round trip, no SCRIPT EXISTS first (see slots.add_release).
+        reap, reap_waiters = script_source("reap"), script_source("reap_waiters")
+        for node_id, model in pairs:
+            pipe.eval(
+                reap, 2, keys.slots(node_id, model), keys.counters(node_id, model),
+                now, channel, model,
+            )
+        for model in models:
+            pipe.eval(
+                reap_waiters, 3, keys.wait(model), keys.wait_lease(model),
+                keys.wait_first(model), now, keys.counters_prefix(), model, channel,
+            )
+        replies = await pipe.execute()
+    for (node_id, model), ids in zip(pairs, replies[: len(pairs)], strict=True):
+        if ids:
+            result.leases[(node_id, model)] = [str(i) for i in ids]
+    for model, ids in zip(models, replies[len(pairs):], strict=True):
+        if ids:
+            result.waiters[model] = [str(i) for i in ids]
+    for (node_id, model), ids in result.leases.items():
+        log.warning(
+            "reaped zombie slots",
+            extra={"node_id": node_id, "model": model, "count": len(ids)},
+        )
+        await emit(
+            redis, keys, "zombie_reaped",
+            node_id=node_id, model=model, count=len(ids), request_ids=ids[:20],
+        )
+    for model, ids in result.waiters.items():
+        log.info("dropped dead waiters", extra={"model": model, "count": len(ids)})
+    return result
+
+
+async def reaper_job(ctx: RouterContext) -> None:
+    """Leader job: reap every couple of seconds (a lease expires `lease_seconds` after its
+    last renewal, so a dead replica's slots return within lease + this interval)."""
+    while True:
+        try:
+            await reap_once(ctx.redis, ctx.keys)
+        except RedisError as exc:
+            log.warning("zombie reaper pass failed", extra={"error": str(exc)})
+        await asyncio.sleep(REAP_INTERVAL_SECONDS)
+
+
+async def retention_job(ctx: RouterContext) -> None:
+    """Leader job: trim the traces stream to `trace_retention_days`, hourly."""
+    while True:
+        try:
+            await trim_traces(ctx.redis, ctx.keys, ctx.settings.trace_retention_days)
+        except RedisError as exc:
+            log.warning("trace retention failed", extra={"error": str(exc)})
+        await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
