@@ -24,13 +24,17 @@ class Subcommand(Protocol):
 # name -> (module, one-line help). Modules are imported only when needed.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "check": ("services.check", "Exit 0 if a router answers its health check, 1 if not."),
+    "sim": ("services.sim.cli", "Run a simulated Ollama server (for tests, demos and benchmarks)."),
+    "dashboard": ("services.dashboard", "Run the dashboard alone, reading a router's API."),
+    "demo": ("services.demo", "Start a whole simulated fleet with its dashboard, in one command."),
+    "recorder": ("services.recorder_cli", "Copy the fleet's traces into one latency.db, alone."),
 }
 
 # CLI flag dest -> settings field. Flags left unset (None) keep the environment's value.
 FLAG_FIELDS = (
     "host", "port", "redis_url", "data_dir", "log_level", "mdns_enabled",
     "dashboard_enabled", "dashboard_port", "router_urls", "node_ollama_host", "node_id",
-    "num_parallel", "mdns_interfaces",
+    "num_parallel", "mdns_interfaces", "fleet_name",
 )
 
 
@@ -41,6 +45,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fleet-name", dest="fleet_name", default=None,
+                        help="Name of the fleet: agents join only routers of the same name "
+                             "(FLEET_NAME). Lets several fleets share one LAN.")
     parser.add_argument("--data-dir", dest="data_dir", default=None,
                         help="Where logs, latency.db and the embedded Redis live "
                              "(FLEET_DATA_DIR, default ~/.fleet-manager).")

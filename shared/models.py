@@ -104,9 +104,18 @@ class FleetSnapshot:
 
     nodes: dict[str, NodeState] = field(default_factory=dict)
     taken_at: float = 0.0
+    # Per-model answers of servable_with: a snapshot never changes, and the hot path asks
+    # the same question for every request.
+    _servable: dict[str, tuple[NodeState, ...]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     def servable_with(self, model: str) -> list[NodeState]:
-        return [n for n in self.nodes.values() if n.servable and n.has_model(model)]
+        found = self._servable.get(model)
+        if found is None:
+            found = tuple(n for n in self.nodes.values() if n.servable and n.has_model(model))
+            if len(self._servable) < 1024:  # clients can ask for any name; stay bounded
+                self._servable[model] = found
+        return list(found)
 
     def models(self) -> set[str]:
         names: set[str] = set()

@@ -68,6 +68,10 @@ class Settings:
     mdns_interfaces: tuple[str, ...] = _setting(
         (), "Comma list of addresses to use for mDNS; empty means every interface."
     )
+    fleet_name: str = _setting(
+        "", "Name of the fleet in mDNS: node agents join only routers advertising the same "
+        "name (several fleets on one LAN).", env="FLEET_NAME",
+    )
     dashboard_enabled: bool = _setting(
         True, "Start the Streamlit dashboard beside the router. --no-dashboard turns it off."
     )
@@ -132,6 +136,9 @@ class Settings:
     )
     weight_context: float = _setting(
         10.0, "Scorer weight: the loaded context is large enough for the request.", runtime=True
+    )
+    weight_failures: float = _setting(
+        20.0, "Scorer weight: no recent failures the routers saw on the node.", runtime=True
     )
 
     # --- the node registry
@@ -213,6 +220,11 @@ class Settings:
     trace_retention_days: float = _setting(
         30.0, "Days of request traces kept in latency.db and the traces stream.", runtime=True
     )
+    recorder_enabled: bool = _setting(
+        True,
+        "The leader replica copies traces into <data dir>/latency.db. Turn off when a "
+        "standalone `herd recorder` writes the one latency.db of the fleet.",
+    )
     stats_retention_days: float = _setting(
         8.0, "Days of hourly usage statistics kept in Redis.", runtime=True
     )
@@ -222,7 +234,8 @@ class Settings:
 
     @property
     def data_path(self) -> Path:
-        return Path(self.data_dir).expanduser()
+        # Absolute: the embedded redis-server changes its working directory.
+        return Path(self.data_dir).expanduser().absolute()
 
     @property
     def resolved_node_id(self) -> str:
