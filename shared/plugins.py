@@ -14,7 +14,16 @@ __all__ = ["DEFAULT_PLUGINS", "ENTRY_POINT_GROUP", "build_plugin_manager"]
 ENTRY_POINT_GROUP = "herd.plugins"
 
 # Herd's own plugins, registered exactly like a third party's; the name is the module's.
-DEFAULT_PLUGINS: tuple[str, ...] = ()
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "plugins.health.nodes",
+    "plugins.health.models",
+    "plugins.health.requests",
+    "plugins.health.queues",
+    "plugins.routing.filters",
+    "plugins.routing.scorers",
+    "plugins.routing.transforms",
+    "plugins.routing.policy",
+)
 
 
 def build_plugin_manager(disabled: Iterable[str] = ()) -> pluggy.PluginManager:

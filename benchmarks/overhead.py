@@ -1,0 +1,199 @@
+"""What the router adds to a request: direct to a simulator vs through one router.
+
+Starts an embedded Redis, simulators (`--tokens-per-s 0`) and one router, registers the
+simulators by heartbeat, then measures in one run:
+  1. latency of a small non-streaming /api/chat at concurrency 1 (p50, p99),
+  2. time to first byte of a streaming /api/chat (p50, p99),
+  3. requests/s at concurrency 32.
+Run: .venv/bin/python benchmarks/overhead.py [--requests 1000] [--seconds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from shared.redisconn import EmbeddedRedis  # noqa: E402
+from tests.helpers import Proc, free_port, herd_bin  # noqa: E402
+
+MODEL = "llama3.2:3b"
+EXAMPLE = ROOT / "tests" / "data" / "herd-heartbeat-example.json"
+SIM_FLAGS = ["--tokens-per-s", "0", "--prompt-tps", "0", "--load-base-seconds", "0",
+             "--load-seconds-per-gb", "0", "--response-tokens", "8-8", "--num-parallel", "64",
+             "--contention", "0", "--models", MODEL, "--keep-alive", "-1",
+             "--memory-gb", "512"]
+CHAT = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                   "stream": False}).encode()
+STREAM = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                     "stream": True}).encode()
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+async def latency(session: aiohttp.ClientSession, url: str, n: int) -> list[float]:
+    out: list[float] = []
+    for _ in range(n):
+        t = time.perf_counter()
+        async with session.post(url + "/api/chat", data=CHAT) as r:
+            await r.read()
+            assert r.status == 200, r.status
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+async def ttft(session: aiohttp.ClientSession, url: str, n: int) -> list[float]:
+    out: list[float] = []
+    for _ in range(n):
+        t = time.perf_counter()
+        async with session.post(url + "/api/chat", data=STREAM) as r:
+            await r.content.readline()
+            out.append((time.perf_counter() - t) * 1000)
+            await r.read()
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+async def throughput(url: str, concurrency: int, seconds: float) -> tuple[float, int]:
+    connector = aiohttp.TCPConnector(limit=0)
+    done = 0
+    errors: dict[int, str] = {}
+    async with aiohttp.ClientSession(connector=connector) as session:
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                async with session.post(url + "/api/chat", data=CHAT) as r:
+                    body = await r.read()
+                    if r.status == 200:
+                        done += 1
+                    else:
+                        errors[r.status] = body[:200].decode(errors="replace")
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    for status, sample in errors.items():
+        print(f"  {url}: errors with status {status}, e.g. {sample}")
+    return done / elapsed, done
+
+
+def register(router: str, sim: str, node_id: str) -> None:
+    payload = json.loads(EXAMPLE.read_text())
+    payload.update(node_id=node_id, ollama_host=sim)
+    httpx.post(f"{sim}/api/generate", json={"model": MODEL, "prompt": ""}, timeout=30)
+    ps = httpx.get(f"{sim}/api/ps").json()["models"]
+    payload["ollama"].update(
+        models_available=[MODEL], models_available_sizes={MODEL: 2.0}, num_parallel=64,
+        models_loaded=[{"name": m["name"], "size_gb": 2.0,
+                        "context_length": m.get("context_length", 4096)} for m in ps],
+    )
+    assert httpx.post(f"{router}/heartbeat", json=payload).status_code == 200
+
+
+async def measure(
+    direct: str, routed: str, n: int, seconds: float, router_pid: int,
+    profile: str | None = None,
+) -> dict[str, float]:
+    results: dict[str, float] = {}
+    async with aiohttp.ClientSession() as session:
+        for name, url in (("direct", direct), ("router", routed)):
+            await latency(session, url, 50)  # warm the pools and the router's inputs
+            lat = await latency(session, url, n)
+            first = await ttft(session, url, max(100, n // 4))
+            results[f"{name}_p50"] = statistics.median(lat)
+            results[f"{name}_p99"] = pct(lat, 99)
+            results[f"{name}_ttft_p50"] = statistics.median(first)
+            results[f"{name}_ttft_p99"] = pct(first, 99)
+    results["direct_rps32"], _ = await throughput(direct, 32, seconds)
+    spy = None
+    if profile:  # py-spy on the router while it runs at c=32
+        spy = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(router_pid),
+            "--output", profile, "--format", "speedscope" if profile.endswith(".json")
+            else "flamegraph", "--duration", str(int(seconds) + 1), "--rate", "200")
+    cpu = cpu_seconds(router_pid)
+    results["router_rps32"], count = await throughput(routed, 32, seconds)
+    # CPU the router process spent per proxied request: less noisy than wall time on a
+    # shared machine (includes its background jobs: recorder, fleet watcher)
+    results["router_cpu_ms"] = (cpu_seconds(router_pid) - cpu) * 1000 / max(count, 1)
+    if spy is not None:
+        await spy.wait()
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1000, help="requests per c=1 series")
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of each c=32 run")
+    parser.add_argument("--profile", default="",
+                        help="write a py-spy profile of the router at c=32 here (.svg/.json)")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="herd-bench-"))
+    redis = EmbeddedRedis(tmp / "redis")
+    redis_url = redis.start()
+    procs: list[Proc] = []
+    try:
+        sim_port = free_port()
+        sim = Proc([herd_bin(), "sim", "--host", "127.0.0.1", "--port", str(sim_port),
+                    *SIM_FLAGS], tmp / "sim.log")
+        procs.append(sim)
+        port = free_port()
+        router = Proc([herd_bin(), "--host", "127.0.0.1", "--port", str(port),
+                       "--redis-url", redis_url, "--no-mdns", "--no-dashboard",
+                       "--data-dir", str(tmp / "data"), "--log-level", "WARNING"],
+                      tmp / "router.log",
+                      # one heartbeat registers the simulator for the whole run
+                      env={"FLEET_HEARTBEAT_TIMEOUT": "3600", "FLEET_HEARTBEAT_OFFLINE": "7200"})
+        procs.append(router)
+        sim_url, router_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{port}"
+        sim.wait_http(f"{sim_url}/api/version")
+        router.wait_http(f"{router_url}/healthz")
+        register(router_url, sim_url, "bench")
+        r = asyncio.run(measure(sim_url, router_url, args.requests, args.seconds, router.pid,
+                                args.profile or None))
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        redis.stop()
+    added_p50 = r["router_p50"] - r["direct_p50"]
+    added_p99 = r["router_p99"] - r["direct_p99"]
+    added_ttft = r["router_ttft_p50"] - r["direct_ttft_p50"]
+    ratio = r["router_rps32"] / r["direct_rps32"]
+    print(f"c=1 /api/chat     direct p50 {r['direct_p50']:.2f} ms  p99 {r['direct_p99']:.2f} ms"
+          f" | router p50 {r['router_p50']:.2f} ms  p99 {r['router_p99']:.2f} ms")
+    print(f"added latency     p50 {added_p50:+.2f} ms (target <= 1.00)  p99 {added_p99:+.2f} ms")
+    print(f"stream TTFT p50   direct {r['direct_ttft_p50']:.2f} ms | router "
+          f"{r['router_ttft_p50']:.2f} ms | added {added_ttft:+.2f} ms (target <= 1.00)")
+    print(f"c=32 req/s        direct {r['direct_rps32']:.0f} | router {r['router_rps32']:.0f}"
+          f" | ratio {ratio:.2f} (target >= 0.50)")
+    print(f"router CPU        {r['router_cpu_ms']:.2f} ms per proxied request at c=32")
+    print(f"machine load      {' '.join(f'{x:.1f}' for x in psutil.getloadavg())} "
+          f"on {psutil.cpu_count()} CPUs")
+    ok = added_p50 <= 1.0 and added_ttft <= 1.0 and ratio >= 0.5
+    print("targets met" if ok else "targets MISSED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Herd's built-in routing plugins: filters, scorers, transforms and the default policy."""

@@ -1,0 +1,545 @@
+"""The inference endpoints (Ollama and OpenAI): parse once, route, take a slot, forward,
+stream back, then release the slot and record the trace in one pipeline.
+
+They are plain ASGI handlers rather than Litestar handlers: the hot path then pays for no
+signature parsing or dependency injection, and a client that goes away is noticed at once
+(a watcher on `receive`) so its upstream request is cancelled and its slot freed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+import uuid
+from typing import Any, Literal, cast
+
+import aiohttp
+import msgspec
+from litestar import asgi
+from litestar.handlers.asgi_handlers import ASGIRouteHandler
+from litestar.types import HTTPScope, Receive, Scope, Send
+from redis.exceptions import RedisError
+
+from services.router import metrics, stats, traces
+from services.router.context import RouterContext
+from services.router.events import EVENTS_MAXLEN, emit
+from services.router.proxy import (
+    TAIL_BYTES,
+    UpstreamFailure,
+    Usage,
+    content_type,
+    error_tail,
+    is_stream,
+    parse_final,
+    upstream_of,
+)
+from services.router.registry import fleet_of
+from services.router.routing import Ranked, add_latency, engine_of
+from services.router.slots import slots_of
+from shared.errors import (
+    BadRequest,
+    HerdError,
+    ModelNotFound,
+    NoNodeAvailable,
+    PayloadTooLarge,
+    Unauthorized,
+    UpstreamError,
+    error_body,
+)
+from shared.models import FleetSnapshot, Trace, TraceStatus, normalize_model
+from shared.routing import RouteRequest
+
+__all__ = ["ENDPOINTS", "ROUTES", "Exchange"]
+
+log = logging.getLogger("herd.proxy")
+
+Api = Literal["ollama", "openai"]
+
+# path -> (API, endpoint name)
+ENDPOINTS: dict[str, tuple[Api, str]] = {
+    "/api/chat": ("ollama", "chat"),
+    "/api/generate": ("ollama", "generate"),
+    "/api/embed": ("ollama", "embed"),
+    "/api/embeddings": ("ollama", "embeddings"),
+    "/v1/chat/completions": ("openai", "chat"),
+    "/v1/completions": ("openai", "completions"),
+    "/v1/embeddings": ("openai", "embeddings"),
+}
+
+_decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+_JSON = b"application/json"
+
+
+class MethodNotAllowed(HerdError):
+    status_code = 405
+    openai_type = "invalid_request_error"
+
+
+def _header_map(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+class Exchange:
+    """One client request, from its first byte to its trace."""
+
+    __slots__ = (
+        "api",
+        "ctx",
+        "disconnected",
+        "finished",
+        "headers",
+        "hold",
+        "path",
+        "ranked",
+        "receive",
+        "request",
+        "response",
+        "retries",
+        "scope",
+        "send",
+        "served",
+        "started",
+        "t0",
+        "task",
+        "trace",
+        "usage",
+        "watcher",
+    )
+
+    def __init__(self, scope: HTTPScope, receive: Receive, send: Send, api: Api) -> None:
+        self.t0 = time.perf_counter()
+        self.scope, self.receive, self.send, self.api = scope, receive, send, api
+        self.ctx: RouterContext = scope["app"].state.herd
+        self.path: str = scope["path"]
+        self.headers: dict[str, str] = {}
+        self.request: RouteRequest | None = None
+        self.trace: Trace | None = None
+        self.hold: tuple[str, str, str] | None = None  # node, model, slot id
+        self.response: aiohttp.ClientResponse | None = None
+        self.ranked: Ranked | None = None
+        self.served = ""
+        self.retries = 0
+        self.usage: Usage | None = None
+        self.started = False  # the response's first byte went out
+        self.finished = False  # the response is complete: a disconnect now is normal
+        self.disconnected = False
+        self.task: asyncio.Task[Any] | None = None
+        self.watcher: asyncio.Task[None] | None = None
+
+    # --- entry ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            if self.scope["method"] != "POST":
+                raise MethodNotAllowed(f"method {self.scope['method']} not allowed on {self.path}")
+            self.headers = _header_map(self.scope)
+            self._authorize()
+            raw = await self._read_body()
+            if raw is None:
+                return  # the client left while sending
+            request = self._parse(raw)
+        except HerdError as exc:
+            await self._send_error(exc)
+            return
+        self.task = asyncio.current_task()
+        self.watcher = asyncio.create_task(self._watch())
+        try:
+            await self._route(request)
+        except asyncio.CancelledError:
+            if not self.disconnected or self.task is None:
+                raise
+            self.task.uncancel()
+            await self._on_disconnect()
+        finally:
+            self.finished = True
+            if self.watcher is not None and not self.watcher.done():
+                self.watcher.cancel()
+
+    async def _watch(self) -> None:
+        """Cancel the request when the client goes away before its response is complete."""
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                if not self.finished and self.task is not None:
+                    self.disconnected = True
+                    self.task.cancel()
+                return
+
+    def _authorize(self) -> None:
+        token = self.ctx.settings.client_token
+        if not token:
+            return
+        given = self.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
+            raise Unauthorized("missing or wrong bearer token")
+
+    async def _read_body(self) -> bytes | None:
+        limit = int(self.ctx.settings.max_body_mb * 1024 * 1024)
+        declared = self.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"request body over {self.ctx.settings.max_body_mb:g} MiB")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body = cast(bytes, message.get("body", b""))
+            if body:
+                size += len(body)
+                if size > limit:
+                    raise PayloadTooLarge(
+                        f"request body over {self.ctx.settings.max_body_mb:g} MiB")
+                chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _parse(self, raw: bytes) -> RouteRequest:
+        if not raw.strip():
+            raise BadRequest("missing request body")
+        try:
+            body = _decode(raw)
+        except msgspec.DecodeError as exc:
+            raise BadRequest(f"invalid JSON in request body: {exc}") from None
+        if not isinstance(body, dict):
+            raise BadRequest("request body must be a JSON object")
+        model = body.get("model")
+        if model is None or model == "":
+            raise BadRequest("model is required")
+        if not isinstance(model, str):
+            raise BadRequest("model must be a string")
+        client = self.scope.get("client")
+        api, endpoint = ENDPOINTS[self.path]
+        return RouteRequest(
+            request_id=uuid.uuid4().hex,
+            api=api,
+            endpoint=endpoint,
+            model=normalize_model(model),
+            body=body,
+            raw=raw,
+            headers=self.headers,
+            client_ip=client[0] if client else "",
+        )
+
+    # --- routing and forwarding ---------------------------------------------------------
+
+    def _pick_model(self, request: RouteRequest, snapshot: FleetSnapshot) -> None:
+        """The asked model, else the first of `fallback_models` the fleet has: never another."""
+        known = snapshot.models()
+        if request.model in known:
+            return
+        fallbacks = request.body.get("fallback_models")
+        if isinstance(fallbacks, list):
+            for name in fallbacks:
+                if isinstance(name, str) and normalize_model(name) in known:
+                    request.model = normalize_model(name)
+                    body = dict(request.body)
+                    body["model"] = name
+                    request.set_body(body)
+                    return
+        asked = request.body.get("model")
+        raise ModelNotFound(asked if isinstance(asked, str) else request.model)
+
+    async def _route(self, request: RouteRequest) -> None:
+        ctx = self.ctx
+        settings = ctx.settings
+        self.request = request
+        requested = request.model
+        self.trace = trace = Trace(
+            request_id=request.request_id, model=requested, original_model=requested,
+            client_ip=request.client_ip, original_format=self.api, timestamp=time.time(),
+            endpoint=self.path, replica_id=ctx.replica_id,
+        )
+        try:
+            snapshot = fleet_of(ctx).snapshot()
+            self._pick_model(request, snapshot)
+            trace.model = self.served = request.model
+            trace.fallback_used = request.model != requested
+            engine = engine_of(ctx)
+            scoring = engine.context(settings, snapshot)
+            engine.prepare(request, scoring)
+            trace.tags = request.tags
+            trace.estimated_tokens = request.estimated_tokens
+            excluded: list[str] = []
+            reason = ""
+            while True:
+                ranked = engine.rank(request, scoring, excluded)
+                if not ranked:
+                    if excluded:
+                        raise UpstreamError(f"every node failed for {request.model}: {reason}")
+                    raise NoNodeAvailable(f"no node can serve {request.model} right now")
+                slot_id = request.request_id if not excluded else (
+                    f"{request.request_id}.{len(excluded)}")
+                waited = time.perf_counter()
+                node_id = await slots_of(ctx).acquire(
+                    request.model, slot_id,
+                    [(r.node.node_id, scoring.slots(r.node)) for r in ranked],
+                    settings.queue_timeout,
+                )
+                trace.queue_wait_ms += (time.perf_counter() - waited) * 1000
+                chosen = next((r for r in ranked if r.node.node_id == node_id), ranked[0])
+                self.ranked = chosen
+                self.hold = (node_id, request.model, slot_id)
+                engine.inputs.started(node_id, request.model)
+                trace.node_id, trace.score = node_id, chosen.score
+                trace.scores_breakdown = chosen.breakdown
+                try:
+                    await self._forward(chosen)
+                    return
+                except UpstreamFailure as failure:
+                    reason = failure.reason
+                    await self._attempt_failed(node_id, failure)
+                    excluded.append(node_id)
+                    trace.excluded_nodes = excluded
+                    self.retries = trace.retry_count = len(excluded)
+                    if len(excluded) > settings.max_retries:
+                        raise UpstreamError(
+                            f"{request.model} failed on {len(excluded)} node(s); last: {reason}"
+                        ) from None
+        except HerdError as exc:
+            failed = isinstance(exc, UpstreamError)
+            trace.status = TraceStatus.FAILED if failed else TraceStatus.REJECTED
+            trace.error_message = exc.message
+            await self._send_error(exc)
+            await self._finish(ok=True)
+        except (RedisError, OSError) as exc:
+            log.warning("request failed on Redis", extra={"error": str(exc)})
+            trace.status, trace.error_message = TraceStatus.FAILED, f"redis: {exc}"
+            await self._send_error(HerdError("router state unavailable, try again"))
+            await self._finish(ok=False)
+        except Exception as exc:
+            log.exception("request failed", extra={"request_id": request.request_id})
+            trace.status, trace.error_message = TraceStatus.FAILED, f"internal: {exc!r}"
+            if self.response is not None:
+                self.response.close()
+            await self._send_error(HerdError(f"internal error: {type(exc).__name__}"))
+            await self._finish(ok=True)
+
+    async def _attempt_failed(self, node_id: str, failure: UpstreamFailure) -> None:
+        """Return the slot, mark the node, and note the retry; the request goes on elsewhere."""
+        assert self.hold is not None and self.request is not None
+        _, model, slot_id = self.hold
+        self.hold = None
+        self.response = None
+        engine_of(self.ctx).inputs.finished(node_id, model)
+        log.warning("node failed, retrying elsewhere", extra={
+            "node_id": node_id, "model": model, "reason": failure.reason,
+            "request_id": self.request.request_id})
+        try:
+            await slots_of(self.ctx).release(node_id, model, slot_id, False)
+            await fleet_of(self.ctx).record_failure(node_id, failure.reason)
+            await emit(self.ctx.redis, self.ctx.keys, "retry", node_id=node_id, model=model,
+                       reason=failure.reason, request_id=self.request.request_id)
+        except RedisError as exc:
+            log.warning("could not record a node failure", extra={"error": str(exc)})
+
+    async def _forward(self, chosen: Ranked) -> None:
+        assert self.request is not None and self.trace is not None
+        settings = self.ctx.settings
+        response = await upstream_of(self.ctx).open(
+            chosen.node, self.path, self.request.payload(),
+            connect_timeout=settings.connect_timeout, stale_timeout=settings.stale_timeout,
+        )
+        self.response = response
+        ctype = content_type(response)
+        if is_stream(ctype):
+            await self._stream(response, ctype)
+            return
+        try:
+            data = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            response.close()
+            raise UpstreamFailure(f"{chosen.node.node_id}: {type(exc).__name__} {exc}") from exc
+        finally:
+            response.release()
+        trace = self.trace
+        ok = response.status < 400
+        usage = parse_final(data, stream=False) if ok else Usage()
+        if ok:
+            trace.status = TraceStatus.COMPLETED
+            if usage.load_ms or usage.prompt_eval_ms:
+                trace.time_to_first_token_ms = round(
+                    (time.perf_counter() - self.t0) * 1000 - self._elapsed_gen_ms(usage), 2)
+        else:
+            trace.status = TraceStatus.FAILED
+            trace.error_message = data[:500].decode(errors="replace")
+        self._apply_usage(usage)
+        self.finished = True
+        await self.send({"type": "http.response.start", "status": response.status,
+                         "headers": self._headers(ctype, len(data))})
+        await self.send({"type": "http.response.body", "body": data, "more_body": False})
+        self.started = True
+        await self._finish(ok=True)
+
+    @staticmethod
+    def _elapsed_gen_ms(usage: Usage) -> float:
+        if usage.tokens_per_s and usage.completion_tokens:
+            return usage.completion_tokens / usage.tokens_per_s * 1000
+        return 0.0
+
+    async def _stream(self, response: aiohttp.ClientResponse, ctype: str) -> None:
+        assert self.trace is not None and self.hold is not None
+        trace = self.trace
+        sse = ctype.startswith("text/event-stream")
+        reader = response.content
+        stale = self.ctx.settings.stale_timeout
+        try:
+            first = await reader.readany()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            response.close()
+            raise UpstreamFailure(f"{self.hold[0]}: {type(exc).__name__} {exc}") from exc
+        if not first:
+            response.close()
+            raise UpstreamFailure(f"{self.hold[0]} closed the stream without output")
+        trace.time_to_first_token_ms = round((time.perf_counter() - self.t0) * 1000, 2)
+        send = self.send
+        await send({"type": "http.response.start", "status": response.status,
+                    "headers": self._headers(ctype, None)})
+        self.started = True
+        await send({"type": "http.response.body", "body": first, "more_body": True})
+        previous, last = b"", first
+        events = first.count(b"data: ") if sse else 0
+        error = ""
+        node_id, model, slot_id = self.hold
+        async with slots_of(self.ctx).renewing(node_id, model, slot_id):
+            try:
+                while True:
+                    chunk = await reader.readany()
+                    if not chunk:
+                        break
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    # only the end is parsed: keep the last two reads, no copying per chunk
+                    previous, last = last, chunk
+                    if sse:
+                        events += chunk.count(b"data: ")
+            except TimeoutError:
+                error = f"no output from {node_id} for {stale:g} s"
+            except aiohttp.ClientError as exc:
+                error = f"{node_id} broke off the stream: {type(exc).__name__} {exc}"
+            finally:
+                if error:
+                    response.close()
+                else:
+                    response.release()
+        tail = (previous + last)[-TAIL_BYTES:]
+        usage = parse_final(tail, stream=True, sse=sse)
+        if sse and not usage.completion_tokens:
+            usage.completion_tokens = max(0, events - 2)  # role chunk and [DONE] carry no text
+        self._apply_usage(usage)
+        if error:
+            trace.status, trace.error_message = TraceStatus.INCOMPLETE, error
+            await send({"type": "http.response.body",
+                        "body": error_tail(self.path, error, sse), "more_body": True})
+        else:
+            trace.status = TraceStatus.COMPLETED
+        self.finished = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await self._finish(ok=not error)
+
+    def _apply_usage(self, usage: Usage) -> None:
+        assert self.trace is not None
+        trace = self.trace
+        trace.prompt_tokens = usage.prompt_tokens
+        trace.completion_tokens = usage.completion_tokens
+        trace.finish_reason = usage.finish_reason
+        trace.load_duration_ms = round(usage.load_ms, 2)
+        self.usage = usage
+
+    def _headers(self, ctype: str, length: int | None) -> list[tuple[bytes, bytes]]:
+        assert self.request is not None
+        chosen = self.ranked
+        headers = [
+            (b"content-type", ctype.encode("latin-1")),
+            (b"x-fleet-node", (chosen.node.node_id if chosen else "").encode()),
+            (b"x-fleet-retries", str(self.retries).encode()),
+            (b"x-fleet-score", f"{chosen.score:.2f}".encode() if chosen else b"0"),
+            (b"x-fleet-requested-model", self.trace.original_model.encode()
+             if self.trace else b""),
+            (b"x-fleet-served-model", self.served.encode()),
+            (b"x-herd-request-id", self.request.request_id.encode()),
+        ]
+        if length is not None:
+            headers.append((b"content-length", str(length).encode()))
+        return headers
+
+    # --- endings ------------------------------------------------------------------------
+
+    async def _on_disconnect(self) -> None:
+        if self.response is not None:
+            self.response.close()  # drops the connection: the node stops generating
+        if self.trace is None:
+            return
+        self.trace.status = TraceStatus.CLIENT_DISCONNECTED
+        self.trace.error_message = "client disconnected"
+        await self._finish(ok=True)
+
+    async def _finish(self, *, ok: bool) -> None:
+        """Release the slot and append trace, stats, latency and events: one round trip."""
+        trace = self.trace
+        if trace is None:
+            return
+        self.trace = None  # exactly once
+        ctx = self.ctx
+        trace.latency_ms = round((time.perf_counter() - self.t0) * 1000, 2)
+        pipe = ctx.redis.pipeline(transaction=False)
+        hold, self.hold = self.hold, None
+        if hold is not None:
+            node_id, model, slot_id = hold
+            slots_of(ctx).add_release(pipe, node_id, model, slot_id, ok)
+            engine_of(ctx).inputs.finished(node_id, model)
+            if trace.status is TraceStatus.COMPLETED:
+                add_latency(pipe, ctx, node_id, model, latency_ms=trace.latency_ms,
+                            ttft_ms=trace.time_to_first_token_ms,
+                            tokens_per_s=self.usage.tokens_per_s if self.usage else 0.0)
+        traces.add_trace(pipe, ctx, trace)
+        stats.add_request(pipe, ctx, trace)
+        if self.request is not None:
+            for note in self.request.notes:
+                entry = {"kind": note.kind, "ts": time.time(), "message": note.message,
+                         **note.fields}
+                pipe.xadd(ctx.keys.events(), {"kind": note.kind, "data": _encode(entry)},
+                          maxlen=EVENTS_MAXLEN, approximate=True)
+        try:
+            await pipe.execute()
+        except RedisError as exc:
+            # the lease expires by itself and the reaper returns the slot
+            log.warning("request end not recorded", extra={
+                "error": str(exc), "request_id": trace.request_id})
+        metrics.observe(trace)
+        if hold is not None and trace.status is TraceStatus.COMPLETED and self.ranked and (
+                self.ranked.node.router_failures):
+            with contextlib.suppress(RedisError):
+                await fleet_of(ctx).record_success(hold[0])
+
+    async def _send_error(self, exc: HerdError) -> None:
+        if self.started:
+            return
+        self.started = self.finished = True
+        body = _encode(error_body(self.path, exc.status_code, exc.message, exc))
+        headers = [(b"content-type", _JSON), (b"content-length", str(len(body)).encode())]
+        headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+        if self.trace is not None or self.request is not None:
+            headers.append((b"x-fleet-retries", str(self.retries).encode()))
+            requested = self.request.body.get("model") if self.request else ""
+            if isinstance(requested, str):
+                headers.append((b"x-fleet-requested-model", requested.encode()))
+        await self.send({"type": "http.response.start", "status": exc.status_code,
+                         "headers": headers})
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _handler(path: str, api: Api) -> ASGIRouteHandler:
+    async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+        await Exchange(cast(HTTPScope, scope), receive, send, api).run()
+
+    handle.__name__ = "inference_" + path.strip("/").replace("/", "_")
+    return asgi(path, copy_scope=False, name=handle.__name__)(handle)
+
+
+ROUTES = [_handler(path, api) for path, (api, _) in ENDPOINTS.items()]

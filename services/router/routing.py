@@ -1,0 +1,214 @@
+"""The routing engine: transforms, then filters, scores and the policy, over cached inputs.
+
+Plugins are collected once per replica (a lifecycle); the request path calls the returned
+objects directly. The inputs scorers read (in-flight work, queue depths, decaying
+latencies) are refreshed from Redis in the background, never per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pluggy
+from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
+
+from services.router.context import RouterContext
+from services.router.registry import fleet_of
+from shared.models import FleetSnapshot, NodeState
+from shared.plugins import build_plugin_manager
+from shared.routing import (
+    LatencyStats,
+    NodeFilter,
+    RouteRequest,
+    RoutingInputs,
+    Scorer,
+    ScoringContext,
+    Transform,
+)
+from shared.scripts import script_source
+from shared.settings import Settings
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "LATENCY_ALPHA",
+    "Ranked",
+    "RoutingEngine",
+    "add_latency",
+    "engine_of",
+    "routing_lifecycle",
+]
+
+log = logging.getLogger("herd.routing")
+
+DEFAULT_POLICY = "plugins.routing.policy"
+INPUTS_INTERVAL = 0.5  # seconds between refreshes of in-flight / latency inputs
+LATENCY_ALPHA = 0.2  # weight of the newest request in the decaying averages
+LATENCY_TTL = 7 * 24 * 3600
+MAX_MODELS_PER_NODE = 64  # bounds the refresh for nodes with huge model libraries
+
+
+@dataclass(slots=True)
+class Ranked:
+    """A candidate with its weighted score and the per-scorer breakdown (trace, header)."""
+
+    node: NodeState
+    score: float
+    breakdown: dict[str, float] = field(default_factory=dict)
+
+
+def _flatten(results: Iterable[list[Any] | None]) -> list[Any]:
+    return [item for result in results if result for item in result]
+
+
+class RoutingEngine:
+    """The registered filters, scorers and transforms of one replica, and the policy."""
+
+    def __init__(self, manager: pluggy.PluginManager) -> None:
+        hook = manager.hook
+        self.scorers: list[Scorer] = _flatten(hook.herd_register_scorers())
+        self.filters: list[NodeFilter] = _flatten(hook.herd_register_filters())
+        self.transforms: list[Transform] = _flatten(hook.herd_register_transforms())
+        self._choose = hook.herd_choose_node
+        # pluggy stays off the hot path unless a plugin replaced the default policy
+        self.custom_policy = any(
+            impl.plugin_name != DEFAULT_POLICY for impl in self._choose.get_hookimpls()
+        )
+        self.inputs = RoutingInputs()
+        self._weight_attrs = [(s, f"weight_{s.name}") for s in self.scorers]
+
+    def context(self, settings: Settings, snapshot: FleetSnapshot) -> ScoringContext:
+        return ScoringContext(settings=settings, snapshot=snapshot, inputs=self.inputs)
+
+    def prepare(self, request: RouteRequest, context: ScoringContext) -> None:
+        """Run every transform, in registration order."""
+        if not request.estimated_tokens:
+            request.estimated_tokens = len(request.raw) // 4  # ~4 bytes a token
+        for transform in self.transforms:
+            transform.apply(request, context)
+
+    def rank(
+        self, request: RouteRequest, context: ScoringContext, exclude: Iterable[str] = ()
+    ) -> list[Ranked]:
+        """Candidates that pass every filter, best first (the policy's pick leads)."""
+        settings = context.settings
+        weights = [(s, float(getattr(settings, attr, s.weight))) for s, attr in
+                   self._weight_attrs]
+        excluded = set(exclude)
+        ranked: list[Ranked] = []
+        for node in context.snapshot.nodes.values():
+            if node.node_id in excluded:
+                continue
+            if not all(f.allows(node, request, context) for f in self.filters):
+                continue
+            breakdown: dict[str, float] = {}
+            total = 0.0
+            for scorer, weight in weights:
+                value = weight * scorer.score(node, request, context)
+                breakdown[scorer.name] = round(value, 2)
+                total += value
+            ranked.append(Ranked(node, round(total, 2), breakdown))
+        # ties go to the node with less work, then by name, so choices are reproducible
+        ranked.sort(key=lambda r: (
+            -r.score, context.inputs.node_in_flight(r.node.node_id), r.node.node_id))
+        if self.custom_policy and len(ranked) > 1:
+            chosen = self._choose(
+                request=request, ranked=[(r.node, r.score) for r in ranked], context=context)
+            if chosen is not None:
+                for i, candidate in enumerate(ranked):
+                    if candidate.node.node_id == chosen.node_id:
+                        ranked.insert(0, ranked.pop(i))
+                        break
+        return ranked
+
+    # --- inputs ------------------------------------------------------------------------
+
+    async def refresh_inputs(self, ctx: RouterContext, snapshot: FleetSnapshot) -> None:
+        """Read in-flight leases, queue depths and latency averages for the fleet's pairs."""
+        keys = ctx.keys
+        pairs: list[tuple[str, str]] = []
+        for node in snapshot.nodes.values():
+            names = dict.fromkeys(m.name for m in node.models_loaded)
+            names.update(dict.fromkeys(node.models_available[:MAX_MODELS_PER_NODE]))
+            pairs.extend((node.node_id, name) for name in names)
+        models = sorted({model for _, model in pairs})
+        pipe = ctx.redis.pipeline(transaction=False)
+        for node_id, model in pairs:
+            pipe.zcard(keys.slots(node_id, model))
+            pipe.hgetall(keys.latency(node_id, model))
+        for model in models:
+            pipe.zcard(keys.wait(model))
+        results = await pipe.execute()
+        in_flight: dict[tuple[str, str], int] = {}
+        latency: dict[tuple[str, str], LatencyStats] = {}
+        for i, pair in enumerate(pairs):
+            count, stats = results[2 * i], results[2 * i + 1]
+            if count:
+                in_flight[pair] = int(count)
+            if stats:
+                latency[pair] = _stats(stats)
+        offset = 2 * len(pairs)
+        queued = {m: int(results[offset + i]) for i, m in enumerate(models) if results[offset + i]}
+        self.inputs.replace(in_flight, latency, queued)
+
+    async def run(self, ctx: RouterContext) -> None:
+        while True:
+            try:
+                await self.refresh_inputs(ctx, fleet_of(ctx).snapshot())
+            except (RedisError, OSError) as exc:
+                log.warning("routing inputs not refreshed", extra={"error": str(exc)})
+            await asyncio.sleep(INPUTS_INTERVAL)
+
+
+def _stats(fields: dict[str, str]) -> LatencyStats:
+    def num(name: str) -> float:
+        try:
+            return float(fields.get(name) or 0.0)
+        except ValueError:
+            return 0.0
+
+    return LatencyStats(
+        latency_ms=num("latency_ms"), ttft_ms=num("ttft_ms"),
+        tokens_per_s=num("tokens_per_s"), samples=int(num("samples")),
+    )
+
+
+def add_latency(
+    pipe: Pipeline, ctx: RouterContext, node_id: str, model: str, *,
+    latency_ms: float, ttft_ms: float | None, tokens_per_s: float,
+) -> None:
+    """Add the update of the node:model's decaying averages to the request-end pipeline."""
+    # EVAL, not EVALSHA: a pipeline with registered scripts spends a round trip on
+    # SCRIPT EXISTS first; Redis caches the compiled script by its hash anyway.
+    pipe.eval(
+        script_source("latency"), 1, ctx.keys.latency(node_id, model),
+        round(latency_ms, 3), round(ttft_ms or 0.0, 3), round(tokens_per_s, 3),
+        LATENCY_ALPHA, LATENCY_TTL,
+    )
+
+
+def engine_of(ctx: RouterContext) -> RoutingEngine:
+    return cast(RoutingEngine, ctx.parts["routing"])
+
+
+@contextlib.asynccontextmanager
+async def routing_lifecycle(ctx: RouterContext) -> AsyncIterator[None]:
+    """Build the plugin manager once for this replica and keep the scoring inputs fresh."""
+    if ctx.plugins is None:
+        ctx.plugins = build_plugin_manager(ctx.settings.disabled_plugins)
+    engine = RoutingEngine(ctx.plugins)
+    ctx.parts["routing"] = engine
+    with contextlib.suppress(RedisError, OSError):
+        await engine.refresh_inputs(ctx, fleet_of(ctx).snapshot())
+    task = asyncio.create_task(engine.run(ctx), name="herd-routing-inputs")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

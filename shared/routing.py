@@ -1,0 +1,189 @@
+"""The routing contract: what scorer, filter and transform plugins receive and return."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import msgspec
+
+from shared.models import FleetSnapshot, NodeState
+from shared.settings import Settings
+
+__all__ = [
+    "LatencyStats",
+    "NodeFilter",
+    "RouteRequest",
+    "RoutingInputs",
+    "Scorer",
+    "ScoringContext",
+    "Transform",
+    "TransformNote",
+]
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(slots=True)
+class TransformNote:
+    """Something a transform did that operators should see: logged and appended as an event."""
+
+    kind: str
+    message: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RouteRequest:
+    """One inference request as routing sees it. The body is parsed once; `raw` is what the
+    client sent and is forwarded unchanged unless a transform called `set_body`."""
+
+    request_id: str
+    api: Literal["ollama", "openai"]
+    endpoint: str
+    model: str
+    body: dict[str, Any]
+    raw: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    client_ip: str = ""
+    tags: list[str] = field(default_factory=list)
+    estimated_tokens: int = 0
+    # num_ctx the client asked for, kept after context protection strips it from the body
+    requested_num_ctx: int = 0
+    body_changed: bool = False
+    notes: list[TransformNote] = field(default_factory=list)
+
+    def set_body(self, body: dict[str, Any]) -> None:
+        """Replace the body; it is re-encoded once when forwarded."""
+        self.body = body
+        self.body_changed = True
+
+    def payload(self) -> bytes:
+        """The bytes to forward: the client's own unless a transform changed the body."""
+        if self.body_changed:
+            self.raw = _encode(self.body)
+            self.body_changed = False
+        return self.raw
+
+    def options(self) -> dict[str, Any]:
+        options = self.body.get("options")
+        return options if isinstance(options, dict) else {}
+
+
+@dataclass(slots=True)
+class LatencyStats:
+    """Decaying averages for one node:model, as kept in Redis `keys.latency(node, model)`."""
+
+    latency_ms: float = 0.0
+    ttft_ms: float = 0.0
+    tokens_per_s: float = 0.0
+    samples: int = 0
+
+
+class RoutingInputs:
+    """Per-node work and speed figures, refreshed from Redis in the background.
+
+    Between refreshes this replica adds its own starts and finishes, so a burst of requests
+    arriving together spreads out instead of piling on the node that looked idle.
+    """
+
+    __slots__ = ("_base", "_local", "_node_base", "best", "latency", "queued")
+
+    def __init__(self) -> None:
+        self._base: dict[tuple[str, str], int] = {}
+        self._node_base: dict[str, int] = {}
+        self._local: dict[tuple[str, str], int] = {}
+        self.latency: dict[tuple[str, str], LatencyStats] = {}
+        self.queued: dict[str, int] = {}
+        # model -> the best figures any node has for it, the yardstick of the latency scorer
+        self.best: dict[str, LatencyStats] = {}
+
+    def replace(
+        self,
+        in_flight: dict[tuple[str, str], int],
+        latency: dict[tuple[str, str], LatencyStats],
+        queued: dict[str, int],
+    ) -> None:
+        """Install fresh figures read from Redis (they already include this replica's work)."""
+        node_base: dict[str, int] = {}
+        for (node_id, _), count in in_flight.items():
+            node_base[node_id] = node_base.get(node_id, 0) + count
+        self._base, self._node_base = in_flight, node_base
+        self._local = {}
+        self.latency, self.queued = latency, queued
+        best: dict[str, LatencyStats] = {}
+        for (_, model), stats in latency.items():
+            mark = best.setdefault(model, LatencyStats(latency_ms=float("inf")))
+            mark.tokens_per_s = max(mark.tokens_per_s, stats.tokens_per_s)
+            if 0 < stats.latency_ms < mark.latency_ms:
+                mark.latency_ms = stats.latency_ms
+            if stats.ttft_ms and (not mark.ttft_ms or stats.ttft_ms < mark.ttft_ms):
+                mark.ttft_ms = stats.ttft_ms
+        self.best = best
+
+    def started(self, node_id: str, model: str) -> None:
+        key = (node_id, model)
+        self._local[key] = self._local.get(key, 0) + 1
+
+    def finished(self, node_id: str, model: str) -> None:
+        key = (node_id, model)
+        self._local[key] = self._local.get(key, 0) - 1
+
+    def in_flight(self, node_id: str, model: str) -> int:
+        key = (node_id, model)
+        return max(0, self._base.get(key, 0) + self._local.get(key, 0))
+
+    def node_in_flight(self, node_id: str) -> int:
+        local = sum(v for (n, _), v in self._local.items() if n == node_id) if self._local else 0
+        return max(0, self._node_base.get(node_id, 0) + local)
+
+
+@dataclass(slots=True)
+class ScoringContext:
+    """What scorers may read besides the node and request: all cached, nothing awaits."""
+
+    settings: Settings
+    snapshot: FleetSnapshot
+    inputs: RoutingInputs = field(default_factory=RoutingInputs)
+
+    def slots(self, node: NodeState) -> int:
+        return node.slots(self.settings.default_num_parallel)
+
+    def latency(self, node_id: str, model: str) -> LatencyStats | None:
+        return self.inputs.latency.get((node_id, model))
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Rates a candidate node for a request, 0 (worst) to 1 (best).
+
+    The engine multiplies the rating by the `weight_<name>` setting when one exists, else by
+    `weight`, and sums over scorers. Called per request: no I/O, microseconds.
+    """
+
+    name: str
+    weight: float
+
+    def score(self, node: NodeState, request: RouteRequest, context: ScoringContext) -> float: ...
+
+
+@runtime_checkable
+class NodeFilter(Protocol):
+    """Says whether a node may serve a request at all. Called per request and node; no I/O."""
+
+    name: str
+
+    def allows(self, node: NodeState, request: RouteRequest, context: ScoringContext) -> bool: ...
+
+
+@runtime_checkable
+class Transform(Protocol):
+    """Adjusts a request before routing (in place; `request.set_body` to change the body).
+
+    Anything an operator should see goes into `request.notes`. Called per request; no I/O.
+    """
+
+    name: str
+
+    def apply(self, request: RouteRequest, context: ScoringContext) -> None: ...

@@ -1,0 +1,232 @@
+"""The built-in routing plugins and the engine that combines them (pure logic)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from plugins.routing.scorers import ContextFit, FailurePenalty, Latency, Load, Loaded, MemoryFit
+from plugins.routing.transforms import ContextProtection, Tags
+from services.router.proxy import error_tail, parse_final
+from services.router.routing import RoutingEngine
+from shared.hookspecs import hookimpl
+from shared.models import FleetSnapshot, LoadedModel, NodeState, NodeStatus
+from shared.plugins import build_plugin_manager
+from shared.routing import LatencyStats, RouteRequest, RoutingInputs, ScoringContext
+from shared.settings import Settings
+
+M = "llama3.2:3b"
+
+
+def node(node_id: str, *, loaded: int | None = None, **kw: object) -> NodeState:
+    models_loaded = (LoadedModel(name=M, size_gb=2.0, context_length=loaded),) if loaded else ()
+    defaults: dict[str, object] = {
+        "memory_total_gb": 24.0, "memory_available_gb": 20.0, "num_parallel": 2,
+        "models_available": (M,), "model_sizes_gb": {M: 2.0},
+    }
+    defaults.update(kw)
+    return NodeState(node_id=node_id, ollama_url=f"http://{node_id}", models_loaded=models_loaded,
+                     **defaults)  # type: ignore[arg-type]
+
+
+def context(*nodes: NodeState, **settings: object) -> ScoringContext:
+    return ScoringContext(
+        settings=Settings.load(environ={}, **settings),
+        snapshot=FleetSnapshot(nodes={n.node_id: n for n in nodes}),
+        inputs=RoutingInputs(),
+    )
+
+
+def request(body: dict[str, object] | None = None, **kw: object) -> RouteRequest:
+    body = body or {"model": M}
+    return RouteRequest(request_id="r1", api="ollama", endpoint="chat", model=M, body=body,
+                        raw=b"{}", **kw)  # type: ignore[arg-type]
+
+
+# --- transforms --------------------------------------------------------------------------
+
+
+def test_context_protection_strips_a_num_ctx_a_loaded_copy_covers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ctx = context(node("a", loaded=8192))
+    req = request({"model": M, "options": {"num_ctx": 4096, "top_p": 0.5}})
+    with caplog.at_level(logging.INFO, logger="herd.routing"):
+        ContextProtection().apply(req, ctx)
+    assert req.body == {"model": M, "options": {"top_p": 0.5}}
+    assert req.requested_num_ctx == 4096
+    assert b"num_ctx" not in req.payload()
+    assert req.notes[0].kind == "context_protection"
+    assert "Context protection" in caplog.text
+
+
+def test_context_protection_drops_an_emptied_options_object() -> None:
+    req = request({"model": M, "options": {"num_ctx": 2048}})
+    ContextProtection().apply(req, context(node("a", loaded=4096)))
+    assert "options" not in req.body
+
+
+def test_context_protection_keeps_a_larger_num_ctx_and_never_invents_one() -> None:
+    req = request({"model": M, "options": {"num_ctx": 32768}})
+    ContextProtection().apply(req, context(node("a", loaded=8192)))
+    assert req.body["options"] == {"num_ctx": 32768} and not req.body_changed
+    assert "kept" in req.notes[0].message
+    plain = request({"model": M})
+    ContextProtection().apply(plain, context(node("a", loaded=8192)))
+    assert plain.body == {"model": M} and not plain.notes
+
+
+@pytest.mark.parametrize("mode", ["warn", "passthrough"])
+def test_context_protection_warn_and_passthrough_change_nothing(mode: str) -> None:
+    req = request({"model": M, "options": {"num_ctx": 2048}})
+    ContextProtection().apply(req, context(node("a", loaded=8192), context_protection=mode))
+    assert req.body["options"] == {"num_ctx": 2048} and not req.body_changed
+    assert len(req.notes) == (1 if mode == "warn" else 0)
+
+
+def test_context_protection_ignores_unloaded_and_equal_contexts() -> None:
+    for n in (node("a"), node("a", loaded=2048)):
+        req = request({"model": M, "options": {"num_ctx": 2048}})
+        ContextProtection().apply(req, context(n))
+        assert not req.body_changed and not req.notes
+
+
+def test_tags_from_header_metadata_and_user() -> None:
+    req = request({"model": M, "metadata": {"tags": ["agent", "batch"]}, "user": "alice"},
+                  headers={"x-herd-tags": "ci, agent"})
+    Tags().apply(req, context())
+    assert req.tags == ["ci", "agent", "batch", "alice"]
+    odd = request({"model": M, "metadata": {"tags": "a,b"}, "user": 5})
+    Tags().apply(odd, context())
+    assert odd.tags == ["a", "b"]
+
+
+# --- scorers -----------------------------------------------------------------------------
+
+
+def test_loaded_memory_and_context_scorers() -> None:
+    ctx = context()
+    hot, cold = node("hot", loaded=4096), node("cold")
+    req = request()
+    assert Loaded().score(hot, req, ctx) == 1.0 and Loaded().score(cold, req, ctx) == 0.0
+    assert MemoryFit().score(hot, req, ctx) == 1.0
+    assert 0.5 < MemoryFit().score(cold, req, ctx) <= 1.0
+    tight = node("tight", memory_available_gb=1.0)
+    assert MemoryFit().score(tight, req, ctx) < 0.3
+    req.requested_num_ctx = 8192
+    assert ContextFit().score(hot, req, ctx) < ContextFit().score(cold, req, ctx)
+    assert ContextFit().score(node("big", loaded=16384), req, ctx) == 1.0
+
+
+def test_load_scorer_counts_this_replicas_work_between_refreshes() -> None:
+    ctx = context()
+    n = node("a")
+    before = Load().score(n, request(), ctx)
+    ctx.inputs.started("a", M)
+    ctx.inputs.started("a", M)
+    full = Load().score(n, request(), ctx)
+    assert before == 1.0 and full < 0.3
+    ctx.inputs.finished("a", M)
+    assert full < Load().score(n, request(), ctx) < before
+    ctx.inputs.replace({("a", M): 1}, {}, {})  # Redis already counts this replica's work
+    assert ctx.inputs.in_flight("a", M) == 1 and ctx.inputs.node_in_flight("a") == 1
+
+
+def test_latency_scorer_prefers_the_faster_node_and_is_neutral_when_unknown() -> None:
+    ctx = context()
+    ctx.inputs.replace({}, {
+        ("fast", M): LatencyStats(tokens_per_s=100, samples=5),
+        ("slow", M): LatencyStats(tokens_per_s=25, samples=5),
+    }, {})
+    req = request()
+    assert Latency().score(node("fast"), req, ctx) == 1.0
+    assert Latency().score(node("slow"), req, ctx) == 0.25
+    assert Latency().score(node("new"), req, ctx) == 0.5
+
+
+def test_failure_penalty() -> None:
+    ctx = context()
+    assert FailurePenalty().score(node("a"), request(), ctx) == 1.0
+    assert FailurePenalty().score(node("a", router_failures=3), request(), ctx) == 0.25
+
+
+# --- the engine --------------------------------------------------------------------------
+
+
+def engine() -> RoutingEngine:
+    return RoutingEngine(build_plugin_manager())
+
+
+def test_engine_ranks_loaded_first_but_skips_unservable_and_excluded() -> None:
+    nodes = [node("cold"), node("hot", loaded=4096), node("off", loaded=4096,
+             status=NodeStatus.OFFLINE), node("other", models_available=("x:1b",))]
+    ctx = context(*nodes)
+    routing = engine()
+    ranked = routing.rank(request(), ctx)
+    assert [r.node.node_id for r in ranked] == ["hot", "cold"]
+    assert set(ranked[0].breakdown) == {"loaded", "memory", "load", "latency", "context",
+                                        "failures"}
+    assert ranked[0].score == pytest.approx(sum(ranked[0].breakdown.values()), abs=0.1)
+    assert [r.node.node_id for r in routing.rank(request(), ctx, ["hot"])] == ["cold"]
+
+
+def test_weights_come_from_settings() -> None:
+    ctx = context(node("cold"), node("hot", loaded=4096), weight_loaded=0.0, weight_memory=0.0,
+                  weight_context=0.0)
+    routing = engine()
+    ctx.inputs.started("hot", M)
+    ctx.inputs.started("hot", M)
+    assert routing.rank(request(), ctx)[0].node.node_id == "cold"
+
+
+def test_an_idle_node_beats_a_loaded_one_that_is_full() -> None:
+    ctx = context(node("idle"), node("busy", loaded=4096))
+    routing = engine()
+    assert routing.rank(request(), ctx)[0].node.node_id == "busy"
+    for _ in range(2):
+        ctx.inputs.started("busy", M)
+    # the loaded node still ranks first, but the slot acquisition takes the first free
+    # candidate, so the order must still hold both
+    assert {r.node.node_id for r in routing.rank(request(), ctx)} == {"idle", "busy"}
+
+
+class PreferLast:
+    @hookimpl
+    def herd_choose_node(self, request: RouteRequest, ranked: list[tuple[NodeState, float]],
+                         context: ScoringContext) -> NodeState | None:
+        return ranked[-1][0]
+
+
+def test_a_policy_plugin_overrides_the_default() -> None:
+    manager = build_plugin_manager()
+    assert not RoutingEngine(manager).custom_policy
+    manager.register(PreferLast(), name="prefer-last")
+    routing = RoutingEngine(manager)
+    assert routing.custom_policy
+    ctx = context(node("cold"), node("hot", loaded=4096))
+    assert routing.rank(request(), ctx)[0].node.node_id == "cold"
+
+
+def test_disabled_plugins_are_not_used() -> None:
+    routing = RoutingEngine(build_plugin_manager(["plugins.routing.transforms"]))
+    assert routing.transforms == []
+    assert {s.name for s in routing.scorers} >= {"loaded", "load"}
+
+
+# --- response parsing --------------------------------------------------------------------
+
+
+def test_parse_final_reads_ollama_and_openai_endings() -> None:
+    ollama_tail = (b'{"done":false}\n{"done":true,"done_reason":"stop","prompt_eval_count":9,'
+                   b'"eval_count":20,"eval_duration":500000000,"load_duration":2000000}\n')
+    usage = parse_final(ollama_tail, stream=True)
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.finish_reason) == (9, 20, "stop")
+    assert usage.tokens_per_s == 40.0 and usage.load_ms == 2.0
+    sse = (b'data: {"choices":[{"finish_reason":"length"}],'
+           b'"usage":{"prompt_tokens":3,"completion_tokens":4}}\n\ndata: [DONE]\n\n')
+    usage = parse_final(sse, stream=True, sse=True)
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.finish_reason) == (3, 4, "length")
+    assert parse_final(b"not json", stream=False).completion_tokens == 0
+    assert error_tail("/api/chat", "boom", False) == b'{"error":"boom"}\n'
+    assert error_tail("/v1/chat/completions", "boom", True).startswith(b'data: {"error":{')
