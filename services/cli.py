@@ -75,7 +75,14 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
                         help="Port of the dashboard (FLEET_DASHBOARD_PORT, default 8501).")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _subcommand(name: str) -> Subcommand:
+    module: Subcommand = importlib.import_module(SUBCOMMANDS[name][0])
+    return module
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser for `argv`: only the sub-command named there is imported (each is heavy)."""
+    command = next((arg for arg in argv if arg in SUBCOMMANDS), None)
     parser = argparse.ArgumentParser(
         prog="herd",
         description="Herd: one address in front of a fleet of Ollama servers. "
@@ -83,22 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_serve_flags(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text) in SUBCOMMANDS.items():
+    for name, (_, help_text) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module: Subcommand = importlib.import_module(module_name)
-        module.add_arguments(sub_parser)
+        if name == command:
+            _subcommand(name).add_arguments(sub_parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(args_list).parse_args(args_list)
     try:
         if args.command:
-            module: Subcommand = importlib.import_module(
-                SUBCOMMANDS[args.command][0]
-            )
-            return module.run(args)
+            return _subcommand(args.command).run(args)
         from services.router.server import serve
 
         return serve(settings_from_args(args))
