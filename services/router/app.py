@@ -10,8 +10,27 @@ from litestar import Litestar
 from litestar.datastructures import State
 
 from services.router import meta
+from services.router.benchmark_runs import ROUTES as BENCHMARK_ROUTES
+from services.router.benchmark_runs import benchmark_lifecycle
+from services.router.catalog import ROUTES as CATALOG_ROUTES
 from services.router.context import RouterContext
+from services.router.dashboard_link import ROUTES as DASHBOARD_LINK_ROUTES
 from services.router.errors import EXCEPTION_HANDLERS
+from services.router.events_api import ROUTES as EVENTS_ROUTES
+from services.router.fleet_api import ROUTES as FLEET_ROUTES
+from services.router.health_api import ROUTES as HEALTH_ROUTES
+from services.router.inference import ROUTES as INFERENCE_ROUTES
+from services.router.leader import leader_lifecycle
+from services.router.mdns import mdns_lifecycle
+from services.router.metrics import ROUTES as METRICS_ROUTES
+from services.router.models_api import ROUTES as MODELS_ROUTES
+from services.router.proxy import proxy_lifecycle
+from services.router.registry import fleet_lifecycle
+from services.router.routing import routing_lifecycle
+from services.router.settings_api import ROUTES as SETTINGS_ROUTES
+from services.router.settings_api import runtime_settings_lifecycle
+from services.router.slots import slots_lifecycle
+from services.router.usage_api import ROUTES as USAGE_ROUTES
 from shared.redisconn import connect
 from shared.settings import Settings
 
@@ -21,7 +40,16 @@ log = logging.getLogger("herd.router")
 
 # Background parts of a replica: each starts with the app and stops (in reverse) with it.
 Lifecycle = Callable[[RouterContext], contextlib.AbstractAsyncContextManager[None]]
-LIFECYCLES: list[Lifecycle] = []
+LIFECYCLES: list[Lifecycle] = [
+    runtime_settings_lifecycle,  # before all: parts start with the stored overrides
+    fleet_lifecycle,  # first: others read the fleet snapshot as they start
+    slots_lifecycle,  # before any request can wait for a slot
+    routing_lifecycle,  # plugins collected once; scoring inputs kept fresh
+    proxy_lifecycle,  # the pooled connections to the nodes
+    leader_lifecycle,  # fleet-wide jobs (reaper, recorder) on one replica at a time
+    mdns_lifecycle,
+    benchmark_lifecycle,  # stops this replica's benchmark runs first on shutdown
+]
 
 
 def create_app(settings: Settings, redis_url: str) -> Litestar:
@@ -44,7 +72,12 @@ def create_app(settings: Settings, redis_url: str) -> Litestar:
         await redis.aclose()
 
     return Litestar(
-        route_handlers=[*meta.ROUTES],
+        route_handlers=[
+            *meta.ROUTES, *FLEET_ROUTES, *DASHBOARD_LINK_ROUTES,
+            *HEALTH_ROUTES, *METRICS_ROUTES, *SETTINGS_ROUTES, *MODELS_ROUTES,
+            *USAGE_ROUTES, *EVENTS_ROUTES, *BENCHMARK_ROUTES,
+            *INFERENCE_ROUTES, *CATALOG_ROUTES,
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         state=State({}),

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from services.dashboard import dashboard_for
 from services.router.app import create_app
 from shared.logs import setup_logging
 from shared.redisconn import RedisUnavailable, redis_url_for
@@ -54,7 +55,9 @@ def serve(settings: Settings) -> int:
             )
             server = _Server(config)
             log.info("herd listening", extra={"host": settings.host, "port": settings.port})
-            server.run()
+            # The dashboard is a child that dies with herd; it retries until the API is up.
+            with dashboard_for(settings):
+                server.run()
             return 0 if server.started else 1
     except RedisUnavailable as exc:
         log.error("%s", exc)

@@ -1,0 +1,97 @@
+"""Capture a PNG of every dashboard page from a running `herd demo`, for docs/dashboard.md.
+
+    .venv/bin/python scripts/screenshots.py [--out docs/screenshots] [--warmup 40]
+
+Drives Debian's /usr/bin/chromium through Playwright (no browser download).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from streamlit_app.nav import PAGES  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
+    parser.add_argument("--warmup", type=float, default=40.0,
+                        help="Seconds of demo traffic before the first picture.")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    port, dash = free_port(), free_port()
+    router = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as tmp:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "demo", "--port", str(port),
+             "--dashboard-port", str(dash), "--data-dir", tmp, "--rate", "3"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        try:
+            wait(lambda: httpx.get(router + "/fleet/status").json()["fleet"]["nodes_online"] == 3,
+                 120, "the demo fleet")
+            wait(lambda: httpx.get(f"http://127.0.0.1:{dash}/_stcore/health").status_code == 200,
+                 60, "the dashboard")
+            # Two stored benchmark runs, so the Benchmarks page has rows to show.
+            for model in ("llama3.2:3b", "qwen3:8b"):
+                httpx.post(router + "/dashboard/api/benchmarks", timeout=10,
+                           json={"model": model, "requests": 12, "concurrency": 3})
+                wait(lambda: not httpx.get(router + "/dashboard/api/benchmarks").json()["active"],
+                     120, "a benchmark run")
+            time.sleep(args.warmup)  # let traffic build up so the charts have something
+            from playwright.sync_api import sync_playwright
+
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+                page = browser.new_page(viewport={"width": 1440, "height": 1000})
+                for index, (file, title, _icon) in enumerate(PAGES):
+                    path = "" if index == 0 else file.removesuffix(".py")
+                    page.goto(f"http://127.0.0.1:{dash}/{path}")
+                    page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
+                    page.wait_for_timeout(3000)  # charts draw after the first paint
+                    target = out / f"{file.removesuffix('.py')}.png"
+                    page.screenshot(path=str(target), full_page=True)
+                    print(f"saved {target}")
+                browser.close()
+        finally:
+            demo.send_signal(signal.SIGINT)
+            demo.wait(30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Apps: requests, tokens, errors and latency per tag (X-Herd-Tags, metadata.tags, user)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from streamlit_app import data, widgets
+
+PREFERRED = ("apps", "tags", "by_tag", "usage")
+COLUMNS = ("tag", "requests", "prompt_tokens", "completion_tokens", "errors",
+           "avg_latency_ms", "p50_latency_ms", "p95_latency_ms")
+
+
+@st.fragment(run_every="5s")
+def live() -> None:
+    reply = data.apps()
+    if widgets.problem(reply, "usage per app"):
+        return
+    rows = widgets.find_records(reply.data, PREFERRED, key_name="tag")
+    if not rows:
+        st.info("No tagged requests yet. Tag a request with the `X-Herd-Tags: my-app` header, "
+                "`metadata.tags` in the body, or the OpenAI `user` field.")
+        return
+    df = widgets.frame(rows, COLUMNS)
+    name = "tag" if "tag" in df.columns else df.columns[0]
+    if "requests" in df.columns:
+        st.bar_chart(df.set_index(name)["requests"])
+    st.dataframe(df, hide_index=True, width="stretch")
+
+
+st.title("Apps")
+st.caption("Usage per tag across the fleet.")
+live()

@@ -1,0 +1,328 @@
+"""The dashboard's one door to the router: its HTTP API, read with short caches, never Redis."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import streamlit as st
+
+__all__ = [
+    "DEFAULT_ROUTER_URL",
+    "Config",
+    "Reply",
+    "apps",
+    "benchmarks",
+    "config",
+    "delete_model",
+    "dig",
+    "error_message",
+    "fleet_queue",
+    "fleet_status",
+    "fmt",
+    "health",
+    "load_model",
+    "model_management",
+    "models",
+    "parse_config",
+    "pick",
+    "pull_model",
+    "recommendations",
+    "refresh",
+    "router_settings",
+    "save_settings",
+    "start_benchmark",
+    "traces",
+    "trends",
+    "usage",
+]
+
+DEFAULT_ROUTER_URL = "http://localhost:11435"
+# Live tiles refresh every 2 s; a cache a little shorter means each refresh reads fresh data
+# while several tiles drawn in one run share one request.
+LIVE_TTL = 1.5
+SLOW_TTL = 10.0
+TIMEOUT = httpx.Timeout(5.0, connect=2.0)
+PULL_TIMEOUT = httpx.Timeout(None, connect=5.0)
+EMPTY = "—"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Where the router is and how to authenticate; from the script's arguments."""
+
+    router_url: str = DEFAULT_ROUTER_URL
+    admin_token: str = ""
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token else {}
+
+
+def parse_config(argv: Sequence[str]) -> Config:
+    """Read `--router-url` and `--admin-token` from the arguments after `streamlit run app.py --`.
+
+    Unknown arguments are ignored: under AppTest the arguments are pytest's.
+    """
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--router-url", default=DEFAULT_ROUTER_URL)
+    parser.add_argument("--admin-token", default="")
+    known, _ = parser.parse_known_args(list(argv))
+    url = str(known.router_url).strip().rstrip("/") or DEFAULT_ROUTER_URL
+    if "://" not in url:
+        url = "http://" + url
+    return Config(router_url=url, admin_token=str(known.admin_token))
+
+
+def config() -> Config:
+    return parse_config(sys.argv[1:])
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One answer from the router: its JSON, or why there is none (status 0: unreachable)."""
+
+    data: Any = None
+    error: str = ""
+    status: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    @property
+    def unreachable(self) -> bool:
+        return bool(self.error) and self.status == 0
+
+
+def error_message(body: Any, status: int) -> str:
+    """The human part of an error body in any of the shapes the router uses."""
+    if isinstance(body, Mapping):
+        err = body.get("error")
+        if isinstance(err, Mapping):  # OpenAI's error object
+            err = err.get("message")
+        if err is None:
+            err = body.get("detail") or body.get("message")
+        if err:
+            return f"{err} (HTTP {status})"
+    if isinstance(body, str) and body.strip():
+        return f"{body.strip()[:300]} (HTTP {status})"
+    return f"the router answered HTTP {status}"
+
+
+def _decode(response: httpx.Response) -> Reply:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text
+    if response.status_code >= 400:
+        return Reply(body, error_message(body, response.status_code), response.status_code)
+    return Reply(body, "", response.status_code)
+
+
+def _unreachable(cfg: Config, exc: Exception) -> Reply:
+    reason = type(exc).__name__ if not str(exc) else str(exc)
+    return Reply(None, f"cannot reach the router at {cfg.router_url}: {reason}", 0)
+
+
+def _request(
+    cfg: Config, method: str, path: str, *,
+    params: Mapping[str, Any] | None = None, body: Any = None,
+) -> Reply:
+    try:
+        response = httpx.request(
+            method, cfg.router_url + path, params=dict(params or {}), json=body,
+            headers=cfg.headers(), timeout=TIMEOUT, follow_redirects=False,
+        )
+    except httpx.HTTPError as exc:
+        return _unreachable(cfg, exc)
+    return _decode(response)
+
+
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False, max_entries=64)
+def _live(url: str, token: str, path: str, params: tuple[tuple[str, Any], ...] = ()) -> Reply:
+    return _request(Config(url, token), "GET", path, params=dict(params))
+
+
+@st.cache_data(ttl=SLOW_TTL, show_spinner=False, max_entries=64)
+def _slow(url: str, token: str, path: str, params: tuple[tuple[str, Any], ...] = ()) -> Reply:
+    return _request(Config(url, token), "GET", path, params=dict(params))
+
+
+def _where() -> tuple[str, str]:
+    cfg = config()
+    return cfg.router_url, cfg.admin_token
+
+
+def refresh() -> None:
+    """Forget cached reads, after a change or when the user asks for fresh data."""
+    _live.clear()
+    _slow.clear()
+
+
+# --- reads
+def fleet_status() -> Reply:
+    return _live(*_where(), "/fleet/status")
+
+
+def fleet_queue() -> Reply:
+    return _live(*_where(), "/fleet/queue")
+
+
+def health() -> Reply:
+    return _live(*_where(), "/dashboard/api/health")
+
+
+def traces(limit: int = 50) -> Reply:
+    return _live(*_where(), "/dashboard/api/traces", (("limit", int(limit)),))
+
+
+def usage() -> Reply:
+    return _live(*_where(), "/dashboard/api/usage")
+
+
+def apps() -> Reply:
+    return _live(*_where(), "/dashboard/api/apps")
+
+
+def trends() -> Reply:
+    return _live(*_where(), "/dashboard/api/trends")
+
+
+def models() -> Reply:
+    return _live(*_where(), "/dashboard/api/models")
+
+
+def recommendations() -> Reply:
+    return _slow(*_where(), "/dashboard/api/recommendations")
+
+
+def model_management() -> Reply:
+    return _live(*_where(), "/dashboard/api/model-management")
+
+
+def router_settings() -> Reply:
+    return _slow(*_where(), "/dashboard/api/settings")
+
+
+def benchmarks() -> Reply:
+    return _live(*_where(), "/dashboard/api/benchmarks")
+
+
+# --- writes (never cached; each clears the caches so the next read shows the change)
+def save_settings(changes: Mapping[str, Any]) -> Reply:
+    reply = _request(config(), "POST", "/dashboard/api/settings", body=dict(changes))
+    refresh()
+    return reply
+
+
+def delete_model(model: str, node_id: str) -> Reply:
+    reply = _request(
+        config(), "POST", "/dashboard/api/delete", body={"model": model, "node_id": node_id}
+    )
+    refresh()
+    return reply
+
+
+def load_model(model: str, node_id: str = "") -> Reply:
+    """Warm a model: an empty generate, the way Ollama itself loads without generating."""
+    body: dict[str, Any] = {"model": model, "prompt": "", "stream": False}
+    headers = {"X-Herd-Node": node_id} if node_id else {}
+    cfg = config()
+    try:
+        response = httpx.post(
+            cfg.router_url + "/api/generate", json=body,
+            headers={**cfg.headers(), **headers}, timeout=httpx.Timeout(120.0, connect=2.0),
+        )
+    except httpx.HTTPError as exc:
+        return _unreachable(cfg, exc)
+    refresh()
+    reply = _decode(response)
+    served = response.headers.get("X-Fleet-Node", "")
+    return Reply(reply.data, reply.error, reply.status, {"node": served})
+
+
+def start_benchmark(options: Mapping[str, Any]) -> Reply:
+    reply = _request(config(), "POST", "/dashboard/api/benchmarks", body=dict(options))
+    refresh()
+    return reply
+
+
+def pull_model(model: str, node_id: str) -> Iterator[dict[str, Any]]:
+    """Yield the node's pull progress lines as they arrive; errors come as {"error": ...}."""
+    cfg = config()
+    try:
+        with httpx.stream(
+            "POST", cfg.router_url + "/dashboard/api/pull",
+            json={"model": model, "node_id": node_id}, headers=cfg.headers(),
+            timeout=PULL_TIMEOUT,
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                reply = _decode(response)
+                yield {"error": reply.error}
+                return
+            for raw in response.iter_lines():
+                line = raw.strip()
+                if line.startswith("data:"):  # tolerate SSE framing as well as NDJSON
+                    line = line[5:].strip()
+                if not line:
+                    continue
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    yield {"status": line}
+                    continue
+                yield item if isinstance(item, dict) else {"status": str(item)}
+    except httpx.HTTPError as exc:
+        yield {"error": _unreachable(cfg, exc).error}
+    finally:
+        refresh()
+
+
+# --- safe access and formatting for the pages
+def dig(value: Any, *path: str | int, default: Any = None) -> Any:
+    """value[path[0]][path[1]]..., or default when any step is missing or the wrong type."""
+    for step in path:
+        if isinstance(step, int) and isinstance(value, list | tuple):
+            if -len(value) <= step < len(value):
+                value = value[step]
+                continue
+            return default
+        if isinstance(value, Mapping) and step in value:
+            value = value[step]
+            continue
+        return default
+    return default if value is None else value
+
+
+def pick(value: Any, *paths: tuple[str | int, ...] | str, default: Any = None) -> Any:
+    """The first present value among several possible locations (shapes vary by version)."""
+    for path in paths:
+        found = dig(value, *((path,) if isinstance(path, str) else path))
+        if found is not None:
+            return found
+    return default
+
+
+def fmt(value: Any, unit: str = "", digits: int = 1) -> str:
+    """A number or text for display; missing values show as an em dash."""
+    if value is None or value == "" or isinstance(value, list | dict):
+        return EMPTY
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        text = f"{value:,}"
+    elif isinstance(value, float):
+        if math.isnan(value):
+            return EMPTY
+        text = f"{value:,.{digits}f}"
+    else:
+        text = str(value)
+    return f"{text} {unit}".rstrip() if unit else text

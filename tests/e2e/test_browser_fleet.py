@@ -1,0 +1,59 @@
+"""One real browser: headless Debian Chromium opens the dashboard through the router's link."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_dashboard_pages import LiveFleet, start_fleet
+from tests.helpers import free_port, http_ok, wait_until
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists() and not shutil.which("chromium"),
+                       reason="needs Debian's chromium at /usr/bin/chromium "
+                              "(apt-get install -y chromium); Playwright must not download one"),
+]
+
+
+@pytest.fixture(scope="module")
+def dashboard_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveFleet, int]]:
+    port = free_port()
+    nodes = {"browser-node-1": ["--models", "llama3.2:3b"],
+             "browser-node-2": ["--models", "qwen3:8b"]}
+    with start_fleet(tmp_path_factory.mktemp("browser"), nodes, dashboard_port=port) as fleet:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/_stcore/health"), timeout=60,
+                   message="the dashboard herd started")
+        yield fleet, port
+
+
+def test_fleet_overview_in_chromium_shows_node_names(
+    dashboard_fleet: tuple[LiveFleet, int], tmp_path: Path,
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    fleet, port = dashboard_fleet
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            # Through the router's /dashboard link, as an operator would arrive.
+            page.goto(fleet.url + "/dashboard", wait_until="domcontentloaded")
+            assert page.url.rstrip("/") == f"http://127.0.0.1:{port}"
+            for node_id in ("browser-node-1", "browser-node-2"):
+                page.get_by_text(node_id, exact=False).first.wait_for(timeout=45_000)
+            body = page.inner_text("body")
+            assert "Fleet Overview" in body
+            assert "nodes online" in body.lower(), body
+            page.screenshot(path=str(tmp_path / "fleet.png"))
+            assert (tmp_path / "fleet.png").stat().st_size > 10_000
+        finally:
+            browser.close()

@@ -1,0 +1,98 @@
+"""`herd demo` as a real process: the fleet comes up with load, and every child dies with it."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.helpers import Proc, free_port, herd_bin, http_ok, wait_until
+
+
+def _start_demo(tmp_path: Path, *extra: str) -> tuple[Proc, str, int]:
+    port, dashboard_port = free_port(), free_port()
+    proc = Proc([herd_bin(), "demo", "--port", str(port), "--dashboard-port",
+                 str(dashboard_port), "--data-dir", str(tmp_path / "demo"), *extra],
+                tmp_path / "demo.log")
+    try:
+        wait_until(lambda: "Press Ctrl-C" in proc.output() or not proc.alive(), timeout=90,
+                   message="the demo's banner")
+    except AssertionError:
+        proc.kill()
+        raise
+    assert proc.alive(), proc.output()
+    return proc, f"http://127.0.0.1:{port}", dashboard_port
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+def _all_gone(processes: list[psutil.Process]) -> bool:
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            continue
+    return True
+
+
+def _kill_leftovers(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+
+
+def test_demo_runs_a_loaded_fleet_and_ctrl_c_stops_every_child(tmp_path: Path) -> None:
+    proc, url, dashboard_port = _start_demo(tmp_path, "--rate", "4")
+    children: list[psutil.Process] = []
+    try:
+        status = httpx.get(url + "/fleet/status", timeout=10).json()
+        assert {n["node_id"] for n in status["nodes"]} == {"gpu-large", "gpu-medium", "laptop"}
+        assert status["fleet"]["nodes_online"] == 3
+        assert f"http://localhost:{dashboard_port}" in proc.output()
+        assert "from openai import OpenAI" in proc.output()
+        assert "curl -s" in proc.output()
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{dashboard_port}/_stcore/health"),
+                   timeout=60, message="the demo's dashboard")
+        redirect = httpx.get(url + "/dashboard", timeout=10)
+        assert redirect.status_code == 302
+        assert redirect.headers["location"] == f"http://127.0.0.1:{dashboard_port}/"
+
+        def served() -> int:
+            queues = httpx.get(url + "/fleet/status", timeout=10).json()["queues"]
+            return sum(q["done"] for q in queues.values())
+
+        wait_until(lambda: served() >= 3, timeout=60, message="background load to be served")
+        children = _descendants(proc.pid)
+        names = " ".join(" ".join(c.cmdline()) for c in children)
+        assert "redis-server" in names and "streamlit" in names
+        assert names.count("services.cli sim") == 3 and names.count("services.node.cli") == 3
+        proc.signal(signal.SIGINT)
+        assert proc.process.wait(30) == 0, proc.output()[-3000:]
+        wait_until(lambda: _all_gone(children), timeout=10, message="every child to stop")
+        assert "requests sent" in proc.output()
+    finally:
+        proc.stop()
+        _kill_leftovers(children)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL])
+def test_killed_demo_leaves_no_process_behind(tmp_path: Path, sig: int) -> None:
+    proc, url, _ = _start_demo(tmp_path, "--no-load")
+    children = _descendants(proc.pid)
+    try:
+        assert len(children) >= 8, [c.cmdline() for c in children]  # 7 direct + Redis, dashboard
+        proc.signal(sig)
+        proc.process.wait(10)
+        wait_until(lambda: _all_gone(children), timeout=20,
+                   message="the parent-death signal to stop every child")
+        assert not http_ok(url + "/healthz")
+    finally:
+        proc.stop()
+        _kill_leftovers(children)

@@ -1,0 +1,132 @@
+"""The dashboard's pure helpers: its arguments, safe access, formatting, table shaping."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from services.dashboard import dashboard_command, router_url_for
+from services.router.dashboard_link import dashboard_url
+from shared.settings import Settings
+from streamlit_app import data, widgets
+from streamlit_app.nav import PAGES
+
+
+def test_config_from_script_arguments_ignores_foreign_ones() -> None:
+    cfg = data.parse_config(["-q", "tests/x.py", "--router-url", "10.0.0.5:11435/",
+                             "--admin-token", "s3cret", "--other"])
+    assert cfg.router_url == "http://10.0.0.5:11435"
+    assert cfg.headers() == {"Authorization": "Bearer s3cret"}
+    default = data.parse_config([])
+    assert default.router_url == "http://localhost:11435"
+    assert default.headers() == {}
+
+
+@pytest.mark.parametrize(("body", "status", "expected"), [
+    ({"error": "max_retries must be int"}, 400, "max_retries must be int (HTTP 400)"),
+    ({"error": {"message": "bad key", "type": "invalid_request_error"}}, 400, "bad key (HTTP 400)"),
+    ({"detail": "Not Found"}, 404, "Not Found (HTTP 404)"),
+    ("<html>oops</html>", 502, "<html>oops</html> (HTTP 502)"),
+    (None, 500, "the router answered HTTP 500"),
+])
+def test_error_messages_in_every_shape(body: object, status: int, expected: str) -> None:
+    assert data.error_message(body, status) == expected
+
+
+def test_dig_and_pick_never_raise_on_missing_or_odd_shapes() -> None:
+    node = {"cpu": {"utilization_pct": 12.5}, "models_loaded": [{"name": "a"}]}
+    assert data.dig(node, "cpu", "utilization_pct") == 12.5
+    assert data.dig(node, "models_loaded", 0, "name") == "a"
+    assert data.dig(node, "models_loaded", 5, "name", default="?") == "?"
+    assert data.dig(node, "cpu", "utilization_pct", "deeper") is None
+    assert data.dig(None, "x", default=0) == 0
+    assert data.pick(node, ("ollama", "models_loaded"), "models_loaded") == [{"name": "a"}]
+    assert data.pick(node, "absent", ("also", "absent"), default="—") == "—"
+
+
+@pytest.mark.parametrize(("value", "unit", "expected"), [
+    (None, "%", "—"), ("", "", "—"), (float("nan"), "", "—"), ([1], "", "—"),
+    (1234, "", "1,234"), (12.345, "%", "12.3 %"), (True, "", "yes"), ("online", "", "online"),
+])
+def test_fmt_shows_a_dash_for_what_is_missing(value: object, unit: str, expected: str) -> None:
+    assert data.fmt(value, unit) == expected
+
+
+def test_records_from_lists_mappings_and_wrapped_bodies() -> None:
+    assert widgets.records({"a:m": {"pending": 1}}, key_name="node:model") == [
+        {"node:model": "a:m", "pending": 1}]
+    assert widgets.records(["x"]) == [{"name": "x"}]
+    assert widgets.records(42) == []
+    body = {"generated_at": 1.0, "tags": {"chat": {"requests": 3}}}
+    assert widgets.find_records(body, ("tags",), key_name="tag") == [{"tag": "chat", "requests": 3}]
+    assert widgets.find_records({"whatever": [{"a": 1}]}) == [{"a": 1}]
+    assert widgets.find_records("nonsense") == []
+
+
+def test_time_frame_reads_epoch_seconds_and_keeps_numbers() -> None:
+    rows = [{"hour": 1_700_003_600, "requests": 5, "model": "a"},
+            {"hour": 1_700_000_000, "requests": 2, "model": "b"}]
+    df = widgets.time_frame(rows)
+    assert df is not None
+    assert list(df.columns) == ["requests"]
+    assert list(df["requests"]) == [2, 5]  # sorted by time
+    assert isinstance(df.index, pd.DatetimeIndex)
+    assert widgets.time_frame([{"requests": 1}]) is None
+    assert widgets.time_frame([]) is None
+
+
+def test_eight_pages_each_with_a_file() -> None:
+    titles = [title for _file, title, _icon in PAGES]
+    assert titles == ["Fleet Overview", "Trends", "Model Insights", "Apps", "Benchmarks",
+                      "Health", "Recommendations", "Settings"]
+    from services.dashboard import APP_PATH
+    for file, _title, _icon in PAGES:
+        assert (APP_PATH.parent / "app_pages" / file).is_file()
+
+
+def test_streamlit_command_is_headless_and_sends_no_statistics() -> None:
+    args = dashboard_command("http://127.0.0.1:11435", 8600, admin_token="tok")
+    flags = dict(zip(args[args.index("run") + 2::2], args[args.index("run") + 3::2], strict=False))
+    assert flags["--browser.gatherUsageStats"] == "false"
+    assert flags["--server.headless"] == "true"
+    assert flags["--server.port"] == "8600"
+    tail = args[args.index("--") + 1:]
+    assert tail == ["--router-url", "http://127.0.0.1:11435", "--admin-token", "tok"]
+
+
+@pytest.mark.parametrize(("host", "expected"), [
+    ("0.0.0.0", "http://127.0.0.1:11435"), ("127.0.0.1", "http://127.0.0.1:11435"),
+    ("10.1.2.3", "http://10.1.2.3:11435"), ("::1", "http://[::1]:11435"),
+])
+def test_the_dashboard_reaches_its_router(host: str, expected: str) -> None:
+    assert router_url_for(Settings.load(environ={}, host=host)) == expected
+
+
+def test_dashboard_url_brackets_ipv6() -> None:
+    assert dashboard_url("http", "::1", 8501) == "http://[::1]:8501/"
+    assert dashboard_url("https", "herd.lan", 8501) == "https://herd.lan:8501/"
+
+
+def test_per_minute_buckets_recent_traces() -> None:
+    base = 1_700_000_020.0  # 40 s into a minute
+    traces = [
+        {"timestamp": base, "status": "completed", "latency_ms": 100.0,
+         "prompt_tokens": 10, "completion_tokens": 5},
+        {"timestamp": base + 10, "status": "failed", "latency_ms": 300.0},
+        {"timestamp": base + 30, "status": "completed", "latency_ms": 200.0,
+         "prompt_tokens": 1, "completion_tokens": 1},
+        {"timestamp": "garbage"},
+    ]
+    df = widgets.per_minute(traces)
+    assert df is not None
+    assert list(df["requests"]) == [2, 1]
+    assert list(df["errors"]) == [1, 0]
+    assert list(df["avg_latency_ms"]) == [200.0, 200.0]
+    assert list(df["tokens"]) == [15, 2]
+    assert widgets.per_minute([]) is None
+
+
+def test_trim_idle_drops_the_quiet_start() -> None:
+    df = pd.DataFrame({"requests": [0, 0, 0, 4, 0, 7]})
+    assert list(widgets.trim_idle(df)["requests"]) == [0, 4, 0, 7]
+    assert len(widgets.trim_idle(pd.DataFrame({"requests": [0, 0]}))) == 1
