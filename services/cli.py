@@ -34,7 +34,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 FLAG_FIELDS = (
     "host", "port", "redis_url", "data_dir", "log_level", "mdns_enabled",
     "dashboard_enabled", "dashboard_port", "router_urls", "node_ollama_host", "node_id",
-    "num_parallel", "mdns_interfaces", "fleet_name",
+    "num_parallel", "node_memory_gb", "mdns_interfaces", "fleet_name",
 )
 
 

@@ -154,8 +154,8 @@ class Demo:
             self.spawn(f"node-{node.name}", _python_module(
                 "services.node.cli", "--router-url", self.router_url,
                 "--ollama-host", f"http://127.0.0.1:{sim_port}", "--node-id", node.name,
-                "--num-parallel", str(node.num_parallel), "--no-mdns",
-                "--data-dir", str(self.data_dir),
+                "--num-parallel", str(node.num_parallel), "--memory-gb", str(node.memory_gb),
+                "--no-mdns", "--data-dir", str(self.data_dir),
             ))
 
     def dead_child(self) -> Child | None:

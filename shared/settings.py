@@ -168,6 +168,12 @@ class Settings:
         "Parallel requests per model the node's Ollama runs. 0: OLLAMA_NUM_PARALLEL, "
         "else Ollama's default.",
     )
+    node_memory_gb: float = _setting(
+        0.0,
+        "Memory (GB) a node agent reports as its total, e.g. the GPU's VRAM or a container's "
+        "share of a host; used is then the size of the models its Ollama has loaded. "
+        "0: the machine's memory.",
+    )
 
     # --- health checks (thresholds; see docs/plugins.md for the checks that read them)
     health_window_hours: int = _setting(

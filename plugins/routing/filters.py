@@ -1,4 +1,5 @@
-"""Built-in filters: a node must be servable, have the model, and be able to hold it."""
+"""Built-in filters: a node must be servable, have the model, be able to hold it, and be
+the node an `X-Herd-Node` header pins the request to, if any."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ from shared.hookspecs import hookimpl
 from shared.models import NodeState
 from shared.routing import NodeFilter, RouteRequest, ScoringContext
 
-__all__ = ["FitsInMemory", "HasModel", "Servable", "herd_register_filters"]
+__all__ = ["PIN_HEADER", "FitsInMemory", "HasModel", "PinnedNode", "Servable",
+           "herd_register_filters"]
+
+PIN_HEADER = "x-herd-node"  # RouteRequest.headers has lower-case names
 
 
 class Servable:
@@ -39,6 +43,18 @@ class FitsInMemory:
         return not (size and node.memory_total_gb) or size <= node.memory_total_gb
 
 
+class PinnedNode:
+    """`X-Herd-Node: <node_id>` keeps only that node, e.g. to load a model on a chosen node
+    from the dashboard. The other filters still apply: a pinned node that cannot serve the
+    request leaves no candidate (503), never a silent move to another node."""
+
+    name = "pinned_node"
+
+    def allows(self, node: NodeState, request: RouteRequest, context: ScoringContext) -> bool:
+        pinned = request.headers.get(PIN_HEADER, "").strip()
+        return not pinned or node.node_id == pinned
+
+
 @hookimpl
 def herd_register_filters() -> list[NodeFilter]:
-    return [Servable(), HasModel(), FitsInMemory()]
+    return [PinnedNode(), Servable(), HasModel(), FitsInMemory()]

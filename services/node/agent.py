@@ -29,7 +29,8 @@ class Agent:
         self.settings = settings
         self.node_id = settings.resolved_node_id
         self.routers = RouterDirectory(settings.router_urls)
-        self.sampler = Sampler(settings.node_ollama_host, settings.num_parallel)
+        self.sampler = Sampler(settings.node_ollama_host, settings.num_parallel,
+                               memory_gb=settings.node_memory_gb)
         headers = {"User-Agent": "herd-node"}
         if settings.node_token:
             headers["Authorization"] = f"Bearer {settings.node_token}"
@@ -134,6 +135,7 @@ async def _main(settings: Settings) -> int:
     log.info("herd-node starting", extra={
         "node_id": agent.node_id, "ollama": agent.sampler.ollama_host,
         "routers": list(settings.router_urls) or "mdns",
+        "memory_gb": settings.node_memory_gb or "machine",
         "interval": settings.heartbeat_interval})
     await agent.run(stop)
     log.info("herd-node stopped", extra={"node_id": agent.node_id})

@@ -29,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-parallel", dest="num_parallel", type=int, default=None,
                         help="Parallel requests per model the Ollama runs (FLEET_NUM_PARALLEL; "
                              "default OLLAMA_NUM_PARALLEL, else Ollama's own rule).")
+    parser.add_argument("--memory-gb", dest="node_memory_gb", type=float, default=None,
+                        help="Report this many GB as the node's memory instead of the "
+                             "machine's RAM (FLEET_NODE_MEMORY_GB): the GPU's VRAM on a GPU "
+                             "box, or this agent's share when several share a host. Used "
+                             "memory is then the size of the models the Ollama has loaded. "
+                             "Default 0: the machine's memory.")
     parser.add_argument("--no-mdns", dest="mdns_enabled", action="store_const", const=False,
                         default=None, help="Do not browse for routers over mDNS.")
     parser.add_argument("--mdns-interfaces", dest="mdns_interfaces", default=None,

@@ -11,7 +11,7 @@ import platform
 import shutil
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
@@ -24,6 +24,7 @@ __all__ = [
     "Sampler",
     "default_max_loaded_models",
     "default_num_parallel",
+    "fixed_memory",
     "memory_pressure",
     "resolve_num_parallel",
 ]
@@ -43,6 +44,21 @@ def memory_pressure(available: float, total: float) -> str:
     if free < 0.20:
         return "warning"
     return "normal"
+
+
+def fixed_memory(total_gb: float, loaded_gb: Iterable[float]) -> dict[str, Any]:
+    """The memory section when --memory-gb sets the total: on a GPU box VRAM bounds the
+    models, not the host's RAM, and agents sharing a host would each report all of it.
+    Used is the size of the models the local Ollama has loaded (/api/ps `size`)."""
+    used = sum(loaded_gb)
+    # More loaded than configured (a wrong figure, or Ollama spilling to RAM): nothing free.
+    available = max(0.0, total_gb - used)
+    return {
+        "total_gb": round(total_gb, 2),
+        "used_gb": round(used, 2),
+        "available_gb": round(available, 2),
+        "pressure": memory_pressure(available, total_gb),
+    }
 
 
 def default_num_parallel(available_gb: float) -> int:
@@ -135,11 +151,13 @@ class Sampler:
     """Builds one heartbeat payload: a superset of ollama-herd's, same field names."""
 
     def __init__(self, ollama_host: str, num_parallel_flag: int,
-                 environ: Mapping[str, str] | None = None, timeout: float = 2.0) -> None:
+                 environ: Mapping[str, str] | None = None, timeout: float = 2.0,
+                 memory_gb: float = 0.0) -> None:
         self.ollama_host = ollama_host.rstrip("/")
         if "://" not in self.ollama_host:
             self.ollama_host = f"http://{self.ollama_host}"
         self._flag = num_parallel_flag
+        self._memory_gb = memory_gb  # 0: the machine's memory
         self._environ = os.environ if environ is None else environ
         self._client = httpx.AsyncClient(base_url=self.ollama_host, timeout=timeout)
         self._gpu = GpuSampler()
@@ -206,6 +224,9 @@ class Sampler:
         """One heartbeat (without `draining`, which the agent adds)."""
         ollama = await self.ollama()
         machine = self.machine()
+        if self._memory_gb > 0:
+            machine["memory"].update(fixed_memory(
+                self._memory_gb, (m["size_gb"] for m in ollama["models_loaded"])))
         num_parallel, source = resolve_num_parallel(
             self._flag, self._environ, machine["memory"]["available_gb"])
         max_loaded = _env_int(self._environ, "OLLAMA_MAX_LOADED_MODELS") or \

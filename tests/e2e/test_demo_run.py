@@ -10,6 +10,7 @@ import httpx
 import psutil
 import pytest
 
+from services.demo import NODES
 from tests.helpers import Proc, free_port, herd_bin, http_ok, wait_until
 
 
@@ -55,6 +56,12 @@ def test_demo_runs_a_loaded_fleet_and_ctrl_c_stops_every_child(tmp_path: Path) -
         status = httpx.get(url + "/fleet/status", timeout=10).json()
         assert {n["node_id"] for n in status["nodes"]} == {"gpu-large", "gpu-medium", "laptop"}
         assert status["fleet"]["nodes_online"] == 3
+        # each agent reports its simulated machine's memory (--memory-gb), not the host's
+        memory = {n["node_id"]: n["memory"] for n in status["nodes"]}
+        assert {name: m["total_gb"] for name, m in memory.items()} == \
+            {n.name: n.memory_gb for n in NODES}
+        for m in memory.values():
+            assert abs(m["available_gb"] - (m["total_gb"] - m["used_gb"])) < 0.02, memory
         assert f"http://localhost:{dashboard_port}" in proc.output()
         assert "from openai import OpenAI" in proc.output()
         assert "curl -s" in proc.output()

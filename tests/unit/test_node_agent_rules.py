@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from services.cli import settings_from_args
+from services.node.cli import build_parser
 from services.node.discovery import RouterDirectory
 from services.node.sampler import (
     default_max_loaded_models,
+    fixed_memory,
     memory_pressure,
     resolve_num_parallel,
 )
+from shared.settings import Settings
 
 
 def test_directory_prefers_current_then_fewest_failures() -> None:
@@ -55,3 +59,21 @@ def test_max_loaded_models_default() -> None:
 ])
 def test_memory_pressure(available: float, total: float, level: str) -> None:
     assert memory_pressure(available, total) == level
+
+
+def test_fixed_memory_counts_the_loaded_models_against_the_configured_total() -> None:
+    assert fixed_memory(24.0, [2.0, 5.5]) == {
+        "total_gb": 24.0, "used_gb": 7.5, "available_gb": 16.5, "pressure": "normal"}
+    assert fixed_memory(24.0, []) == {
+        "total_gb": 24.0, "used_gb": 0.0, "available_gb": 24.0, "pressure": "normal"}
+    assert fixed_memory(10.0, [8.5])["pressure"] == "warning"
+    assert fixed_memory(10.0, [4.0, 5.5])["pressure"] == "critical"
+    over = fixed_memory(4.0, [6.0])
+    assert (over["used_gb"], over["available_gb"], over["pressure"]) == (6.0, 0.0, "critical")
+
+
+def test_memory_gb_flag_and_variable_reach_the_settings() -> None:
+    args = build_parser().parse_args(["--memory-gb", "12.5"])
+    assert settings_from_args(args).node_memory_gb == 12.5
+    assert Settings.load(environ={"FLEET_NODE_MEMORY_GB": "16"}).node_memory_gb == 16.0
+    assert Settings.load(environ={}).node_memory_gb == 0.0

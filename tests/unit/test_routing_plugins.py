@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from plugins.routing.filters import PinnedNode
 from plugins.routing.scorers import ContextFit, FailurePenalty, Latency, Load, Loaded, MemoryFit
 from plugins.routing.transforms import ContextProtection, Tags
 from services.router.proxy import error_tail, parse_final
@@ -169,6 +170,29 @@ def test_engine_ranks_loaded_first_but_skips_unservable_and_excluded() -> None:
                                         "failures"}
     assert ranked[0].score == pytest.approx(sum(ranked[0].breakdown.values()), abs=0.1)
     assert [r.node.node_id for r in routing.rank(request(), ctx, ["hot"])] == ["cold"]
+
+
+def test_pinned_node_filter_keeps_only_the_named_node() -> None:
+    pin = PinnedNode()
+    ctx = context(node("a"), node("b"))
+    assert pin.allows(node("a"), request(), ctx)  # no header: every node passes
+    pinned = request(headers={"x-herd-node": " b "})
+    assert not pin.allows(node("a"), pinned, ctx)
+    assert pin.allows(node("b"), pinned, ctx)
+
+
+def test_engine_honours_a_pin_but_never_moves_it_elsewhere() -> None:
+    nodes = [node("cold"), node("hot", loaded=4096),
+             node("off", status=NodeStatus.OFFLINE), node("other", models_available=("x:1b",))]
+    ctx = context(*nodes)
+    routing = engine()
+    assert "pinned_node" in {f.name for f in routing.filters}
+    assert [r.node.node_id for r in routing.rank(request(), ctx)] == ["hot", "cold"]
+    chosen = routing.rank(request(headers={"x-herd-node": "cold"}), ctx)
+    assert [r.node.node_id for r in chosen] == ["cold"]
+    # unknown, offline, or without the model: no candidate at all
+    for target in ("ghost", "off", "other"):
+        assert routing.rank(request(headers={"x-herd-node": target}), ctx) == [], target
 
 
 def test_weights_come_from_settings() -> None:
