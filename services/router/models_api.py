@@ -18,7 +18,7 @@ from services.router.settings_api import require_admin
 from shared.errors import BadRequest, NodeNotFound, NoNodeAvailable, UpstreamError
 from shared.models import NodeState, normalize_model
 
-__all__ = ["ROUTES", "choose_pull_node", "model_management"]
+__all__ = ["ROUTES", "choose_pull_node", "model_management", "pull_and_wait"]
 
 PULL_CONNECT_TIMEOUT = 10.0
 DELETE_TIMEOUT = 30.0
@@ -93,18 +93,60 @@ def _model(body: dict[str, Any]) -> str:
     return normalize_model(model)
 
 
+async def _open_pull(
+    node: NodeState, model: str, forward: dict[str, Any],
+) -> tuple[aiohttp.ClientSession, aiohttp.ClientResponse]:
+    """POST /api/pull to the node; the caller closes the session."""
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
+        total=None, sock_connect=PULL_CONNECT_TIMEOUT, connect=PULL_CONNECT_TIMEOUT))
+    try:
+        return session, await session.post(f"{node.ollama_url}/api/pull", json=forward)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        await session.close()
+        raise UpstreamError(f"cannot reach {node.node_id} to pull {model}: {exc}") from exc
+
+
+async def pull_and_wait(node: NodeState, model: str) -> float:
+    """Pull `model` onto `node` and return once the node has it, with its size in GB.
+
+    Raises UpstreamError if the node cannot be reached, refuses, or reports an error in
+    its progress (an unknown name, a full disk). The caller bounds the wait.
+    """
+    session, upstream = await _open_pull(node, model, {"model": model, "stream": True})
+    total = 0
+    try:
+        if upstream.status >= 400:
+            text = (await upstream.read())[:300].decode(errors="replace")
+            raise UpstreamError(f"{node.node_id} refused to pull {model}: {text}")
+        async for line in upstream.content:
+            if not line.strip():
+                continue
+            try:
+                progress = msgspec.json.decode(line)
+            except msgspec.DecodeError:
+                continue
+            if not isinstance(progress, dict):
+                continue
+            if progress.get("error"):
+                raise UpstreamError(f"pull of {model} on {node.node_id}: {progress['error']}")
+            if isinstance(progress.get("total"), int):
+                total = max(total, progress["total"])
+            if progress.get("status") == "success":
+                return total / 1e9
+        raise UpstreamError(f"pull of {model} on {node.node_id} ended without success")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise UpstreamError(f"pull of {model} on {node.node_id} failed: {exc}") from exc
+    finally:
+        upstream.release()
+        await session.close()
+
+
 async def _pull(node: NodeState, model: str, body: dict[str, Any]) -> Response[Any]:
     """Start the pull on the node and pass its progress through as it arrives."""
     forward = {k: v for k, v in body.items() if k not in {"node_id", "name"}}
     forward["model"] = model
     stream = forward.get("stream", True) is not False
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
-        total=None, sock_connect=PULL_CONNECT_TIMEOUT, connect=PULL_CONNECT_TIMEOUT))
-    try:
-        upstream = await session.post(f"{node.ollama_url}/api/pull", json=forward)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        await session.close()
-        raise UpstreamError(f"cannot reach {node.node_id} to pull {model}: {exc}") from exc
+    session, upstream = await _open_pull(node, model, forward)
     headers = {"X-Fleet-Node": node.node_id}
     if upstream.status >= 400 or not stream:
         try:

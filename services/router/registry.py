@@ -9,11 +9,12 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
 
 import msgspec
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
 from services.router.context import RouterContext
 from services.router.events import emit
@@ -22,6 +23,7 @@ from shared.models import FleetSnapshot, LoadedModel, NodeState, NodeStatus, nor
 
 __all__ = [
     "Fleet",
+    "Reading",
     "fleet_lifecycle",
     "fleet_of",
     "ollama_url_for",
@@ -238,26 +240,62 @@ def node_from_hash(fields: Mapping[str, str]) -> NodeState | None:
         return None
 
 
+def _with_model(state: NodeState, model: str, size_gb: float | None) -> NodeState:
+    """The state with `model` added (size known) or removed (size None)."""
+    available = [m for m in state.models_available if m != model]
+    sizes = {k: v for k, v in state.model_sizes_gb.items() if k != model}
+    loaded = tuple(m for m in state.models_loaded if m.name != model)
+    if size_gb is not None:
+        available.append(model)
+        sizes[model] = size_gb
+        loaded = state.models_loaded
+    return msgspec.structs.replace(
+        state, models_available=tuple(available), model_sizes_gb=sizes, models_loaded=loaded)
+
+
 # --- the registry ---------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """Every node record as one read found them, and the local generation it began at."""
+
+    nodes: dict[str, NodeState]
+    since: int
+    redis_now: float
+
+
 class Fleet:
-    """One replica's handle on the registry; `snapshot()` is what the hot path reads."""
+    """One replica's handle on the registry; `snapshot()` is what the hot path reads.
+
+    Reads of Redis and local writes (a heartbeat this replica stored) interleave: a read
+    that began before a node's latest local write must not replace it, or the node would
+    vanish or go back in time until the next read. Every local write takes a generation
+    number; a read remembers the generation it began at and skips nodes written since.
+    """
 
     def __init__(self, ctx: RouterContext) -> None:
         self._ctx = ctx
         self._snapshot = FleetSnapshot(taken_at=time.time())
         self._clock_offset = 0.0  # Redis time minus this host's time
         self._refresh_lock = asyncio.Lock()
+        self._generation = 0
+        self._written: dict[str, int] = {}  # node id -> generation of its last local write
 
     def snapshot(self) -> FleetSnapshot:
         """The cached fleet; no I/O."""
         return self._snapshot
 
-    def _put(self, node: NodeState) -> None:
+    def _put(self, node: NodeState, since: int | None = None) -> bool:
+        """Install one node; with `since` (a read's start), not over a newer local write."""
+        if since is not None and self._written.get(node.node_id, 0) > since:
+            return False
+        self._generation += 1
+        self._written[node.node_id] = self._generation
         nodes = dict(self._snapshot.nodes)
         nodes[node.node_id] = node
         self._snapshot = FleetSnapshot(nodes=nodes, taken_at=time.time())
+        return True
 
     def _status_args(self) -> list[Any]:
         s = self._ctx.settings
@@ -323,6 +361,33 @@ class Fleet:
             await self.refresh_node(node_ids[0])
         return changes
 
+    async def note_model(self, node_id: str, model: str, size_gb: float | None) -> bool:
+        """Correct the node's model list between heartbeats: the routers saw it change.
+
+        `size_gb` None: the node said it does not have `model` (a stale registry);
+        otherwise a pull this router ran put it there. The agent's next heartbeat replaces
+        the record as usual. Returns False if the node is unknown.
+        """
+        redis, keys = self._ctx.redis, self._ctx.keys
+        key = keys.node(node_id)
+        async with redis.pipeline(transaction=True) as pipe:
+            for _ in range(5):  # a heartbeat in between: read it again
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.hget(key, "state")
+                    if not raw:
+                        return False
+                    state = _with_model(_state_decoder.decode(raw), model, size_gb)
+                    pipe.multi()
+                    pipe.hset(key, "state", _state_encoder.encode(state).decode())
+                    pipe.publish(keys.fleet_channel(), node_id)
+                    await pipe.execute()
+                    break
+                except WatchError:
+                    await pipe.reset()
+        await self.refresh_node(node_id)
+        return True
+
     async def _emit(self, node_id: str, old: str, new: str) -> None:
         log.info("node %s: %s -> %s", node_id, old, new,
                  extra={"node_id": node_id, "old": old, "new": new})
@@ -330,41 +395,80 @@ class Fleet:
                    new=new)
 
     async def refresh_node(self, node_id: str) -> None:
+        since = self._generation
         fields = await self._ctx.redis.hgetall(self._ctx.keys.node(node_id))
         node = node_from_hash(fields)
         if node is not None:
-            self._put(node)
+            self._put(node, since)
 
     async def refresh(self, *, sweep: bool = True) -> FleetSnapshot:
         """Re-read every node; with `sweep`, move statuses that silence has changed."""
         async with self._refresh_lock:
-            redis, keys = self._ctx.redis, self._ctx.keys
-            ids = sorted(await redis.smembers(keys.nodes()))
-            pipe = redis.pipeline(transaction=False)
-            for node_id in ids:
-                pipe.hgetall(keys.node(node_id))
-            pipe.time()
-            *rows, (sec, usec) = await pipe.execute()
-            redis_now = sec + usec / 1e6
-            self._clock_offset = redis_now - time.time()
-            nodes: dict[str, NodeState] = {}
-            gone: list[str] = []
-            for node_id, fields in zip(ids, rows, strict=True):
-                node = node_from_hash(fields) if fields else None
-                if node is None:
-                    if not fields:
-                        gone.append(node_id)
-                    continue
-                nodes[node_id] = node
-            if gone:  # their hashes expired: forget them
-                await redis.srem(keys.nodes(), *gone)
-            stale = self._due(nodes, redis_now)
+            reading = await self.read()
+            stale = self._due(reading.nodes, reading.redis_now)
             if sweep and stale:
                 for node_id, _old, new in await self._apply("sweep", stale):
-                    nodes[node_id] = msgspec.structs.replace(
-                        nodes[node_id], status=NodeStatus(new))
-            self._snapshot = FleetSnapshot(nodes=nodes, taken_at=time.time())
-            return self._snapshot
+                    reading.nodes[node_id] = msgspec.structs.replace(
+                        reading.nodes[node_id], status=NodeStatus(new))
+            return self.install(reading)
+
+    async def read(self) -> Reading:
+        """The first half of `refresh`: every node record, read in one round trip."""
+        since = self._generation
+        redis, keys = self._ctx.redis, self._ctx.keys
+        ids = sorted(await redis.smembers(keys.nodes()))
+        pipe = redis.pipeline(transaction=False)
+        for node_id in ids:
+            pipe.hgetall(keys.node(node_id))
+        pipe.time()
+        *rows, (sec, usec) = await pipe.execute()
+        redis_now = sec + usec / 1e6
+        self._clock_offset = redis_now - time.time()
+        nodes: dict[str, NodeState] = {}
+        gone: list[str] = []
+        for node_id, fields in zip(ids, rows, strict=True):
+            node = node_from_hash(fields) if fields else None
+            if node is None:
+                if not fields:
+                    gone.append(node_id)
+                continue
+            nodes[node_id] = node
+        if gone:
+            await self._forget(gone)
+        return Reading(nodes=nodes, since=since, redis_now=redis_now)
+
+    def install(self, reading: Reading) -> FleetSnapshot:
+        """The second half of `refresh`: swap in what was read, keeping newer local writes.
+
+        A node this replica wrote after the read began (a heartbeat it stored meanwhile)
+        keeps its current record, even when the read did not see the node at all.
+        """
+        nodes = dict(reading.nodes)
+        current = self._snapshot.nodes
+        for node_id, generation in self._written.items():
+            if generation > reading.since and node_id in current:
+                nodes[node_id] = current[node_id]
+        self._written = {
+            node_id: generation for node_id, generation in self._written.items()
+            if node_id in nodes or generation > reading.since
+        }
+        self._snapshot = FleetSnapshot(nodes=nodes, taken_at=time.time())
+        return self._snapshot
+
+    async def _forget(self, gone: list[str]) -> None:
+        """Drop ids whose hashes expired, unless a heartbeat re-created one meanwhile."""
+        redis, keys = self._ctx.redis, self._ctx.keys
+        hashes = [keys.node(node_id) for node_id in gone]
+        async with redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(*hashes)
+                if await pipe.exists(*hashes):
+                    return  # a node came back; the next refresh forgets the rest
+                pipe.multi()
+                pipe.srem(keys.nodes(), *gone)
+                await pipe.execute()
+            except WatchError:
+                return  # a heartbeat touched one of them: same as above
 
     def _due(self, nodes: Mapping[str, NodeState], now: float) -> list[str]:
         """Nodes whose status silence or failures should have changed by `now`."""
@@ -387,6 +491,7 @@ class Fleet:
         due = self._due(self._snapshot.nodes, self.redis_now())
         if not due:
             return
+        since = self._generation
         await self._apply("sweep", due)
         pipe = self._ctx.redis.pipeline(transaction=False)
         for node_id in due:
@@ -394,7 +499,7 @@ class Fleet:
         for fields in await pipe.execute():
             node = node_from_hash(fields)
             if node is not None:
-                self._put(node)
+                self._put(node, since)
 
     def redis_now(self) -> float:
         """This host's clock corrected to Redis's (the clock last_seen is measured by)."""
