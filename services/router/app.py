@@ -30,6 +30,7 @@ from services.router.routing import routing_lifecycle
 from services.router.settings_api import ROUTES as SETTINGS_ROUTES
 from services.router.settings_api import runtime_settings_lifecycle
 from services.router.slots import slots_lifecycle
+from services.router.stats import stats_lifecycle
 from services.router.usage_api import ROUTES as USAGE_ROUTES
 from shared.redisconn import connect
 from shared.settings import Settings
@@ -45,6 +46,7 @@ LIFECYCLES: list[Lifecycle] = [
     fleet_lifecycle,  # first: others read the fleet snapshot as they start
     slots_lifecycle,  # before any request can wait for a slot
     routing_lifecycle,  # plugins collected once; scoring inputs kept fresh
+    stats_lifecycle,  # usage counted in process, written once a second
     proxy_lifecycle,  # the pooled connections to the nodes
     leader_lifecycle,  # fleet-wide jobs (reaper, recorder) on one replica at a time
     mdns_lifecycle,

@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
 import time
-import uuid
 from typing import Any, Literal, cast
 
 import aiohttp
@@ -24,6 +24,7 @@ from litestar.types import HTTPScope, Receive, Scope, Send
 from redis.exceptions import RedisError
 
 from services.router import metrics, stats, traces
+from services.router.autopull import pull_for_request
 from services.router.context import RouterContext
 from services.router.events import EVENTS_MAXLEN, emit
 from services.router.proxy import (
@@ -37,7 +38,7 @@ from services.router.proxy import (
     upstream_of,
 )
 from services.router.registry import fleet_of
-from services.router.routing import Ranked, add_latency, engine_of
+from services.router.routing import Ranked, engine_of
 from services.router.slots import slots_of
 from shared.errors import (
     BadRequest,
@@ -72,6 +73,11 @@ ENDPOINTS: dict[str, tuple[Api, str]] = {
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 _JSON = b"application/json"
+
+
+class ModelMissing(UpstreamFailure):
+    """The node answered 404 for a model the registry said it had: a routing miss (the
+    registry is stale), not the node failing, and not yet the client's 404."""
 
 
 class MethodNotAllowed(HerdError):
@@ -217,7 +223,7 @@ class Exchange:
         client = self.scope.get("client")
         api, endpoint = ENDPOINTS[self.path]
         return RouteRequest(
-            request_id=uuid.uuid4().hex,
+            request_id=os.urandom(16).hex(),  # uuid4().hex's shape at half the cost
             api=api,
             endpoint=endpoint,
             model=normalize_model(model),
@@ -258,7 +264,14 @@ class Exchange:
         )
         try:
             snapshot = fleet_of(ctx).snapshot()
-            self._pick_model(request, snapshot)
+            try:
+                self._pick_model(request, snapshot)
+            except ModelNotFound:
+                if not settings.auto_pull:
+                    raise
+                await pull_for_request(ctx, request.model)
+                snapshot = fleet_of(ctx).snapshot()
+                self._pick_model(request, snapshot)
             trace.model = self.served = request.model
             trace.fallback_used = request.model != requested
             engine = engine_of(ctx)
@@ -267,13 +280,19 @@ class Exchange:
             trace.tags = request.tags
             trace.estimated_tokens = request.estimated_tokens
             excluded: list[str] = []
+            missing = 0  # of the excluded, nodes that did not have the model after all
             reason = ""
             while True:
                 ranked = engine.rank(request, scoring, excluded)
                 if not ranked:
+                    if excluded and missing == len(excluded):
+                        asked = request.body.get("model")
+                        raise ModelNotFound(asked if isinstance(asked, str) else request.model)
                     if excluded:
                         raise UpstreamError(f"every node failed for {request.model}: {reason}")
-                    raise NoNodeAvailable(f"no node can serve {request.model} right now")
+                    pinned = request.headers.get("x-herd-node", "").strip()
+                    where = f" on node {pinned[:100]!r} (X-Herd-Node)" if pinned else ""
+                    raise NoNodeAvailable(f"no node can serve {request.model}{where} right now")
                 slot_id = request.request_id if not excluded else (
                     f"{request.request_id}.{len(excluded)}")
                 waited = time.perf_counter()
@@ -298,7 +317,9 @@ class Exchange:
                     excluded.append(node_id)
                     trace.excluded_nodes = excluded
                     self.retries = trace.retry_count = len(excluded)
-                    if len(excluded) > settings.max_retries:
+                    # misses are bounded by the fleet's size, not by the failure budget
+                    missing += isinstance(failure, ModelMissing)
+                    if len(excluded) - missing > settings.max_retries:
                         raise UpstreamError(
                             f"{request.model} failed on {len(excluded)} node(s); last: {reason}"
                         ) from None
@@ -333,7 +354,10 @@ class Exchange:
             "request_id": self.request.request_id})
         try:
             await slots_of(self.ctx).release(node_id, model, slot_id, False)
-            await fleet_of(self.ctx).record_failure(node_id, failure.reason)
+            if isinstance(failure, ModelMissing):  # the node is fine; its record is not
+                await fleet_of(self.ctx).note_model(node_id, model, None)
+            else:
+                await fleet_of(self.ctx).record_failure(node_id, failure.reason)
             await emit(self.ctx.redis, self.ctx.keys, "retry", node_id=node_id, model=model,
                        reason=failure.reason, request_id=self.request.request_id)
         except RedisError as exc:
@@ -346,6 +370,9 @@ class Exchange:
             chosen.node, self.path, self.request.payload(),
             connect_timeout=settings.connect_timeout, stale_timeout=settings.stale_timeout,
         )
+        if response.status == 404:  # Ollama's inference endpoints 404 only for the model
+            response.release()
+            raise ModelMissing(f"{chosen.node.node_id} does not have {self.request.model}", 404)
         self.response = response
         ctype = content_type(response)
         if is_stream(ctype):
@@ -480,7 +507,11 @@ class Exchange:
         await self._finish(ok=True)
 
     async def _finish(self, *, ok: bool) -> None:
-        """Release the slot and append trace, stats, latency and events: one round trip."""
+        """Release the slot and append the trace and events: one round trip.
+
+        Usage stats and latency averages are counted in process and written in batches
+        (stats.count, RoutingEngine.latency), not per request.
+        """
         trace = self.trace
         if trace is None:
             return
@@ -492,13 +523,14 @@ class Exchange:
         if hold is not None:
             node_id, model, slot_id = hold
             slots_of(ctx).add_release(pipe, node_id, model, slot_id, ok)
-            engine_of(ctx).inputs.finished(node_id, model)
+            engine = engine_of(ctx)
+            engine.inputs.finished(node_id, model)
             if trace.status is TraceStatus.COMPLETED:
-                add_latency(pipe, ctx, node_id, model, latency_ms=trace.latency_ms,
-                            ttft_ms=trace.time_to_first_token_ms,
-                            tokens_per_s=self.usage.tokens_per_s if self.usage else 0.0)
+                engine.latency.add(node_id, model, trace.latency_ms,
+                                   trace.time_to_first_token_ms,
+                                   self.usage.tokens_per_s if self.usage else 0.0)
         traces.add_trace(pipe, ctx, trace)
-        stats.add_request(pipe, ctx, trace)
+        stats.count(ctx, trace)
         if self.request is not None:
             for note in self.request.notes:
                 entry = {"kind": note.kind, "ts": time.time(), "message": note.message,

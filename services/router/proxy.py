@@ -32,6 +32,7 @@ __all__ = [
 # A response of these types is passed through chunk by chunk; anything else is one body.
 STREAM_TYPES = ("application/x-ndjson", "text/event-stream")
 TAIL_BYTES = 16 * 1024  # enough for a final chunk; long answers keep only their end
+_JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class UpstreamFailure(Exception):
@@ -49,6 +50,7 @@ class Upstream:
 
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self.session = session
+        self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
 
     async def open(
         self, node: NodeState, path: str, payload: bytes, *, connect_timeout: float,
@@ -58,14 +60,15 @@ class Upstream:
 
         Raises UpstreamFailure on a refused connection, a timeout, or a 5xx status.
         """
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, connect=connect_timeout,
-            sock_read=stale_timeout,
-        )
+        timeout = self._timeouts.get((connect_timeout, stale_timeout))
+        if timeout is None:  # one per settings value, not one per request
+            timeout = self._timeouts[(connect_timeout, stale_timeout)] = aiohttp.ClientTimeout(
+                total=None, sock_connect=connect_timeout, connect=connect_timeout,
+                sock_read=stale_timeout,
+            )
         try:
             response = await self.session.post(
-                node.ollama_url + path, data=payload, timeout=timeout,
-                headers={"Content-Type": "application/json"},
+                node.ollama_url + path, data=payload, timeout=timeout, headers=_JSON_HEADERS,
             )
         except TimeoutError as exc:
             raise UpstreamFailure(f"timeout talking to {node.node_id}") from exc
@@ -186,6 +189,8 @@ async def proxy_lifecycle(ctx: RouterContext) -> AsyncIterator[None]:
         # nothing asks the node to compress, so bodies pass through as they are
         skip_auto_headers=("User-Agent", "Accept-Encoding"),
         timeout=aiohttp.ClientTimeout(total=None),
+        # nodes set no cookies worth keeping; the jar's per-request filtering is pure cost
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
     ctx.parts["proxy"] = Upstream(session)
     try:

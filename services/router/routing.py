@@ -2,7 +2,8 @@
 
 Plugins are collected once per replica (a lifecycle); the request path calls the returned
 objects directly. The inputs scorers read (in-flight work, queue depths, decaying
-latencies) are refreshed from Redis in the background, never per request.
+latencies) are refreshed from Redis in the background, never per request; finished
+requests' latencies are folded in process and written with that refresh.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from shared.settings import Settings
 __all__ = [
     "DEFAULT_POLICY",
     "LATENCY_ALPHA",
+    "LatencyBatch",
     "Ranked",
     "RoutingEngine",
     "add_latency",
@@ -62,6 +64,66 @@ class Ranked:
     breakdown: dict[str, float] = field(default_factory=dict)
 
 
+class _Fold:
+    """n samples of one figure folded for latency.lua: old*decay + add, or first if no old."""
+
+    __slots__ = ("add", "decay", "first")
+
+    def __init__(self) -> None:
+        self.decay, self.add, self.first = 1.0, 0.0, 0.0
+
+    def push(self, x: float) -> None:
+        keep = 1.0 - LATENCY_ALPHA
+        if self.decay >= 1.0:
+            self.first, self.add = x, LATENCY_ALPHA * x
+        else:
+            self.first = keep * self.first + LATENCY_ALPHA * x
+            self.add = keep * self.add + LATENCY_ALPHA * x
+        self.decay *= keep
+
+    def args(self) -> list[float]:
+        return [self.decay, round(self.add, 6), round(self.first, 6)]
+
+
+class LatencyBatch:
+    """Finished requests' latency figures per node:model, not yet in Redis.
+
+    The averages are scoring inputs read every INPUTS_INTERVAL, so they are written with
+    that refresh (one EVAL per node:model) instead of one EVAL per request.
+    """
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending: dict[tuple[str, str], tuple[_Fold, _Fold, _Fold, list[int]]] = {}
+
+    def add(self, node_id: str, model: str, latency_ms: float, ttft_ms: float | None,
+            tokens_per_s: float) -> None:
+        entry = self.pending.get((node_id, model))
+        if entry is None:
+            entry = self.pending[(node_id, model)] = (_Fold(), _Fold(), _Fold(), [0])
+        lat, ttft, tps, samples = entry
+        if latency_ms > 0:
+            lat.push(latency_ms)
+        if ttft_ms is not None and ttft_ms > 0:
+            ttft.push(ttft_ms)
+        if tokens_per_s > 0:
+            tps.push(tokens_per_s)
+        samples[0] += 1
+
+    def write(self, pipe: Pipeline, ctx: RouterContext) -> int:
+        """Queue the pending folds on `pipe` and forget them; returns how many pairs."""
+        pending, self.pending = self.pending, {}
+        for (node_id, model), (lat, ttft, tps, samples) in pending.items():
+            # EVAL, not EVALSHA: a pipeline with registered scripts spends a round trip on
+            # SCRIPT EXISTS first; Redis caches the compiled script by its hash anyway.
+            pipe.eval(
+                script_source("latency"), 1, ctx.keys.latency(node_id, model),
+                *lat.args(), *ttft.args(), *tps.args(), samples[0], LATENCY_TTL,
+            )
+        return len(pending)
+
+
 def _flatten(results: Iterable[list[Any] | None]) -> list[Any]:
     return [item for result in results if result for item in result]
 
@@ -80,6 +142,7 @@ class RoutingEngine:
             impl.plugin_name != DEFAULT_POLICY for impl in self._choose.get_hookimpls()
         )
         self.inputs = RoutingInputs()
+        self.latency = LatencyBatch()
         self._weight_attrs = [(s, f"weight_{s.name}") for s in self.scorers]
 
     def context(self, settings: Settings, snapshot: FleetSnapshot) -> ScoringContext:
@@ -138,12 +201,14 @@ class RoutingEngine:
             pairs.extend((node.node_id, name) for name in names)
         models = sorted({model for _, model in pairs})
         pipe = ctx.redis.pipeline(transaction=False)
+        # this replica's finished requests first, so the read below includes them
+        written = self.latency.write(pipe, ctx)
         for node_id, model in pairs:
             pipe.zcard(keys.slots(node_id, model))
             pipe.hgetall(keys.latency(node_id, model))
         for model in models:
             pipe.zcard(keys.wait(model))
-        results = await pipe.execute()
+        results = (await pipe.execute())[written:]
         in_flight: dict[tuple[str, str], int] = {}
         latency: dict[tuple[str, str], LatencyStats] = {}
         for i, pair in enumerate(pairs):
@@ -182,14 +247,10 @@ def add_latency(
     pipe: Pipeline, ctx: RouterContext, node_id: str, model: str, *,
     latency_ms: float, ttft_ms: float | None, tokens_per_s: float,
 ) -> None:
-    """Add the update of the node:model's decaying averages to the request-end pipeline."""
-    # EVAL, not EVALSHA: a pipeline with registered scripts spends a round trip on
-    # SCRIPT EXISTS first; Redis caches the compiled script by its hash anyway.
-    pipe.eval(
-        script_source("latency"), 1, ctx.keys.latency(node_id, model),
-        round(latency_ms, 3), round(ttft_ms or 0.0, 3), round(tokens_per_s, 3),
-        LATENCY_ALPHA, LATENCY_TTL,
-    )
+    """Queue the update of the node:model's decaying averages by one request on `pipe`."""
+    batch = LatencyBatch()
+    batch.add(node_id, model, latency_ms, ttft_ms, tokens_per_s)
+    batch.write(pipe, ctx)
 
 
 def engine_of(ctx: RouterContext) -> RoutingEngine:
@@ -212,3 +273,8 @@ async def routing_lifecycle(ctx: RouterContext) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        if engine.latency.pending:  # the last requests' figures
+            pipe = ctx.redis.pipeline(transaction=False)
+            engine.latency.write(pipe, ctx)
+            with contextlib.suppress(RedisError, OSError):
+                await pipe.execute()

@@ -1,18 +1,27 @@
-"""Hourly usage statistics in Redis: written once per request, read by health and usage APIs.
+"""Hourly usage statistics in Redis: counted per request, read by health and usage APIs.
 
 Each hour is one hash `keys.stats(hour)`; a field is `<metric>|<scope>` where the scope is
 `nm:<node>|<model>` for a routed request, `n:<node>` for what has no model (rejected
 requests under node "", failed attempts) and `t:<tag>`. Node, model and fleet totals are
-sums at read time, which keeps the per-request write to about ten HINCRBYs in the caller's
-pipeline and no reads. Buckets expire after `stats_retention_days`.
+sums at read time, so writes are increments only. The request path adds a request to this
+replica's in-process tally (`count`, no I/O); `stats_lifecycle` writes the summed deltas
+once a second in one transaction, so a busy replica sends a few dozen HINCRBYs a second
+instead of ten or more per request. Readers on this replica flush first and see their own
+requests at once; other replicas' show up within a second. Buckets expire after
+`stats_retention_days`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
 
 from services.router.context import RouterContext
 from services.router.metrics import observe
@@ -20,15 +29,22 @@ from shared.health import LATENCY_BUCKETS_MS, StatsWindow, Usage
 from shared.models import Trace, TraceStatus
 
 __all__ = [
+    "FLUSH_INTERVAL",
     "MAX_TAGS",
+    "Tally",
     "add_request",
+    "count",
     "current_hour",
+    "flush",
     "increments",
     "observe",
     "parse_bucket",
     "read_window",
     "record",
+    "stats_lifecycle",
 ]
+
+log = logging.getLogger("herd.stats")
 
 MAX_TAGS = 4  # tags come from clients: cap how many fields one request may add
 MAX_TAG_LENGTH = 48
@@ -36,6 +52,9 @@ MAX_TAG_LENGTH = 48
 # clock; replicas' clocks agree to well under this), so a replica may cache it for good.
 SEAL_AFTER_S = 120.0
 SUMS_KEPT = 8  # pre-summed ranges kept per replica (health, usage, trends use a few)
+# Deltas wait in the replica at most this long: dashboards refresh every few seconds, and
+# a replica that dies loses at most this much of its counting (its traces are in the stream).
+FLUSH_INTERVAL = 1.0
 
 _FIELDS: dict[str, str] = {
     "req": "requests",
@@ -107,24 +126,124 @@ def increments(trace: Trace) -> list[tuple[str, int]]:
     return pairs
 
 
-def add_request(pipe: Pipeline, ctx: RouterContext, trace: Trace, now: float | None = None) -> None:
-    """Queue this trace's counters on `pipe` (the caller executes it); no reads, no await."""
-    key = ctx.keys.stats(current_hour(now))
-    node = trace.node_id
+def _fields(trace: Trace) -> list[tuple[str, int]]:
+    """The (field, amount) increments of one trace within its hour's hash."""
     pairs = increments(trace)
     # Node totals are sums of a node's node:model scopes at read time; only requests
     # rejected before routing (no node, and a model name nobody vetted) go to "n:".
-    scope = f"nm:{node}|{trace.model}" if node else "n:"
-    for metric, amount in pairs:
-        pipe.hincrby(key, f"{metric}|{scope}", amount)
+    scope = f"nm:{trace.node_id}|{trace.model}" if trace.node_id else "n:"
+    out = [(f"{metric}|{scope}", amount) for metric, amount in pairs]
     for tag in trace.tags[:MAX_TAGS]:
         scope = f"t:{tag[:MAX_TAG_LENGTH]}"
-        for metric, amount in pairs:
-            if metric in _TAG_METRICS or metric[0] == "h":
-                pipe.hincrby(key, f"{metric}|{scope}", amount)
-    for failed_node in trace.excluded_nodes[:4]:
-        pipe.hincrby(key, f"xfail|n:{failed_node}", 1)
-    pipe.expire(key, max(3600, int(ctx.settings.stats_retention_days * 86400)))
+        out += [(f"{metric}|{scope}", amount) for metric, amount in pairs
+                if metric in _TAG_METRICS or metric[0] == "h"]
+    out += [(f"xfail|n:{failed}", 1) for failed in trace.excluded_nodes[:4]]
+    return out
+
+
+def _ttl(ctx: RouterContext) -> int:
+    return max(3600, int(ctx.settings.stats_retention_days * 86400))
+
+
+def add_request(pipe: Pipeline, ctx: RouterContext, trace: Trace, now: float | None = None) -> None:
+    """Queue this trace's counters on `pipe` (the caller executes it); no reads, no await."""
+    key = ctx.keys.stats(current_hour(now))
+    for name, amount in _fields(trace):
+        pipe.hincrby(key, name, amount)
+    pipe.expire(key, _ttl(ctx))
+
+
+class Tally:
+    """This replica's counts not yet in Redis: hour -> field -> delta."""
+
+    __slots__ = ("lock", "pending")
+
+    def __init__(self) -> None:
+        self.pending: dict[int, dict[str, int]] = {}
+        self.lock = asyncio.Lock()  # one flush at a time, so a reader's flush sees the rest
+
+    def add(self, trace: Trace, now: float | None = None) -> None:
+        hour = current_hour(now)
+        deltas = self.pending.get(hour)
+        if deltas is None:
+            deltas = self.pending[hour] = {}
+        for name, amount in _fields(trace):
+            deltas[name] = deltas.get(name, 0) + amount
+
+    def merge(self, pending: dict[int, dict[str, int]]) -> None:
+        """Put back deltas a failed flush did not write."""
+        for hour, deltas in pending.items():
+            mine = self.pending.setdefault(hour, {})
+            for name, amount in deltas.items():
+                mine[name] = mine.get(name, 0) + amount
+
+
+def _tally(ctx: RouterContext) -> Tally:
+    tally = ctx.parts.get("stats_tally")
+    if tally is None:
+        tally = ctx.parts["stats_tally"] = Tally()
+    return tally  # type: ignore[return-value]
+
+
+def count(ctx: RouterContext, trace: Trace, now: float | None = None) -> None:
+    """Count one finished request in this replica's tally (the request path: no I/O)."""
+    _tally(ctx).add(trace, now)
+
+
+async def flush(ctx: RouterContext) -> int:
+    """Write the tally to Redis in one transaction; returns how many fields it changed.
+
+    On a Redis error the deltas go back into the tally (MULTI/EXEC: none of them was
+    applied) and the error is raised.
+    """
+    tally = _tally(ctx)
+    async with tally.lock:
+        pending, tally.pending = tally.pending, {}
+        if not pending:
+            return 0
+        ttl = _ttl(ctx)
+        pipe = ctx.redis.pipeline(transaction=True)
+        written = 0
+        for hour, deltas in pending.items():
+            key = ctx.keys.stats(hour)
+            for name, amount in deltas.items():
+                if amount:
+                    pipe.hincrby(key, name, amount)
+                    written += 1
+            pipe.expire(key, ttl)
+        try:
+            await pipe.execute()
+        except (RedisError, OSError):
+            tally.merge(pending)
+            raise
+        return written
+
+
+async def _flush_loop(ctx: RouterContext) -> None:
+    while True:
+        await asyncio.sleep(FLUSH_INTERVAL)
+        try:
+            await flush(ctx)
+        except (RedisError, OSError) as exc:
+            log.warning("usage stats not flushed; kept for the next try",
+                        extra={"error": str(exc)})
+
+
+@contextlib.asynccontextmanager
+async def stats_lifecycle(ctx: RouterContext) -> AsyncIterator[None]:
+    """Flush this replica's tally every FLUSH_INTERVAL, and once more at shutdown."""
+    _tally(ctx)
+    task = asyncio.create_task(_flush_loop(ctx), name="herd-stats-flush")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        try:
+            await flush(ctx)
+        except (RedisError, OSError) as exc:
+            log.warning("usage stats lost at shutdown", extra={"error": str(exc)})
 
 
 async def record(ctx: RouterContext, trace: Trace, now: float | None = None) -> None:
@@ -165,7 +284,12 @@ def _cache(ctx: RouterContext) -> dict[int, dict[str, Usage]]:
 
 
 async def read_window(ctx: RouterContext, hours: int = 24, now: float | None = None) -> StatsWindow:
-    """The last `hours` buckets (the current one included); sealed hours come from a cache."""
+    """The last `hours` buckets (the current one included); sealed hours come from a cache.
+
+    This replica's tally is flushed first, so its own requests are in the answer.
+    """
+    with contextlib.suppress(RedisError, OSError):
+        await flush(ctx)  # on failure the read still shows what Redis has
     now = time.time() if now is None else now
     newest = current_hour(now)
     wanted = list(range(newest - max(1, hours) + 1, newest + 1))
