@@ -14,6 +14,7 @@ from zeroconf import InterfaceChoice, IPVersion
 from zeroconf._utils.net import get_all_addresses  # public name, not re-exported for mypy
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
+from services.router.background import background
 from services.version import VERSION
 
 if TYPE_CHECKING:
@@ -87,13 +88,10 @@ async def mdns_lifecycle(ctx: RouterContext) -> AsyncIterator[None]:
         except Exception as exc:  # noqa: BLE001 - advertising is optional; serving is not
             log.warning("mDNS registration failed", extra={"error": repr(exc)})
 
-    task = asyncio.create_task(register(), name="herd-mdns-register")
     try:
-        yield
+        async with background(register(), "herd-mdns-register"):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         with contextlib.suppress(Exception):
             if registered.is_set():
                 await asyncio.wait_for(aiozc.async_unregister_service(info), 3.0)

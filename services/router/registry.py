@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import msgspec
 from redis.exceptions import RedisError, WatchError
 
+from services.router.background import background
 from services.router.context import RouterContext
 from services.router.events import emit
 from shared.errors import BadRequest
@@ -548,10 +549,5 @@ async def fleet_lifecycle(ctx: RouterContext) -> AsyncIterator[None]:
     fleet = Fleet(ctx)
     ctx.parts["fleet"] = fleet
     await fleet.refresh()
-    task = asyncio.create_task(fleet.run(), name="herd-fleet-watcher")
-    try:
+    async with background(fleet.run(), "herd-fleet-watcher"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -19,6 +19,7 @@ import pluggy
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from services.router.background import background
 from services.router.context import RouterContext
 from services.router.registry import fleet_of
 from shared.models import FleetSnapshot, NodeState
@@ -266,13 +267,10 @@ async def routing_lifecycle(ctx: RouterContext) -> AsyncIterator[None]:
     ctx.parts["routing"] = engine
     with contextlib.suppress(RedisError, OSError):
         await engine.refresh_inputs(ctx, fleet_of(ctx).snapshot())
-    task = asyncio.create_task(engine.run(ctx), name="herd-routing-inputs")
     try:
-        yield
+        async with background(engine.run(ctx), "herd-routing-inputs"):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         if engine.latency.pending:  # the last requests' figures
             pipe = ctx.redis.pipeline(transaction=False)
             engine.latency.write(pipe, ctx)

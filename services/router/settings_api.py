@@ -15,6 +15,7 @@ from litestar import Request, get, post
 from litestar.datastructures import State
 from redis.exceptions import RedisError
 
+from services.router.background import background
 from services.router.context import RouterContext
 from shared.errors import BadRequest, Unauthorized
 from shared.settings import RUNTIME_FIELDS, Settings, SettingsError, coerce, setting_fields
@@ -151,13 +152,8 @@ async def runtime_settings_lifecycle(ctx: RouterContext) -> AsyncIterator[None]:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
 
-    task = asyncio.create_task(follow(), name="herd-settings-watcher")
-    try:
+    async with background(follow(), "herd-settings-watcher"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def _body(ctx: RouterContext) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from services.router.background import background
 from services.router.context import RouterContext
 from services.router.metrics import observe
 from shared.health import LATENCY_BUCKETS_MS, StatsWindow, Usage
@@ -233,13 +234,10 @@ async def _flush_loop(ctx: RouterContext) -> None:
 async def stats_lifecycle(ctx: RouterContext) -> AsyncIterator[None]:
     """Flush this replica's tally every FLUSH_INTERVAL, and once more at shutdown."""
     _tally(ctx)
-    task = asyncio.create_task(_flush_loop(ctx), name="herd-stats-flush")
     try:
-        yield
+        async with background(_flush_loop(ctx), "herd-stats-flush"):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         try:
             await flush(ctx)
         except (RedisError, OSError) as exc:
