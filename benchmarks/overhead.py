@@ -130,8 +130,8 @@ async def measure(
     if profile:  # py-spy on the router while it runs at c=32
         spy = await asyncio.create_subprocess_exec(
             str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(router_pid),
-            "--output", profile, "--format", "speedscope" if profile.endswith(".json")
-            else "flamegraph", "--duration", str(int(seconds) + 1), "--rate", "200")
+            "--output", profile, "--format", _profile_format(profile),
+            "--duration", str(int(seconds) + 1), "--rate", "200")
     cpu = cpu_seconds(router_pid)
     results["router_rps32"], count = await throughput(routed, 32, seconds)
     # CPU the router process spent per proxied request: less noisy than wall time on a
@@ -142,12 +142,17 @@ async def measure(
     return results
 
 
+def _profile_format(path: str) -> str:
+    """speedscope for .json, collapsed stacks for .txt, else a flame graph (.svg)."""
+    return {".json": "speedscope", ".txt": "raw"}.get(Path(path).suffix, "flamegraph")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000, help="requests per c=1 series")
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each c=32 run")
     parser.add_argument("--profile", default="",
-                        help="write a py-spy profile of the router at c=32 here (.svg/.json)")
+                        help="write a py-spy profile of the router at c=32 here (.svg/.json/.txt)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="herd-bench-"))
     redis = EmbeddedRedis(tmp / "redis")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+from shared.fastredis import FastRedis
 
 __all__ = ["Scripts", "script_source"]
 
@@ -18,11 +22,21 @@ def script_source(name: str) -> str:
     return resources.files("shared").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
-class Scripts:
-    """The scripts registered on one client; `await scripts.run("name", keys, args)`."""
+@cache
+def script_sha(name: str) -> str:
+    return hashlib.sha1(script_source(name).encode(), usedforsecurity=False).hexdigest()
 
-    def __init__(self, redis: Redis) -> None:
+
+class Scripts:
+    """The scripts registered on one client; `await scripts.run("name", keys, args)`.
+
+    With a FastRedis (the router's request path), scripts run over it by SHA, falling back
+    to EVAL (which also caches the script) after a Redis restart or a script flush.
+    """
+
+    def __init__(self, redis: Redis, fast: FastRedis | None = None) -> None:
         self._redis = redis
+        self._fast = fast
         self._registered: dict[str, AsyncScript] = {}
 
     def get(self, name: str) -> AsyncScript:
@@ -33,5 +47,11 @@ class Scripts:
         return script
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        # AsyncScript falls back from EVALSHA to EVAL (and caches) by itself.
-        return await self.get(name)(keys=keys, args=args)
+        fast = self._fast
+        if fast is None:
+            # AsyncScript falls back from EVALSHA to EVAL (and caches) by itself.
+            return await self.get(name)(keys=keys, args=args)
+        try:
+            return await fast.execute("EVALSHA", script_sha(name), len(keys), *keys, *args)
+        except NoScriptError:
+            return await fast.execute("EVAL", script_source(name), len(keys), *keys, *args)

@@ -32,6 +32,7 @@ from services.router.settings_api import runtime_settings_lifecycle
 from services.router.slots import slots_lifecycle
 from services.router.stats import stats_lifecycle
 from services.router.usage_api import ROUTES as USAGE_ROUTES
+from shared.fastredis import FastRedis
 from shared.redisconn import connect
 from shared.settings import Settings
 
@@ -61,7 +62,8 @@ def create_app(settings: Settings, redis_url: str) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         redis = connect(redis_url)
         await redis.ping()
-        ctx = RouterContext.create(settings, redis)
+        fast = FastRedis(redis_url)
+        ctx = RouterContext.create(settings, redis, fast)
         app.state.herd = ctx
         async with contextlib.AsyncExitStack() as stack:
             for part in LIFECYCLES:
@@ -71,6 +73,7 @@ def create_app(settings: Settings, redis_url: str) -> Litestar:
                 yield
             finally:
                 log.info("router stopping", extra={"replica": ctx.replica_id})
+        await fast.close()
         await redis.aclose()
 
     return Litestar(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
+from shared.fastredis import FastRedis
 from shared.keys import Keys
 from shared.scripts import Scripts
 from shared.settings import Settings
@@ -31,15 +32,20 @@ class RouterContext:
     keys: Keys
     scripts: Scripts
     replica_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    # The lean connection for the per-request Redis calls (slot acquire, request end).
+    fast: FastRedis | None = None
     plugins: pluggy.PluginManager | None = None
     # Each part is typed where it is defined; handlers reach it through the owning module.
     parts: dict[str, object] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, settings: Settings, redis: Redis) -> RouterContext:
+    def create(
+        cls, settings: Settings, redis: Redis, fast: FastRedis | None = None
+    ) -> RouterContext:
         return cls(
             settings=settings,
             redis=redis,
             keys=Keys(settings.redis_prefix),
-            scripts=Scripts(redis),
+            scripts=Scripts(redis, fast),
+            fast=fast,
         )

@@ -518,7 +518,7 @@ class Exchange:
         self.trace = None  # exactly once
         ctx = self.ctx
         trace.latency_ms = round((time.perf_counter() - self.t0) * 1000, 2)
-        pipe = ctx.redis.pipeline(transaction=False)
+        pipe = ctx.fast.pipeline() if ctx.fast else ctx.redis.pipeline(transaction=False)
         hold, self.hold = self.hold, None
         if hold is not None:
             node_id, model, slot_id = hold

@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from services.router.context import RouterContext
 from shared.errors import QueueFull
+from shared.fastredis import FastPipeline
 from shared.keys import Keys
 from shared.scripts import Scripts, script_source
 from shared.settings import Settings
@@ -69,13 +70,14 @@ class SlotManager:
         *,
         waiter_ttl: float = WAITER_TTL_SECONDS,
         tick: float = TICK_SECONDS,
+        scripts: Scripts | None = None,
     ) -> None:
         self._waiter_ttl_ms = int(waiter_ttl * 1000)
         self._tick_seconds = tick
         self._redis = redis
         self._keys = keys
         self._settings = settings
-        self._scripts = Scripts(redis)
+        self._scripts = scripts or Scripts(redis)
         self._waiters: dict[str, dict[str, _Waiter]] = {}  # model -> request id -> waiter
         self._spare: dict[str, int] = {}  # model -> wake-ups that found every waiter busy
         self._leases: dict[tuple[str, str, str], int] = {}  # (node, model, id) -> holders
@@ -84,7 +86,7 @@ class SlotManager:
 
     @classmethod
     def for_context(cls, ctx: RouterContext) -> SlotManager:
-        return cls(ctx.redis, ctx.keys, lambda: ctx.settings)
+        return cls(ctx.redis, ctx.keys, lambda: ctx.settings, scripts=ctx.scripts)
 
     # --- lifecycle
     async def start(self) -> None:
@@ -246,15 +248,16 @@ class SlotManager:
 
     # --- release
     def add_release(
-        self, pipe: Pipeline, node_id: str, model: str, request_id: str, ok: bool
+        self, pipe: Pipeline | FastPipeline, node_id: str, model: str, request_id: str,
+        ok: bool,
     ) -> None:
         """Queue the release of a slot on `pipe` (run it with the trace in one round trip)."""
         keys = self._keys
         # EVAL, not EVALSHA: a pipeline with registered scripts would first spend a round
         # trip on SCRIPT EXISTS, and EVAL survives a script-cache flush (Redis restart).
         pipe.eval(
-            script_source("release"), 2,
-            keys.slots(node_id, model), keys.counters(node_id, model),
+            script_source("release"), 3,
+            keys.slots(node_id, model), keys.counters(node_id, model), keys.wait(model),
             request_id, 1 if ok else 0, keys.release_channel(), model,
         )
 
@@ -263,7 +266,7 @@ class SlotManager:
         keys = self._keys
         result = await self._scripts.run(
             "release",
-            [keys.slots(node_id, model), keys.counters(node_id, model)],
+            [keys.slots(node_id, model), keys.counters(node_id, model), keys.wait(model)],
             [request_id, 1 if ok else 0, keys.release_channel(), model],
         )
         return bool(result)

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from services.router.context import RouterContext
+from shared.fastredis import FastPipeline
 from shared.keys import Keys
 from shared.models import Trace
 
@@ -32,7 +33,7 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Trace)
 
 
-def add_trace(pipe: Pipeline, ctx: RouterContext, trace: Trace) -> None:
+def add_trace(pipe: Pipeline | FastPipeline, ctx: RouterContext, trace: Trace) -> None:
     """Queue the XADD of `trace` on `pipe` (run it with the slot release in one round trip)."""
     pipe.xadd(
         ctx.keys.traces(),

@@ -281,7 +281,7 @@ async def crashed_release_counts(redis: Redis, keys: Keys) -> bool:
     """A late release of a reaped lease must not count twice."""
     scripts = Scripts(redis)
     return bool(await scripts.run(
-        "release", [keys.slots("n1", MODEL), keys.counters("n1", MODEL)],
+        "release", [keys.slots("n1", MODEL), keys.counters("n1", MODEL), keys.wait(MODEL)],
         ["zombie", 1, keys.release_channel(), MODEL],
     ))
 
@@ -371,3 +371,27 @@ async def test_release_and_trace_in_one_pipeline(
     assert [t.request_id for t in found] == ["req-1"]
     assert found[0].completion_tokens == 7
     assert await recent_traces(ctx, 10, node_id="elsewhere") == []
+
+
+async def test_release_publishes_only_when_someone_waits(
+    make_replicas: Any, redis: Redis, keys: Keys
+) -> None:
+    """Every replica parses each release message: none is sent to an empty queue."""
+    (r1,) = await make_replicas(1)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.release_channel())
+    try:
+        assert (await pubsub.get_message(timeout=1.0))["type"] == "subscribe"
+        assert await r1.slots.acquire(MODEL, "a", [("n1", 1)], 2.0) == "n1"
+        assert await r1.slots.release("n1", MODEL, "a", True)
+        assert await pubsub.get_message(timeout=0.3) is None  # nobody waited: no message
+        assert await r1.slots.acquire(MODEL, "b", [("n1", 1)], 2.0) == "n1"
+        waiter = asyncio.create_task(r1.slots.acquire(MODEL, "c", [("n1", 1)], 5.0))
+        await wait_depth(redis, keys, 1)
+        assert await r1.slots.release("n1", MODEL, "b", True)
+        message = await pubsub.get_message(timeout=1.0)
+        assert message is not None and message["data"] == MODEL
+        assert await asyncio.wait_for(waiter, 2.0) == "n1"
+        await r1.slots.release("n1", MODEL, "c", True)
+    finally:
+        await pubsub.aclose()
