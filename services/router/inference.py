@@ -16,7 +16,6 @@ import os
 import time
 from typing import Any, Literal, cast
 
-import aiohttp
 import msgspec
 from litestar import asgi
 from litestar.handlers.asgi_handlers import ASGIRouteHandler
@@ -27,6 +26,7 @@ from services.router import metrics, stats, traces
 from services.router.autopull import pull_for_request
 from services.router.context import RouterContext
 from services.router.events import EVENTS_MAXLEN, emit
+from services.router.nodeclient import NodeBroken, NodeResponse
 from services.router.proxy import (
     TAIL_BYTES,
     UpstreamFailure,
@@ -53,7 +53,7 @@ from shared.errors import (
 from shared.models import FleetSnapshot, Trace, TraceStatus, normalize_model
 from shared.routing import RouteRequest
 
-__all__ = ["ENDPOINTS", "ROUTES", "Exchange"]
+__all__ = ["ENDPOINTS", "ROUTES", "Exchange", "handle"]
 
 log = logging.getLogger("herd.proxy")
 
@@ -125,7 +125,7 @@ class Exchange:
         self.request: RouteRequest | None = None
         self.trace: Trace | None = None
         self.hold: tuple[str, str, str] | None = None  # node, model, slot id
-        self.response: aiohttp.ClientResponse | None = None
+        self.response: NodeResponse | None = None
         self.ranked: Ranked | None = None
         self.served = ""
         self.retries = 0
@@ -380,7 +380,7 @@ class Exchange:
             return
         try:
             data = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (NodeBroken, TimeoutError) as exc:
             response.close()
             raise UpstreamFailure(f"{chosen.node.node_id}: {type(exc).__name__} {exc}") from exc
         finally:
@@ -410,15 +410,15 @@ class Exchange:
             return usage.completion_tokens / usage.tokens_per_s * 1000
         return 0.0
 
-    async def _stream(self, response: aiohttp.ClientResponse, ctype: str) -> None:
+    async def _stream(self, response: NodeResponse, ctype: str) -> None:
         assert self.trace is not None and self.hold is not None
         trace = self.trace
         sse = ctype.startswith("text/event-stream")
-        reader = response.content
+        reader = response
         stale = self.ctx.settings.stale_timeout
         try:
             first = await reader.readany()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (NodeBroken, TimeoutError) as exc:
             response.close()
             raise UpstreamFailure(f"{self.hold[0]}: {type(exc).__name__} {exc}") from exc
         if not first:
@@ -447,7 +447,7 @@ class Exchange:
                         events += chunk.count(b"data: ")
             except TimeoutError:
                 error = f"no output from {node_id} for {stale:g} s"
-            except aiohttp.ClientError as exc:
+            except NodeBroken as exc:
                 error = f"{node_id} broke off the stream: {type(exc).__name__} {exc}"
             finally:
                 if error:
@@ -564,6 +564,12 @@ class Exchange:
         await self.send({"type": "http.response.start", "status": exc.status_code,
                          "headers": headers})
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+    """The ASGI entry of every inference path (its API is looked up from the path)."""
+    api, _ = ENDPOINTS[scope["path"]]
+    await Exchange(cast(HTTPScope, scope), receive, send, api).run()
 
 
 def _handler(path: str, api: Api) -> ASGIRouteHandler:

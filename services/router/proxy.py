@@ -13,6 +13,7 @@ import aiohttp
 import msgspec
 
 from services.router.context import RouterContext
+from services.router.nodeclient import NodeBroken, NodeClient, NodeResponse
 from shared.errors import error_body
 from shared.models import NodeState
 
@@ -46,38 +47,34 @@ class UpstreamFailure(Exception):
 
 
 class Upstream:
-    """The replica's connection pool to every node."""
+    """The replica's connections to every node: a lean client for forwarding requests, and an
+    aiohttp session for the rest (fan-outs for /api/tags and /api/ps, pulls)."""
 
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self.session = session
-        self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
+        self.nodes = NodeClient()
 
     async def open(
         self, node: NodeState, path: str, payload: bytes, *, connect_timeout: float,
         stale_timeout: float,
-    ) -> aiohttp.ClientResponse:
+    ) -> NodeResponse:
         """POST the payload; returns the response once its headers arrived.
 
         Raises UpstreamFailure on a refused connection, a timeout, or a 5xx status.
         """
-        timeout = self._timeouts.get((connect_timeout, stale_timeout))
-        if timeout is None:  # one per settings value, not one per request
-            timeout = self._timeouts[(connect_timeout, stale_timeout)] = aiohttp.ClientTimeout(
-                total=None, sock_connect=connect_timeout, connect=connect_timeout,
-                sock_read=stale_timeout,
-            )
         try:
-            response = await self.session.post(
-                node.ollama_url + path, data=payload, timeout=timeout, headers=_JSON_HEADERS,
+            response = await self.nodes.post(
+                node.ollama_url, path, payload,
+                connect_timeout=connect_timeout, read_timeout=stale_timeout,
             )
         except TimeoutError as exc:
             raise UpstreamFailure(f"timeout talking to {node.node_id}") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamFailure(f"{type(exc).__name__}: {exc}") from exc
+        except NodeBroken as exc:
+            raise UpstreamFailure(f"{node.node_id}: {exc}") from exc
         if response.status >= 500:
             try:
                 body = await response.read()
-            except (aiohttp.ClientError, TimeoutError):
+            except (NodeBroken, TimeoutError):
                 body = b""
             finally:
                 response.release()
@@ -192,18 +189,20 @@ async def proxy_lifecycle(ctx: RouterContext) -> AsyncIterator[None]:
         # nodes set no cookies worth keeping; the jar's per-request filtering is pure cost
         cookie_jar=aiohttp.DummyCookieJar(),
     )
-    ctx.parts["proxy"] = Upstream(session)
+    upstream = Upstream(session)
+    ctx.parts["proxy"] = upstream
     try:
         yield
     finally:
         ctx.parts.pop("proxy", None)
+        upstream.nodes.close()
         await session.close()
         # let the connector's transports close before the loop goes away
         await asyncio.sleep(0)
 
 
-def content_type(response: aiohttp.ClientResponse) -> str:
-    return cast(str, response.headers.get("Content-Type", "application/json"))
+def content_type(response: NodeResponse) -> str:
+    return response.headers.get("content-type", "application/json")
 
 
 def is_stream(ctype: str) -> bool:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from services.dashboard import dashboard_for
-from services.router.app import create_app
+from services.router.app import create_app, with_fast_paths
 from shared.logs import setup_logging
 from shared.redisconn import RedisUnavailable, redis_url_for
 from shared.settings import Settings
@@ -42,7 +42,7 @@ def serve(settings: Settings) -> int:
         with redis_url_for(settings.redis_url, data) as redis_url:
             app = create_app(settings, redis_url)
             config = uvicorn.Config(
-                app,
+                with_fast_paths(app),
                 host=settings.host,
                 port=settings.port,
                 loop="uvloop",
