@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-from shared.redisconn import _die_with_parent
+from shared.children import die_with_parent, stop_process
 from shared.settings import Settings
 
 __all__ = [
@@ -85,7 +85,7 @@ class DashboardProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run yet in the child
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - no threads run yet in the child
             )
         finally:
             if handle is not None:
@@ -94,14 +94,8 @@ class DashboardProcess:
 
     def stop(self, timeout: float = 5.0) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            stop_process(process, timeout)
 
 
 @contextlib.contextmanager

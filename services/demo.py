@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import httpx
 
-from shared.redisconn import _die_with_parent
+from shared.children import die_with_parent
 from shared.settings import Settings
 
 __all__ = ["NODES", "Demo", "SimNode", "add_arguments", "run"]
@@ -126,7 +126,7 @@ class Demo:
         try:
             process = subprocess.Popen(
                 list(args), stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - the child has no threads yet
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - the child has no threads yet
             )
         finally:
             handle.close()

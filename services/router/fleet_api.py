@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import time
 from typing import Any
 
@@ -12,7 +11,8 @@ from litestar.datastructures import State
 
 from services.router.context import RouterContext
 from services.router.registry import fleet_of
-from shared.errors import BadRequest, Unauthorized
+from shared.auth import require_bearer
+from shared.errors import BadRequest
 from shared.models import NodeState, NodeStatus
 
 __all__ = ["ROUTES", "node_view", "read_queues"]
@@ -21,13 +21,8 @@ _QUEUE_FIELDS = ("pending", "in_flight", "done", "failed")
 
 
 def _check_node_token(ctx: RouterContext, request: Request[Any, Any, Any]) -> None:
-    token = ctx.settings.node_token
-    if not token:
-        return
-    given = request.headers.get("authorization", "")
-    scheme, _, value = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
-        raise Unauthorized("heartbeat needs Authorization: Bearer <node token>")
+    require_bearer(request.headers.get("authorization", ""), ctx.settings.node_token,
+                   "heartbeat needs Authorization: Bearer <node token>")
 
 
 @post("/heartbeat", status_code=200)

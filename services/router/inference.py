@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import os
 import time
@@ -40,13 +39,13 @@ from services.router.proxy import (
 from services.router.registry import fleet_of
 from services.router.routing import Ranked, engine_of
 from services.router.slots import slots_of
+from shared.auth import require_bearer
 from shared.errors import (
     BadRequest,
     HerdError,
     ModelNotFound,
     NoNodeAvailable,
     PayloadTooLarge,
-    Unauthorized,
     UpstreamError,
     error_body,
 )
@@ -176,13 +175,8 @@ class Exchange:
                 return
 
     def _authorize(self) -> None:
-        token = self.ctx.settings.client_token
-        if not token:
-            return
-        given = self.headers.get("authorization", "")
-        scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
-            raise Unauthorized("missing or wrong bearer token")
+        require_bearer(self.headers.get("authorization", ""), self.ctx.settings.client_token,
+                       "missing or wrong bearer token")
 
     async def _read_body(self) -> bytes | None:
         limit = int(self.ctx.settings.max_body_mb * 1024 * 1024)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -17,7 +16,8 @@ from redis.exceptions import RedisError
 
 from services.router.background import background
 from services.router.context import RouterContext
-from shared.errors import BadRequest, Unauthorized
+from shared.auth import require_bearer
+from shared.errors import BadRequest
 from shared.settings import RUNTIME_FIELDS, Settings, SettingsError, coerce, setting_fields
 
 __all__ = [
@@ -37,12 +37,8 @@ RESYNC_INTERVAL = 0.5  # seconds; a replica that missed a message is at most thi
 
 def require_admin(ctx: RouterContext, request: Request[Any, Any, Any]) -> None:
     """401 unless the request carries `Authorization: Bearer <admin_token>` (when one is set)."""
-    token = ctx.settings.admin_token
-    if not token:
-        return
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
-        raise Unauthorized("this endpoint needs Authorization: Bearer <admin token>")
+    require_bearer(request.headers.get("authorization", ""), ctx.settings.admin_token,
+                   "this endpoint needs Authorization: Bearer <admin token>")
 
 
 def _jsonable(value: Any) -> Any:

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
-from redis.asyncio import Redis
 
 from services.router.app import create_app
 from services.router.context import RouterContext
@@ -63,10 +62,6 @@ def app_ctx(client: AsyncTestClient[Any]) -> RouterContext:
     return ctx
 
 
-@pytest.fixture
-def ctx(settings: Settings, redis: Redis) -> RouterContext:
-    """A context on the test's own event loop (the app's runs in the test client's thread)."""
-    return RouterContext.create(settings, redis)
 
 
 async def beat(client: AsyncTestClient[Any], *payloads: dict[str, Any]) -> None:

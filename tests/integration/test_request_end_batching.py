@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import time
-import uuid
-from typing import Any
 
-import pytest
 from redis.asyncio import Redis
 
 from services.router import stats
@@ -14,21 +11,7 @@ from services.router.context import RouterContext
 from services.router.routing import LatencyBatch, add_latency
 from shared.models import Trace, TraceStatus
 from shared.settings import Settings
-
-
-def trace(node: str, model: str, **fields: Any) -> Trace:
-    values: dict[str, Any] = {
-        "request_id": uuid.uuid4().hex, "model": model, "original_model": model,
-        "node_id": node, "latency_ms": 300.0, "time_to_first_token_ms": 50.0,
-        "prompt_tokens": 7, "completion_tokens": 11, "timestamp": time.time(),
-    }
-    values.update(fields)
-    return Trace(**values)
-
-
-@pytest.fixture
-def ctx(settings: Settings, redis: Redis) -> RouterContext:
-    return RouterContext.create(settings, redis)
+from tests.helpers import make_trace as trace
 
 
 def mixed() -> list[Trace]:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
-from redis.asyncio import Redis
 
 from services.router import traces
 from services.router.app import create_app
@@ -18,21 +16,7 @@ from services.router.context import RouterContext
 from services.router.stats import add_request, current_hour, read_window, record
 from shared.models import Trace, TraceStatus
 from shared.settings import Settings
-
-
-def trace(node: str, model: str, **fields: Any) -> Trace:
-    values: dict[str, Any] = {
-        "request_id": uuid.uuid4().hex, "model": model, "original_model": model,
-        "node_id": node, "latency_ms": 300.0, "time_to_first_token_ms": 50.0,
-        "prompt_tokens": 7, "completion_tokens": 11, "timestamp": time.time(),
-    }
-    values.update(fields)
-    return Trace(**values)
-
-
-@pytest.fixture
-def ctx(settings: Settings, redis: Redis) -> RouterContext:
-    return RouterContext.create(settings, redis)
+from tests.helpers import make_trace as trace
 
 
 @pytest.fixture
