@@ -31,10 +31,12 @@ log = logging.getLogger("herd.dashboard")
 APP_PATH = Path(__file__).resolve().parent.parent / "streamlit_app" / "app.py"
 
 
-def dashboard_command(
-    router_url: str, port: int, *, host: str = "0.0.0.0", admin_token: str = ""
-) -> list[str]:
-    """The streamlit command line: headless, no usage statistics, nothing fetched outside."""
+def dashboard_command(router_url: str, port: int, *, host: str = "0.0.0.0") -> list[str]:
+    """The streamlit command line: headless, no usage statistics, nothing fetched outside.
+
+    The admin token never goes on it (any local user can read a command line): the app
+    reads FLEET_ADMIN_TOKEN from its environment, like every other Herd process.
+    """
     args = [
         sys.executable, "-m", "streamlit", "run", str(APP_PATH),
         "--server.port", str(port),
@@ -49,8 +51,6 @@ def dashboard_command(
         "--",
         "--router-url", router_url,
     ]
-    if admin_token:
-        args += ["--admin-token", admin_token]
     return args
 
 
@@ -67,9 +67,12 @@ def router_url_for(settings: Settings) -> str:
 class DashboardProcess:
     """A streamlit child process; the kernel stops it if its parent dies, even by SIGKILL."""
 
-    def __init__(self, args: Sequence[str], log_path: Path | None = None) -> None:
+    def __init__(
+        self, args: Sequence[str], log_path: Path | None = None, admin_token: str = ""
+    ) -> None:
         self.args = list(args)
         self.log_path = log_path
+        self.admin_token = admin_token
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -80,8 +83,10 @@ class DashboardProcess:
             handle = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it open
             output = handle
         try:
+            env = {**os.environ, "FLEET_ADMIN_TOKEN": self.admin_token}
             self.process = subprocess.Popen(
                 self.args,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
@@ -106,8 +111,9 @@ def dashboard_for(settings: Settings) -> Iterator[DashboardProcess | None]:
         return
     dashboard = DashboardProcess(
         dashboard_command(router_url_for(settings), settings.dashboard_port,
-                          host=settings.host or "0.0.0.0", admin_token=settings.admin_token),
+                          host=settings.host or "0.0.0.0"),
         settings.data_path / "logs" / "dashboard.log",
+        admin_token=settings.admin_token,
     )
     try:
         dashboard.start()
@@ -130,13 +136,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Port the dashboard listens on (default 8501).")
     parser.add_argument("--host", default="0.0.0.0",
                         help="Address the dashboard listens on (default 0.0.0.0).")
-    parser.add_argument("--admin-token", default="",
-                        help="Admin token for settings and model changes (default: none).")
 
 
 def run(args: argparse.Namespace) -> int:
-    command = dashboard_command(args.router_url, args.port, host=args.host,
-                                admin_token=args.admin_token)
+    # The admin token, if any, comes from FLEET_ADMIN_TOKEN in the environment.
+    command = dashboard_command(args.router_url, args.port, host=args.host)
     print(f"herd dashboard: http://{'localhost' if args.host == '0.0.0.0' else args.host}:"
           f"{args.port} reading {args.router_url}", flush=True)
     # Alone, the dashboard is the process: replace this one, so signals reach streamlit.

@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import streamlit as st
 
+from shared.settings import Settings
+
 __all__ = [
     "DEFAULT_ROUTER_URL",
     "Config",
@@ -64,19 +66,20 @@ class Config:
         return {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token else {}
 
 
-def parse_config(argv: Sequence[str]) -> Config:
-    """Read `--router-url` and `--admin-token` from the arguments after `streamlit run app.py --`.
+def parse_config(argv: Sequence[str], settings: Settings | None = None) -> Config:
+    """`--router-url` from the arguments after `streamlit run app.py --`; the admin token
+    from the settings (FLEET_ADMIN_TOKEN), never from a command line others can read.
 
     Unknown arguments are ignored: under AppTest the arguments are pytest's.
     """
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--router-url", default=DEFAULT_ROUTER_URL)
-    parser.add_argument("--admin-token", default="")
     known, _ = parser.parse_known_args(list(argv))
     url = str(known.router_url).strip().rstrip("/") or DEFAULT_ROUTER_URL
     if "://" not in url:
         url = "http://" + url
-    return Config(router_url=url, admin_token=str(known.admin_token))
+    token = (settings or Settings.load()).admin_token
+    return Config(router_url=url, admin_token=token)
 
 
 def config() -> Config:

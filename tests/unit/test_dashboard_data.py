@@ -13,11 +13,11 @@ from streamlit_app.nav import PAGES
 
 
 def test_config_from_script_arguments_ignores_foreign_ones() -> None:
-    cfg = data.parse_config(["-q", "tests/x.py", "--router-url", "10.0.0.5:11435/",
-                             "--admin-token", "s3cret", "--other"])
+    cfg = data.parse_config(["-q", "tests/x.py", "--router-url", "10.0.0.5:11435/", "--other"],
+                            Settings.load(environ={"FLEET_ADMIN_TOKEN": "s3cret"}))
     assert cfg.router_url == "http://10.0.0.5:11435"
     assert cfg.headers() == {"Authorization": "Bearer s3cret"}
-    default = data.parse_config([])
+    default = data.parse_config([], Settings.load(environ={}))
     assert default.router_url == "http://localhost:11435"
     assert default.headers() == {}
 
@@ -85,13 +85,13 @@ def test_eight_pages_each_with_a_file() -> None:
 
 
 def test_streamlit_command_is_headless_and_sends_no_statistics() -> None:
-    args = dashboard_command("http://127.0.0.1:11435", 8600, admin_token="tok")
+    args = dashboard_command("http://127.0.0.1:11435", 8600)
     flags = dict(zip(args[args.index("run") + 2::2], args[args.index("run") + 3::2], strict=False))
     assert flags["--browser.gatherUsageStats"] == "false"
     assert flags["--server.headless"] == "true"
     assert flags["--server.port"] == "8600"
     tail = args[args.index("--") + 1:]
-    assert tail == ["--router-url", "http://127.0.0.1:11435", "--admin-token", "tok"]
+    assert tail == ["--router-url", "http://127.0.0.1:11435"]  # no secret on a command line
 
 
 @pytest.mark.parametrize(("host", "expected"), [
