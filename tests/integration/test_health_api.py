@@ -6,7 +6,6 @@ import asyncio
 import copy
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from services.router.events import emit
 from services.router.stats import record
 from shared.models import Trace, TraceStatus
 from shared.settings import Settings
+from tests.helpers import make_trace
 
 EXAMPLE = json.loads(
     (Path(__file__).parent.parent / "data" / "herd-heartbeat-example.json").read_text()
@@ -41,13 +41,9 @@ def heartbeat(node_id: str, *, used_gb: float = 4.0, total_gb: float = 32.0,
 
 
 def trace(node: str, model: str = "llama3.2:3b", **fields: Any) -> Trace:
-    values: dict[str, Any] = {
-        "request_id": uuid.uuid4().hex, "model": model, "original_model": model,
-        "node_id": node, "latency_ms": 400.0, "time_to_first_token_ms": 80.0,
-        "prompt_tokens": 10, "completion_tokens": 20, "timestamp": time.time(),
-    }
-    values.update(fields)
-    return Trace(**values)
+    figures: dict[str, Any] = {"latency_ms": 400.0, "time_to_first_token_ms": 80.0,
+                               "prompt_tokens": 10, "completion_tokens": 20}
+    return make_trace(node, model, **{**figures, **fields})
 
 
 @pytest.fixture
