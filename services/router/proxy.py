@@ -1,5 +1,5 @@
-"""Forwarding to nodes: one pooled keep-alive aiohttp session per replica, and the little
-parsing the router does of a response (its final chunk's counts and timings)."""
+"""Forwarding to nodes: keep-alive connections per node (services/router/nodeclient.py), and
+the little parsing the router does of a response (its final chunk's counts and timings)."""
 
 from __future__ import annotations
 
