@@ -12,12 +12,15 @@ import httpx
 from tests.helpers import Proc, free_port, herd_bin, wait_until
 
 
-def _start(tmp_path: Path, *extra: str) -> tuple[Proc, str]:
+def _start(
+    tmp_path: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[Proc, str]:
     port = free_port()
     proc = Proc(
         [herd_bin(), "--host", "127.0.0.1", "--port", str(port), "--no-mdns", "--no-dashboard",
          "--data-dir", str(tmp_path / "data"), *extra],
         tmp_path / "herd.log",
+        env=env,
     )
     url = f"http://127.0.0.1:{port}"
     proc.wait_http(url + "/healthz")
@@ -64,7 +67,8 @@ def test_kill_9_leaves_no_redis_behind(tmp_path: Path) -> None:
 
 
 def test_external_redis_url(tmp_path: Path, redis_url: str, prefix: str) -> None:
-    proc, url = _start(tmp_path, "--redis-url", redis_url)
+    # Under the test's own prefix: a shared Redis's real herd: keys are never touched.
+    proc, url = _start(tmp_path, "--redis-url", redis_url, env={"FLEET_REDIS_PREFIX": prefix})
     try:
         assert httpx.get(url + "/healthz").json()["status"] == "ok"
         assert not (tmp_path / "data" / "redis").exists()
