@@ -49,6 +49,10 @@ log = logging.getLogger("herd.stats")
 
 MAX_TAGS = 4  # tags come from clients: cap how many fields one request may add
 MAX_TAG_LENGTH = 48
+# Distinct tags one replica counts per hour; more are counted under OTHER_TAG, so a client
+# inventing a tag per request cannot grow a bucket without bound.
+MAX_TAGS_PER_HOUR = 500
+OTHER_TAG = "(other)"
 # A bucket whose hour ended this long ago gets no more writes (writers bucket by their own
 # clock; replicas' clocks agree to well under this), so a replica may cache it for good.
 SEAL_AFTER_S = 120.0
@@ -127,14 +131,15 @@ def increments(trace: Trace) -> list[tuple[str, int]]:
     return pairs
 
 
-def _fields(trace: Trace) -> list[tuple[str, int]]:
-    """The (field, amount) increments of one trace within its hour's hash."""
+def _fields(trace: Trace, tags: list[str] | None = None) -> list[tuple[str, int]]:
+    """The (field, amount) increments of one trace within its hour's hash (`tags`: the
+    trace's tags as counted, when they differ from the trace's own)."""
     pairs = increments(trace)
     # Node totals are sums of a node's node:model scopes at read time; only requests
     # rejected before routing (no node, and a model name nobody vetted) go to "n:".
     scope = f"nm:{trace.node_id}|{trace.model}" if trace.node_id else "n:"
     out = [(f"{metric}|{scope}", amount) for metric, amount in pairs]
-    for tag in trace.tags[:MAX_TAGS]:
+    for tag in trace.tags[:MAX_TAGS] if tags is None else tags:
         scope = f"t:{tag[:MAX_TAG_LENGTH]}"
         out += [(f"{metric}|{scope}", amount) for metric, amount in pairs
                 if metric in _TAG_METRICS or metric[0] == "h"]
@@ -157,10 +162,11 @@ def add_request(pipe: Pipeline, ctx: RouterContext, trace: Trace, now: float | N
 class Tally:
     """This replica's counts not yet in Redis: hour -> field -> delta."""
 
-    __slots__ = ("lock", "pending")
+    __slots__ = ("lock", "pending", "tags")
 
     def __init__(self) -> None:
         self.pending: dict[int, dict[str, int]] = {}
+        self.tags: tuple[int, set[str]] = (0, set())  # the hour, and the tags counted in it
         self.lock = asyncio.Lock()  # one flush at a time, so a reader's flush sees the rest
 
     def add(self, trace: Trace, now: float | None = None) -> None:
@@ -168,8 +174,21 @@ class Tally:
         deltas = self.pending.get(hour)
         if deltas is None:
             deltas = self.pending[hour] = {}
-        for name, amount in _fields(trace):
+        for name, amount in _fields(trace, self._counted_tags(hour, trace.tags)):
             deltas[name] = deltas.get(name, 0) + amount
+
+    def _counted_tags(self, hour: int, tags: list[str]) -> list[str]:
+        if self.tags[0] != hour:
+            self.tags = (hour, set())
+        seen = self.tags[1]
+        counted = []
+        for given in tags[:MAX_TAGS]:
+            tag = given[:MAX_TAG_LENGTH]
+            if tag not in seen and len(seen) >= MAX_TAGS_PER_HOUR:
+                tag = OTHER_TAG
+            seen.add(tag)
+            counted.append(tag)
+        return counted
 
     def merge(self, pending: dict[int, dict[str, int]]) -> None:
         """Put back deltas a failed flush did not write."""
