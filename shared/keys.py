@@ -101,6 +101,10 @@ class Keys:
         """Hash: run id -> JSON progress of a benchmark run started from the dashboard."""
         return f"{self.prefix}benchmarks-active"
 
+    def benchmark_lock(self) -> str:
+        """The running benchmark's id, with a TTL its progress renews: one run at a time."""
+        return f"{self.prefix}benchmark-lock"
+
     # --- coordination
     def leader(self) -> str:
         """Lease lock held by the replica that runs fleet-wide background jobs."""

@@ -56,7 +56,10 @@ def _bounded(body: dict[str, Any], name: str, default: int, high: int) -> int:
 async def _save(ctx: RouterContext, run: dict[str, Any]) -> None:
     run["updated_at"] = time.time()
     run["progress_pct"] = round(100.0 * (run["done"] + run["failed"]) / run["requests"], 1)
-    await ctx.redis.hset(ctx.keys.benchmarks_active(), run["run_id"], json.dumps(run))
+    pipe = ctx.redis.pipeline(transaction=False)
+    pipe.hset(ctx.keys.benchmarks_active(), run["run_id"], json.dumps(run))
+    pipe.pexpire(ctx.keys.benchmark_lock(), int(STALE_AFTER_S * 1000))
+    await pipe.execute()
 
 
 async def _one(session: aiohttp.ClientSession, url: str, payload: bytes, run: dict[str, Any],
@@ -135,6 +138,7 @@ async def _execute(ctx: RouterContext, run: dict[str, Any], prompt: str) -> None
     pipe.lpush(ctx.keys.benchmarks(), json.dumps(run))
     pipe.ltrim(ctx.keys.benchmarks(), 0, MAX_RUNS - 1)
     pipe.hdel(ctx.keys.benchmarks_active(), run["run_id"])
+    pipe.delete(ctx.keys.benchmark_lock())
     await pipe.execute()
 
 
@@ -171,6 +175,11 @@ async def start_run(ctx: RouterContext, body: dict[str, Any]) -> dict[str, Any]:
         "started_at": time.time(),
         "replica_id": ctx.replica_id,
     }
+    # The check above reads; this claims. Two starts racing on two replicas: one wins.
+    claimed = await ctx.redis.set(ctx.keys.benchmark_lock(), run["run_id"], nx=True,
+                                  px=int(STALE_AFTER_S * 1000))
+    if not claimed:
+        raise BadRequest("another benchmark is starting or running")
     await _save(ctx, run)
     tasks = ctx.parts.setdefault("benchmark_tasks", set())
     assert isinstance(tasks, set)
