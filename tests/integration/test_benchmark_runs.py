@@ -41,7 +41,7 @@ async def test_two_racing_starts_run_one_benchmark(ctx: RouterContext) -> None:
 async def test_a_running_benchmark_refuses_another(ctx: RouterContext) -> None:
     first = await start_run(ctx, {"model": "m:1", "requests": 1})
     try:
-        with pytest.raises(BadRequest, match="still running|starting or running"):
+        with pytest.raises(BadRequest, match=r"still running|starting or running"):
             await start_run(ctx, {"model": "m:1", "requests": 1})
     finally:
         await finish_runs(ctx)
