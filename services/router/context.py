@@ -34,6 +34,9 @@ class RouterContext:
     replica_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     # The lean connection for the per-request Redis calls (slot acquire, request end).
     fast: FastRedis | None = None
+    # Set when the server begins a graceful shutdown: long-lived responses (the live-events
+    # stream) end themselves instead of holding the shutdown until its timeout.
+    stopping: bool = False
     plugins: pluggy.PluginManager | None = None
     # Each part is typed where it is defined; handlers reach it through the owning module.
     parts: dict[str, object] = field(default_factory=dict)

@@ -65,6 +65,8 @@ async def sse_stream(ctx: RouterContext) -> AsyncIterator[ServerSentEventMessage
         reason = "periodic"
         while time.monotonic() < deadline:
             await asyncio.sleep(WATCH_INTERVAL)
+            if ctx.stopping:
+                return  # the browser's EventSource reconnects, to another replica if need be
             current = _signature(fleet_snapshot(ctx))
             if current != seen:
                 seen = current

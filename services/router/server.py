@@ -7,11 +7,14 @@ import logging
 import signal
 import threading
 from collections.abc import Iterator
+from types import FrameType
 
 import uvicorn
+from litestar import Litestar
 
 from services.dashboard import dashboard_for
 from services.router.app import create_app, with_fast_paths
+from services.router.context import RouterContext
 from shared.logs import setup_logging
 from shared.redisconn import RedisUnavailable, redis_url_for
 from shared.settings import Settings
@@ -23,6 +26,16 @@ log = logging.getLogger("herd.router")
 
 class _Server(uvicorn.Server):
     """uvicorn re-raises SIGTERM after shutdown; herd must first stop what it started."""
+
+    def __init__(self, config: uvicorn.Config, app: Litestar) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        ctx = getattr(self._app.state, "herd", None)
+        if isinstance(ctx, RouterContext):
+            ctx.stopping = True  # a plain flag: safe to set from a signal handler
+        super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -53,7 +66,7 @@ def serve(settings: Settings) -> int:
                 timeout_graceful_shutdown=10,
                 server_header=False,
             )
-            server = _Server(config)
+            server = _Server(config, app)
             log.info("herd listening", extra={"host": settings.host, "port": settings.port})
             # The dashboard is a child that dies with herd; it retries until the API is up.
             with dashboard_for(settings):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -103,3 +104,18 @@ def test_help_is_clear() -> None:
         out = subprocess.run(args, capture_output=True, text=True, timeout=30)
         assert out.returncode == 0
         assert "--redis-url" in out.stdout or "--router-url" in out.stdout
+
+
+def test_sigterm_ends_live_event_streams_instead_of_waiting_for_them(tmp_path: Path) -> None:
+    """An open /dashboard/events stream must not hold the graceful shutdown (10 s)."""
+    proc, url = _start(tmp_path)
+    with httpx.stream("GET", url + "/dashboard/events", timeout=30) as response:
+        lines = response.iter_lines()
+        assert next(line for line in lines if line.startswith("event:")) == "event: fleet"
+        started = time.monotonic()
+        proc.signal(signal.SIGTERM)
+        for _ in lines:  # drains until the router ends the stream
+            pass
+    assert proc.process.wait(15) == 0
+    assert time.monotonic() - started < 8.0, "shutdown waited for the stream to time out"
+    proc.stop()
