@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -51,6 +52,9 @@ class RouteRequest:
     estimated_tokens: int = 0
     # num_ctx the client asked for, kept after context protection strips it from the body
     requested_num_ctx: int = 0
+    # Identifies a conversation across its turns (set by a transform); the node that served
+    # its last turn holds its prompt in cache.
+    session_key: str = ""
     body_changed: bool = False
     notes: list[TransformNote] = field(default_factory=list)
 
@@ -81,6 +85,9 @@ class LatencyStats:
     samples: int = 0
 
 
+MAX_SESSIONS = 20_000  # conversations a replica remembers; the least recent are forgotten
+
+
 class RoutingInputs:
     """Per-node work and speed figures, refreshed from Redis in the background.
 
@@ -88,7 +95,7 @@ class RoutingInputs:
     arriving together spreads out instead of piling on the node that looked idle.
     """
 
-    __slots__ = ("_base", "_local", "_node_base", "best", "latency", "queued")
+    __slots__ = ("_base", "_local", "_node_base", "best", "latency", "queued", "sessions")
 
     def __init__(self) -> None:
         self._base: dict[tuple[str, str], int] = {}
@@ -98,6 +105,8 @@ class RoutingInputs:
         self.queued: dict[str, int] = {}
         # model -> the best figures any node has for it, the yardstick of the latency scorer
         self.best: dict[str, LatencyStats] = {}
+        # conversation -> the node that served its last turn (this replica's, bounded)
+        self.sessions: OrderedDict[str, str] = OrderedDict()
 
     def replace(
         self,
@@ -133,6 +142,17 @@ class RoutingInputs:
     def in_flight(self, node_id: str, model: str) -> int:
         key = (node_id, model)
         return max(0, self._base.get(key, 0) + self._local.get(key, 0))
+
+    def session_node(self, key: str) -> str | None:
+        return self.sessions.get(key) if key else None
+
+    def remember_session(self, key: str, node_id: str) -> None:
+        """The node that just served a turn of conversation `key`."""
+        sessions = self.sessions
+        sessions[key] = node_id
+        sessions.move_to_end(key)
+        if len(sessions) > MAX_SESSIONS:
+            sessions.popitem(last=False)
 
     def node_in_flight(self, node_id: str) -> int:
         local = sum(v for (n, _), v in self._local.items() if n == node_id) if self._local else 0

@@ -137,6 +137,10 @@ class Settings:
     weight_context: float = _setting(
         10.0, "Scorer weight: the loaded context is large enough for the request.", runtime=True
     )
+    weight_affinity: float = _setting(
+        15.0, "Scorer weight: the node served this conversation's last turn (prompt cached).",
+        runtime=True,
+    )
     weight_failures: float = _setting(
         20.0, "Scorer weight: no recent failures the routers saw on the node.", runtime=True
     )

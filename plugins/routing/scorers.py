@@ -12,6 +12,7 @@ from shared.models import NodeState
 from shared.routing import RouteRequest, Scorer, ScoringContext
 
 __all__ = [
+    "Affinity",
     "ContextFit",
     "FailurePenalty",
     "Latency",
@@ -116,6 +117,18 @@ class FailurePenalty:
         return 1.0 / (1.0 + node.router_failures)
 
 
+class Affinity:
+    """The node that served this conversation's last turn: its prompt cache spares the
+    node re-reading the whole history. Worth less than a free slot elsewhere (the load
+    scorer outweighs it once that node fills up)."""
+
+    name = "affinity"
+    weight = 15.0
+
+    def score(self, node: NodeState, request: RouteRequest, context: ScoringContext) -> float:
+        return 1.0 if context.inputs.session_node(request.session_key) == node.node_id else 0.0
+
+
 @hookimpl
 def herd_register_scorers() -> list[Scorer]:
-    return [Loaded(), MemoryFit(), Load(), Latency(), ContextFit(), FailurePenalty()]
+    return [Loaded(), MemoryFit(), Load(), Latency(), ContextFit(), FailurePenalty(), Affinity()]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
+
+import msgspec
 
 from shared.hookspecs import hookimpl
 from shared.routing import RouteRequest, ScoringContext, Transform, TransformNote
 
-__all__ = ["ContextProtection", "Tags", "herd_register_transforms"]
+__all__ = ["ContextProtection", "Conversation", "Tags", "herd_register_transforms"]
 
 log = logging.getLogger("herd.routing")
 
@@ -109,6 +112,32 @@ class Tags:
             request.tags = list(dict.fromkeys(merged))[:16]
 
 
+class Conversation:
+    """Names a chat by its opening (system prompt and first user message) and model, so its
+    later turns can go back to the node whose prompt cache already holds the earlier ones.
+
+    Only the opening is hashed: every later turn repeats it, whatever came after.
+    """
+
+    name = "conversation"
+
+    def apply(self, request: RouteRequest, context: ScoringContext) -> None:
+        if request.endpoint != "chat":
+            return
+        messages = request.body.get("messages")
+        if not isinstance(messages, list):
+            return
+        opening: list[Any] = []
+        for message in messages:
+            opening.append(message)
+            if isinstance(message, dict) and message.get("role") == "user":
+                break
+        else:
+            return  # no user message: nothing that identifies a conversation
+        digest = hashlib.blake2b(msgspec.json.encode([request.model, opening]), digest_size=12)
+        request.session_key = digest.hexdigest()
+
+
 @hookimpl
 def herd_register_transforms() -> list[Transform]:
-    return [ContextProtection(), Tags()]
+    return [ContextProtection(), Tags(), Conversation()]

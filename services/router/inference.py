@@ -520,6 +520,8 @@ class Exchange:
             engine = engine_of(ctx)
             engine.inputs.finished(node_id, model)
             if trace.status is TraceStatus.COMPLETED:
+                if self.request is not None and self.request.session_key:
+                    engine.inputs.remember_session(self.request.session_key, node_id)
                 engine.latency.add(node_id, model, trace.latency_ms,
                                    trace.time_to_first_token_ms,
                                    self.usage.tokens_per_s if self.usage else 0.0)

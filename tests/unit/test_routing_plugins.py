@@ -167,7 +167,7 @@ def test_engine_ranks_loaded_first_but_skips_unservable_and_excluded() -> None:
     ranked = routing.rank(request(), ctx)
     assert [r.node.node_id for r in ranked] == ["hot", "cold"]
     assert set(ranked[0].breakdown) == {"loaded", "memory", "load", "latency", "context",
-                                        "failures"}
+                                        "failures", "affinity"}
     assert ranked[0].score == pytest.approx(sum(ranked[0].breakdown.values()), abs=0.1)
     assert [r.node.node_id for r in routing.rank(request(), ctx, ["hot"])] == ["cold"]
 
@@ -254,3 +254,49 @@ def test_parse_final_reads_ollama_and_openai_endings() -> None:
     assert parse_final(b"not json", stream=False).completion_tokens == 0
     assert error_tail("/api/chat", "boom", False) == b'{"error":"boom"}\n'
     assert error_tail("/v1/chat/completions", "boom", True).startswith(b'data: {"error":{')
+
+
+# --- conversations ------------------------------------------------------------------------
+
+
+def chat(*contents: str, system: str = "") -> dict[str, object]:
+    messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+    roles = ["user", "assistant"]
+    messages += [{"role": roles[i % 2], "content": c} for i, c in enumerate(contents)]
+    return {"model": M, "messages": messages}
+
+
+def conversation_key(body: dict[str, object], endpoint: str = "chat") -> str:
+    from plugins.routing.transforms import Conversation
+
+    req = RouteRequest(request_id="r", api="ollama", endpoint=endpoint, model=M, body=body,
+                       raw=b"{}")
+    Conversation().apply(req, context(node("a")))
+    return req.session_key
+
+
+def test_a_conversation_keeps_its_key_across_turns() -> None:
+    first = conversation_key(chat("plan a trip", system="be brief"))
+    later = conversation_key(chat("plan a trip", "Day 1: ...", "and day 2?", system="be brief"))
+    assert first and first == later
+    assert conversation_key(chat("plan a trip", system="be verbose")) != first
+    assert conversation_key(chat("write a poem")) != first
+    assert conversation_key({"model": M, "prompt": "hi"}, endpoint="generate") == ""
+    assert conversation_key({"model": M, "messages": [{"role": "system", "content": "x"}]}) == ""
+
+
+def test_the_node_that_served_the_last_turn_ranks_first() -> None:
+    engine = RoutingEngine(build_plugin_manager())
+    ctx = context(node("a", loaded=4096), node("b", loaded=4096))
+    req = request(chat("hello"))
+    engine.prepare(req, ctx)
+    assert req.session_key
+    assert [r.node.node_id for r in engine.rank(req, ctx)] == ["a", "b"]  # a tie: by name
+    ctx.inputs.remember_session(req.session_key, "b")
+    ranked = engine.rank(req, ctx)
+    assert [r.node.node_id for r in ranked] == ["b", "a"]
+    assert ranked[0].breakdown["affinity"] == 15.0
+    # ... but not over a free slot elsewhere: b full (2 of 2 slots busy), a idle.
+    ctx.inputs.started("b", M)
+    ctx.inputs.started("b", M)
+    assert engine.rank(req, ctx)[0].node.node_id == "a"

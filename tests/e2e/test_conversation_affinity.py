@@ -1,0 +1,45 @@
+"""Conversations through a real router: later turns go back to the node whose prompt cache
+holds the earlier ones, and that node's simulator counts the cache hits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.e2e.proxy_fleet import start_fleet
+
+MODEL = "llama3.2:3b"
+
+
+def test_later_turns_follow_the_conversation_to_its_node(
+    tmp_path: Path, redis_url: str,
+) -> None:
+    # Latency scoring off: the node that served turn one would also be the only one with
+    # latency figures, and would win turn two for that reason alone.
+    with start_fleet(tmp_path, redis_url, {"n0": [], "n1": []},
+                     env={"FLEET_WEIGHT_LATENCY": "0"}) as fleet:
+        for name in ("n0", "n1"):  # both have the model loaded: only affinity tells them apart
+            httpx.post(f"{fleet.sim_url(name)}/api/generate",
+                       json={"model": MODEL, "prompt": "", "keep_alive": -1}, timeout=30)
+        fleet.heartbeat_all()
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": "You answer briefly."},
+            {"role": "user", "content": "Plan a three-day trip to Lisbon."},
+        ]
+
+        def turn(headers: dict[str, str] | None = None) -> httpx.Response:
+            r = httpx.post(f"{fleet.url}/api/chat", timeout=30, headers=headers,
+                           json={"model": MODEL, "messages": messages, "stream": False})
+            assert r.status_code == 200, r.text
+            messages.append(r.json()["message"])
+            return r
+
+        # The first turn lands on n1 (pinned: without history, a tie would pick n0 by name).
+        assert turn({"X-Herd-Node": "n1"}).headers["x-fleet-node"] == "n1"
+        hits_before = fleet.sim_stats("n1")["total"]["prompt_cache_hits"]
+        for question in ("And on day two?", "What should I eat there?"):
+            messages.append({"role": "user", "content": question})
+            assert turn().headers["x-fleet-node"] == "n1"
+        assert fleet.sim_stats("n1")["total"]["prompt_cache_hits"] >= hits_before + 2
