@@ -61,6 +61,15 @@ async def fault_pause(request: web.Request, count: int, final: bool = False) -> 
         raise ConnectionAbortedError("simulated fault")
 
 
+async def drain(request: web.Request, gen: Generation) -> None:
+    """Run a non-streamed generation to its end, with the faults a stream would meet."""
+    count = 0
+    async for _ in gen.tokens():
+        await fault_pause(request, count)
+        count += 1
+    await fault_pause(request, count, final=True)
+
+
 async def _generate_like(request: web.Request, chat: bool) -> web.StreamResponse:
     engine = engine_of(request)
     body = body_of(request)
@@ -140,11 +149,7 @@ async def _stream(request: web.Request, gen: Generation, chat: bool,
 
 
 async def _whole(request: web.Request, gen: Generation, chat: bool, name: str) -> web.Response:
-    count = 0
-    async for _ in gen.tokens():
-        await fault_pause(request, count)
-        count += 1
-    await fault_pause(request, count, final=True)
+    await drain(request, gen)
     body = _final(gen, chat, name)
     text = "".join(gen.output)
     if chat:

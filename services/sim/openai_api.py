@@ -12,6 +12,7 @@ from services.sim.engine import Engine, SimError
 from services.sim.infer import Generation, Job, int_option
 from services.sim.ollama_api import (
     body_of,
+    drain,
     embed_vectors,
     engine_of,
     fault_pause,
@@ -129,11 +130,7 @@ async def _stream(request: web.Request, gen: Generation, chat: bool, name: str,
 
 
 async def _whole(request: web.Request, gen: Generation, chat: bool, name: str) -> web.Response:
-    count = 0
-    async for _ in gen.tokens():
-        await fault_pause(request, count)
-        count += 1
-    await fault_pause(request, count, final=True)
+    await drain(request, gen)
     text = "".join(gen.output)
     choice: dict[str, Any] = {"index": 0, "finish_reason": _finish_reason(gen)}
     if chat:
