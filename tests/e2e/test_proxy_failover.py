@@ -59,10 +59,13 @@ def test_a_5xx_before_the_first_byte_is_retried_with_true_headers(fleet: Fleet) 
 
 
 def test_refused_connections_are_retried_for_streams_too(fleet: Fleet) -> None:
-    preferred = chat(fleet).headers["x-fleet-node"]
+    # The node a generate request goes to first (a chat could differ: it may follow its
+    # conversation to the node that served it last).
+    probe = {"model": MODEL, "prompt": "x"}
+    preferred = httpx.post(f"{fleet.url}/api/generate", json={**probe, "stream": False},
+                           timeout=60).headers["x-fleet-node"]
     fleet.fault(preferred, "refuse", seconds=30)
-    with httpx.stream("POST", f"{fleet.url}/api/generate",
-                      json={"model": MODEL, "prompt": "x"}, timeout=60) as r:
+    with httpx.stream("POST", f"{fleet.url}/api/generate", json=probe, timeout=60) as r:
         lines = [json.loads(x) for x in r.iter_lines() if x]
         assert r.status_code == 200
         assert r.headers["x-fleet-node"] != preferred
