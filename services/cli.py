@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "dashboard": ("services.dashboard", "Run the dashboard alone, reading a router's API."),
     "demo": ("services.demo", "Start a whole simulated fleet with its dashboard, in one command."),
     "recorder": ("services.recorder.cli", "Copy the fleet's traces into one latency.db, alone."),
+    "bench": ("services.bench.cli", "Measure a fleet through its router; the dashboard keeps it."),
 }
 
 # CLI flag dest -> settings field. Flags left unset (None) keep the environment's value.
