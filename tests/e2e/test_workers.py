@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import psutil
@@ -54,13 +57,21 @@ def test_two_workers_each_serve_requests(fleet: Fleet) -> None:
     wait_until(both_proxied, timeout=60, interval=0.01, message="both workers to proxy")
 
 
-def test_a_stop_leaves_no_worker_behind(tmp_path_factory: pytest.TempPathFactory,
-                                        redis_url: str) -> None:
-    tmp = tmp_path_factory.mktemp("workers-stop")
-    with start_fleet(tmp, redis_url, {"n0": []}, env={"FLEET_WORKERS": "2"}) as running:
-        children = psutil.Process(running.router.pid).children(recursive=True)
-        assert len(children) >= 2
-        assert running.router.stop(timeout=30) == 0
+def test_a_stop_leaves_no_worker_behind(fleet: Fleet) -> None:
+    # Last in this module: it stops the module's router.
+    children = psutil.Process(fleet.router.pid).children(recursive=True)
+    assert len(children) >= 2
+    assert fleet.router.stop(timeout=30) == 0
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, [p.pid for p in alive]
-    assert "a router worker exited" not in running.log()
+    assert "a router worker exited" not in fleet.log()
+
+
+def test_the_workers_benchmark_runs_with_tiny_settings() -> None:
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "workers.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--workers", "2", "--seconds", "0.3",
+         "--concurrency", "2"], capture_output=True, text=True, timeout=180,
+        stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "simulator direct" in done.stdout and "router, 2 workers" in done.stdout
