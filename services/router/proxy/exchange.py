@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from services.router.context import RouterContext
 from services.router.fleet import metrics, traces
 from services.router.fleet.events import EVENTS_MAXLEN, emit
+from services.router.fleet.keys import KeyRecord
 from services.router.fleet.pulls import pull_for_request
 from services.router.fleet.routing import Ranked
 from services.router.nodeclient import NodeBroken, NodeResponse
@@ -36,7 +37,7 @@ from services.router.proxy.forward import (
     is_stream,
     parse_final,
 )
-from shared.auth import require_bearer
+from shared.bodies import decode_json
 from shared.errors import (
     BadRequest,
     HerdError,
@@ -46,7 +47,13 @@ from shared.errors import (
     UpstreamError,
     error_body,
 )
-from shared.models import FleetSnapshot, Trace, TraceStatus, normalize_model
+from shared.models import (
+    FleetSnapshot,
+    Trace,
+    TraceStatus,
+    normalize_model,
+    valid_model_name,
+)
 from shared.routing import RouteRequest
 
 __all__ = ["ENDPOINTS", "ROUTES", "Exchange", "handle"]
@@ -90,6 +97,7 @@ class Exchange:
         "finished",
         "headers",
         "hold",
+        "key",
         "path",
         "ranked",
         "receive",
@@ -113,6 +121,7 @@ class Exchange:
         self.ctx: RouterContext = scope["app"].state.herd
         self.path: str = scope["path"]
         self.headers: dict[str, str] = {}
+        self.key: KeyRecord | None = None  # the client key the request came with
         self.request: RouteRequest | None = None
         self.trace: Trace | None = None
         self.hold: tuple[str, str, str] | None = None  # node, model, slot id
@@ -139,6 +148,7 @@ class Exchange:
             if raw is None:
                 return  # the client left while sending
             request = self._parse(raw)
+            await self.ctx.client_keys.admit(self.key)
         except HerdError as exc:
             await self._send_error(exc)
             return
@@ -167,8 +177,7 @@ class Exchange:
                 return
 
     def _authorize(self) -> None:
-        require_bearer(self.headers.get("authorization", ""), self.ctx.settings.client_token,
-                       "missing or wrong bearer token")
+        self.key = self.ctx.client_keys.authenticate(self.headers.get("authorization", ""))
 
     async def _read_body(self) -> bytes | None:
         limit = int(self.ctx.settings.max_body_mb * 1024 * 1024)
@@ -195,10 +204,7 @@ class Exchange:
     def _parse(self, raw: bytes) -> RouteRequest:
         if not raw.strip():
             raise BadRequest("missing request body")
-        try:
-            body = _decode(raw)
-        except msgspec.DecodeError as exc:
-            raise BadRequest(f"invalid JSON in request body: {exc}") from None
+        body = decode_json(raw)
         if not isinstance(body, dict):
             raise BadRequest("request body must be a JSON object")
         model = body.get("model")
@@ -206,9 +212,14 @@ class Exchange:
             raise BadRequest("model is required")
         if not isinstance(model, str):
             raise BadRequest("model must be a string")
+        if not valid_model_name(model.strip()):
+            raise BadRequest("model is not a valid model name")
         client = self.scope.get("client")
         api, endpoint = ENDPOINTS[self.path]
+        app = self.key.app if self.key is not None else ""
         return RouteRequest(
+            app=app,
+            tags=[app] if app else [],
             request_id=os.urandom(16).hex(),  # uuid4().hex's shape at half the cost
             api=api,
             endpoint=endpoint,
@@ -515,6 +526,7 @@ class Exchange:
                                    trace.time_to_first_token_ms,
                                    self.usage.tokens_per_s if self.usage else 0.0)
         traces.add_trace(pipe, ctx, trace)
+        ctx.client_keys.add_usage(pipe, self.key, trace.prompt_tokens + trace.completion_tokens)
         ctx.stats.count(trace)
         if self.request is not None:
             for note in self.request.notes:

@@ -1,0 +1,34 @@
+"""Request bodies: JSON decoded once, every way it can be wrong turned into one clear 400."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from shared.errors import BadRequest
+
+__all__ = ["decode_json", "decode_object"]
+
+_decode = msgspec.json.Decoder().decode
+
+
+def decode_json(raw: bytes, what: str = "request body") -> Any:
+    """The decoded JSON, or BadRequest. Nesting deeper than the decoder allows (a body of
+    20,000 `[`) raises RecursionError inside msgspec: that is the client's error too."""
+    try:
+        return _decode(raw)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"invalid JSON in {what}: {exc}") from None
+    except RecursionError:
+        raise BadRequest(f"invalid JSON in {what}: nested too deeply") from None
+
+
+def decode_object(raw: bytes, what: str = "request body") -> dict[str, Any]:
+    """A JSON object, or BadRequest saying what was wrong with the body."""
+    if not raw.strip():
+        raise BadRequest(f"missing {what}: send a JSON object")
+    body = decode_json(raw, what)
+    if not isinstance(body, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    return body
