@@ -15,7 +15,6 @@ from services.router.context import RouterContext
 from shared.keys import Keys
 from shared.settings import RUNTIME_FIELDS, Settings
 
-
 # The in-process client's address is not loopback: with no admin token it may change nothing.
 ADMIN = {"Authorization": "Bearer adm1n"}
 
