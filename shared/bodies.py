@@ -14,12 +14,15 @@ _decode = msgspec.json.Decoder().decode
 
 
 def decode_json(raw: bytes, what: str = "request body") -> Any:
-    """The decoded JSON, or BadRequest. Nesting deeper than the decoder allows (a body of
-    20,000 `[`) raises RecursionError inside msgspec: that is the client's error too."""
+    """The decoded JSON, or BadRequest. msgspec raises more than DecodeError: invalid UTF-8
+    inside a string is a UnicodeDecodeError, and nesting deeper than it allows (a body of
+    20,000 `[`) a RecursionError. Each is the client's error."""
     try:
         return _decode(raw)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"invalid JSON in {what}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"invalid UTF-8 in a string of the {what} at byte {exc.start}") from None
     except RecursionError:
         raise BadRequest(f"invalid JSON in {what}: nested too deeply") from None
 

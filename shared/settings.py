@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 import typing
@@ -323,6 +324,8 @@ def coerce(name: str, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError
             result = float(value)
+            if not math.isfinite(result):  # NaN compares false with every bound
+                raise ValueError
         elif kind is str:
             if not isinstance(value, str):
                 raise ValueError
