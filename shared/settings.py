@@ -78,10 +78,13 @@ class Settings:
     )
     dashboard_port: int = _setting(8501, "Port of the Streamlit dashboard started by herd.")
     admin_token: str = _setting(
-        "", "Bearer token required to change settings or pull/delete models. Empty: no check."
+        "", "Bearer token required to change settings, pull/delete models, manage client keys "
+        "and start benchmarks; also accepted as a client credential. Empty: those changes are "
+        "accepted only from loopback clients."
     )
     client_token: str = _setting(
-        "", "Bearer token required on inference requests. Empty: no check."
+        "", "Bearer token accepted on inference requests, shared by every app. Empty: "
+        "inference needs a client key once any exists (herd keys), else no check."
     )
     node_token: str = _setting(
         "", "Bearer token a node agent must send with its heartbeats. Empty: no check."
