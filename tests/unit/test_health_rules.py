@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from plugins.health import nodes, queues, requests
+from plugins.health import models, nodes, queues, requests
 from services.router.stats import increments, parse_bucket
 from shared.health import (
     Finding,
@@ -13,6 +13,7 @@ from shared.health import (
     Severity,
     StatsWindow,
     Usage,
+    counted,
     health_score,
     run_checks,
     sort_findings,
@@ -139,3 +140,24 @@ def test_zombies_counted_within_the_window() -> None:
     ]
     found = queues.zombie_requests(view(events=events, now=100_000.0))
     assert [(f.severity, f.data["reaped"]) for f in found] == [("info", 2)]
+
+
+def test_counts_read_as_english_at_one_and_at_many() -> None:
+    assert (counted(1, "request"), counted(2, "request")) == ("1 request", "2 requests")
+    assert (counted(1, "copy", "copies"), counted(0, "copy", "copies")) == ("1 copy", "0 copies")
+    assert counted(12_345, "time") == "12,345 times"
+    one = {"health_zombie_reaps": 9, "health_thrash_loads": 1,
+           "health_min_requests": 1, "health_connection_failures": 1}
+    settings = Settings.load(environ={f"FLEET_{k.upper()}": str(v) for k, v in one.items()})
+    zombie = [{"kind": "zombie_reaped", "ts": 99_990.0, "node_id": "a", "count": 1}]
+    found = queues.zombie_requests(view(events=zombie, now=100_000.0, settings=settings))
+    assert found[0].description.startswith("1 slot lease expired "), found[0].description
+    scopes = {"nm:a|m": Usage(requests=1, cold_loads=1, load_ms_sum=500.0),
+              "n:a": Usage(connection_failures=1)}
+    thrash = models.model_thrashing(view(scopes=scopes, settings=settings))
+    assert "cold-loaded 1 time on a" in thrash[0].description
+    assert "1 request)" in thrash[0].description
+    refused = requests.connection_failures(view(scopes=scopes, settings=settings))
+    assert " 1 time in the last" in refused[0].description
+    waiting = queues.queue_saturation(view(queue_depths={"m": 1000}))
+    assert waiting[0].description.startswith("1,000 requests wait for m")
