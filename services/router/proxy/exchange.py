@@ -21,24 +21,21 @@ from litestar.handlers.asgi_handlers import ASGIRouteHandler
 from litestar.types import HTTPScope, Receive, Scope, Send
 from redis.exceptions import RedisError
 
-from services.router import metrics, stats, traces
-from services.router.autopull import pull_for_request
 from services.router.context import RouterContext
-from services.router.events import EVENTS_MAXLEN, emit
+from services.router.fleet import metrics, traces
+from services.router.fleet.events import EVENTS_MAXLEN, emit
+from services.router.fleet.pulls import pull_for_request
+from services.router.fleet.routing import Ranked
 from services.router.nodeclient import NodeBroken, NodeResponse
-from services.router.proxy import (
+from services.router.nodes import ModelMissing, UpstreamFailure
+from services.router.proxy.forward import (
     TAIL_BYTES,
-    UpstreamFailure,
     Usage,
     content_type,
     error_tail,
     is_stream,
     parse_final,
-    upstream_of,
 )
-from services.router.registry import fleet_of
-from services.router.routing import Ranked, engine_of
-from services.router.slots import slots_of
 from shared.auth import require_bearer
 from shared.errors import (
     BadRequest,
@@ -72,11 +69,6 @@ ENDPOINTS: dict[str, tuple[Api, str]] = {
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 _JSON = b"application/json"
-
-
-class ModelMissing(UpstreamFailure):
-    """The node answered 404 for a model the registry said it had: a routing miss (the
-    registry is stale), not the node failing, and not yet the client's 404."""
 
 
 class MethodNotAllowed(HerdError):
@@ -257,18 +249,18 @@ class Exchange:
             endpoint=self.path, replica_id=ctx.replica_id,
         )
         try:
-            snapshot = fleet_of(ctx).snapshot()
+            snapshot = ctx.fleet.snapshot()
             try:
                 self._pick_model(request, snapshot)
             except ModelNotFound:
                 if not settings.auto_pull:
                     raise
                 await pull_for_request(ctx, request.model)
-                snapshot = fleet_of(ctx).snapshot()
+                snapshot = ctx.fleet.snapshot()
                 self._pick_model(request, snapshot)
             trace.model = self.served = request.model
             trace.fallback_used = request.model != requested
-            engine = engine_of(ctx)
+            engine = ctx.routing
             scoring = engine.context(settings, snapshot)
             engine.prepare(request, scoring)
             trace.tags = request.tags
@@ -290,7 +282,7 @@ class Exchange:
                 slot_id = request.request_id if not excluded else (
                     f"{request.request_id}.{len(excluded)}")
                 waited = time.perf_counter()
-                node_id = await slots_of(ctx).acquire(
+                node_id = await ctx.slots.acquire(
                     request.model, slot_id,
                     [(r.node.node_id, scoring.slots(r.node)) for r in ranked],
                     settings.queue_timeout,
@@ -342,16 +334,16 @@ class Exchange:
         _, model, slot_id = self.hold
         self.hold = None
         self.response = None
-        engine_of(self.ctx).inputs.finished(node_id, model)
+        self.ctx.routing.inputs.finished(node_id, model)
         log.warning("node failed, retrying elsewhere", extra={
             "node_id": node_id, "model": model, "reason": failure.reason,
             "request_id": self.request.request_id})
         try:
-            await slots_of(self.ctx).release(node_id, model, slot_id, False)
+            await self.ctx.slots.release(node_id, model, slot_id, False)
             if isinstance(failure, ModelMissing):  # the node is fine; its record is not
-                await fleet_of(self.ctx).note_model(node_id, model, None)
+                await self.ctx.fleet.note_model(node_id, model, None)
             else:
-                await fleet_of(self.ctx).record_failure(node_id, failure.reason)
+                await self.ctx.fleet.record_failure(node_id, failure.reason)
             await emit(self.ctx.redis, self.ctx.keys, "retry", node_id=node_id, model=model,
                        reason=failure.reason, request_id=self.request.request_id)
         except RedisError as exc:
@@ -360,13 +352,10 @@ class Exchange:
     async def _forward(self, chosen: Ranked) -> None:
         assert self.request is not None and self.trace is not None
         settings = self.ctx.settings
-        response = await upstream_of(self.ctx).open(
+        response = await self.ctx.nodes.forward(
             chosen.node, self.path, self.request.payload(),
             connect_timeout=settings.connect_timeout, stale_timeout=settings.stale_timeout,
         )
-        if response.status == 404:  # Ollama's inference endpoints 404 only for the model
-            response.release()
-            raise ModelMissing(f"{chosen.node.node_id} does not have {self.request.model}", 404)
         self.response = response
         ctype = content_type(response)
         if is_stream(ctype):
@@ -428,7 +417,7 @@ class Exchange:
         events = first.count(b"data: ") if sse else 0
         error = ""
         node_id, model, slot_id = self.hold
-        async with slots_of(self.ctx).renewing(node_id, model, slot_id):
+        async with self.ctx.slots.renewing(node_id, model, slot_id):
             try:
                 while True:
                     chunk = await reader.readany()
@@ -504,7 +493,7 @@ class Exchange:
         """Release the slot and append the trace and events: one round trip.
 
         Usage stats and latency averages are counted in process and written in batches
-        (stats.count, RoutingEngine.latency), not per request.
+        (Stats.count, RoutingEngine.latency), not per request.
         """
         trace = self.trace
         if trace is None:
@@ -516,8 +505,8 @@ class Exchange:
         hold, self.hold = self.hold, None
         if hold is not None:
             node_id, model, slot_id = hold
-            slots_of(ctx).add_release(pipe, node_id, model, slot_id, ok)
-            engine = engine_of(ctx)
+            ctx.slots.add_release(pipe, node_id, model, slot_id, ok)
+            engine = ctx.routing
             engine.inputs.finished(node_id, model)
             if trace.status is TraceStatus.COMPLETED:
                 if self.request is not None and self.request.session_key:
@@ -526,7 +515,7 @@ class Exchange:
                                    trace.time_to_first_token_ms,
                                    self.usage.tokens_per_s if self.usage else 0.0)
         traces.add_trace(pipe, ctx, trace)
-        stats.count(ctx, trace)
+        ctx.stats.count(trace)
         if self.request is not None:
             for note in self.request.notes:
                 entry = {"kind": note.kind, "ts": time.time(), "message": note.message,
@@ -543,7 +532,7 @@ class Exchange:
         if hold is not None and trace.status is TraceStatus.COMPLETED and self.ranked and (
                 self.ranked.node.router_failures):
             with contextlib.suppress(RedisError):
-                await fleet_of(ctx).record_success(hold[0])
+                await ctx.fleet.record_success(hold[0])
 
     async def _send_error(self, exc: HerdError) -> None:
         if self.started:

@@ -26,12 +26,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from services.router.context import RouterContext
-from services.router.traces import decode_trace
 from shared.keys import Keys
-from shared.models import Trace, TraceStatus
+from shared.models import Trace, TraceStatus, decode_trace
 
-__all__ = ["GROUP", "Recorder", "TraceDB", "recorder_job"]
+__all__ = ["GROUP", "Recorder", "TraceDB"]
 
 log = logging.getLogger("herd.recorder")
 
@@ -339,12 +337,3 @@ class Recorder:
         finally:
             with contextlib.suppress(RedisError, sqlite3.Error):
                 await self.close()
-
-
-async def recorder_job(ctx: RouterContext) -> None:
-    """Leader job: record into <data dir>/latency.db for as long as this replica leads."""
-    recorder = Recorder(
-        ctx.redis, ctx.keys, ctx.settings.data_path / "latency.db", ctx.replica_id,
-        retention_days=ctx.settings.trace_retention_days,
-    )
-    await recorder.run()

@@ -19,9 +19,8 @@ from litestar.datastructures import State
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from services.router.context import RouterContext
-from services.router.events import recent_events
-from services.router.fleet_api import node_view, read_queues
-from services.router.health_api import fleet_snapshot, read_queue_depths
+from services.router.fleet.events import recent_events
+from services.router.fleet.reads import node_view, read_queue_depths, read_queues
 from shared.models import FleetSnapshot, NodeStatus
 
 __all__ = ["EVENT_PERIOD", "ROUTES", "fleet_event", "sse_stream"]
@@ -56,7 +55,7 @@ async def _events_after(ctx: RouterContext, last_id: str) -> tuple[str, list[Any
 
 
 async def fleet_event(ctx: RouterContext, reason: str) -> dict[str, Any]:
-    snapshot = fleet_snapshot(ctx)
+    snapshot = ctx.fleet.snapshot()
     nodes = sorted(snapshot.nodes.values(), key=lambda n: n.node_id)
     queues = await read_queues(ctx)
     waiting = await read_queue_depths(ctx, snapshot)
@@ -81,8 +80,8 @@ async def fleet_event(ctx: RouterContext, reason: str) -> dict[str, Any]:
 async def sse_stream(ctx: RouterContext) -> AsyncIterator[ServerSentEventMessage]:
     """A snapshot at once, then every EVENT_PERIOD, and at once when a node's status moves;
     the latest events at once, then each new one within WATCH_INTERVAL."""
-    seen = _signature(fleet_snapshot(ctx))
-    seen_loaded = _loaded(fleet_snapshot(ctx))
+    seen = _signature(ctx.fleet.snapshot())
+    seen_loaded = _loaded(ctx.fleet.snapshot())
     reason = "initial"
     sequence = 0
     newest = await ctx.redis.xrevrange(ctx.keys.events(), count=1)
@@ -105,7 +104,7 @@ async def sse_stream(ctx: RouterContext) -> AsyncIterator[ServerSentEventMessage
             last_id, entries = await _events_after(ctx, last_id)
             for entry in entries:
                 yield _event_message(entry)
-            snapshot = fleet_snapshot(ctx)
+            snapshot = ctx.fleet.snapshot()
             current, loaded = _signature(snapshot), _loaded(snapshot)
             if current != seen or loaded != seen_loaded:
                 reason = "node_status" if current != seen else "models_loaded"
