@@ -84,9 +84,7 @@ def live() -> None:
     cols = st.columns(4)
     cols[0].metric("Nodes online", f"{fmt(pick(fleet, 'nodes_online'))} / "
                                    f"{fmt(pick(fleet, 'nodes_total'))}")
-    loaded = pick(fleet, "models_loaded",
-                  default=sum(len(loaded_models(node)) for node in nodes))
-    cols[1].metric("Models loaded", fmt(loaded))
+    cols[1].metric("Models loaded", fmt(pick(fleet, "models_loaded")))
     cols[2].metric("Requests in flight", fmt(pick(fleet, "requests_active")))
     waiting = pick(fleet, "requests_waiting", default=sum(
         int(q.get("pending") or 0) for q in widgets.records(pick(body, "queues"))))

@@ -70,10 +70,18 @@ def test_events_arrive_as_they_happen_and_a_new_client_gets_the_latest(fleet: Fl
                           headers={"X-Herd-Node": "live-a"}, timeout=30)
         assert load.status_code == 200, load.text
         fleet.heartbeat("live-a")
-        loaded, _ = until(stream, lambda m: m[0] == "fleet"
-                          and m[1]["reason"] == "models_loaded")
+        loaded, skipped = until(stream, lambda m: m[0] == "fleet"
+                                and m[1]["reason"] == "models_loaded")
         node_a = next(n for n in loaded[1]["nodes"] if n["node_id"] == "live-a")
         assert [m["name"] for m in node_a["models_loaded"]] == [MODEL]
+        # ... and the feed's entry for it, written when the heartbeat was taken (it may come
+        # just before the snapshot or just after it)
+        def is_load(m: Message) -> bool:
+            return m[0] == "event" and m[1]["kind"] == "model_loaded"
+
+        entry = next((m[1] for m in skipped if is_load(m)), None) or until(stream, is_load)[0][1]
+        assert (entry["node_id"], entry["model"]) == ("live-a", MODEL)
+        assert entry["context_length"] > 0
 
         # live-a holds the model, so it is chosen first; it fails once and live-b answers.
         fleet.fault("live-a", "error500", count=1, paths=["/api/generate"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from plugins.health import models, nodes, queues, requests
+from services.router.fleet.health import _node_advice
 from services.router.fleet.stats import increments, parse_bucket
 from shared.health import (
     Finding,
@@ -18,7 +19,7 @@ from shared.health import (
     run_checks,
     sort_findings,
 )
-from shared.models import FleetSnapshot, NodeState, NodeStatus, Trace, TraceStatus
+from shared.models import FleetSnapshot, LoadedModel, NodeState, NodeStatus, Trace, TraceStatus
 from shared.settings import Settings
 
 SETTINGS = Settings.load(environ={})
@@ -161,3 +162,15 @@ def test_counts_read_as_english_at_one_and_at_many() -> None:
     assert " 1 time in the last" in refused[0].description
     waiting = queues.queue_saturation(view(queue_depths={"m": 1000}))
     assert waiting[0].description.startswith("1,000 requests wait for m")
+
+
+def test_recommendation_reasons_count_in_english() -> None:
+    node = NodeState(node_id="a", ollama_url="", memory_total_gb=64.0,
+                     memory_available_gb=60.0, models_available=("x", "y"),
+                     models_loaded=(LoadedModel(name="x", size_gb=1.0),))
+    stats = StatsWindow([(1000, {"nm:a|x": Usage(requests=1)})])
+    advice = _node_advice(node, stats=stats, fleet_demand={"y": 8}, copies={"y": 1},
+                          roomiest={}, min_requests=1)
+    reasons = {r["model"]: r["reason"] for r in advice}
+    assert reasons["x"].startswith("served 1 request here")
+    assert reasons["y"].startswith("8 requests in 24 h across only 1 loaded copy;")

@@ -67,6 +67,8 @@ async def fleet_event(ctx: RouterContext, reason: str) -> dict[str, Any]:
             "nodes_online": sum(n.status is NodeStatus.ONLINE for n in nodes),
             "nodes_degraded": sum(n.status is NodeStatus.DEGRADED for n in nodes),
             "nodes_offline": sum(n.status is NodeStatus.OFFLINE for n in nodes),
+            "models_loaded": sum(len(n.models_loaded) for n in nodes
+                                 if n.status is not NodeStatus.OFFLINE),  # as /fleet/status
             "requests_active": sum(q.get("in_flight", 0) for q in queues.values()),
             "requests_waiting": sum(waiting.values()),
         },
