@@ -90,7 +90,7 @@ def main() -> int:
 
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-                page = browser.new_page(viewport={"width": 1440, "height": 1000})
+                page = browser.new_page(viewport={"width": 1440, "height": 1300})
                 for index, (file, title, _icon) in enumerate(PAGES):
                     path = "" if index == 0 else file.removesuffix(".py")
                     page.goto(f"http://127.0.0.1:{dash}/{path}")

@@ -91,24 +91,25 @@ def live() -> None:
     cols[3].metric("Waiting", fmt(waiting))
     if not nodes:
         widgets.empty_fleet()
-        return
     for start in range(0, len(nodes), CARDS_PER_ROW):
         row = st.columns(CARDS_PER_ROW)
         for column, node in zip(row, nodes[start:start + CARDS_PER_ROW], strict=False):
             with column:
                 node_card(node)
-    st.subheader("Queues")
-    rows = queue_rows(pick(body, "queues", default={}))
-    if rows:
-        # A plain table: a handful of rows, and its cells stay readable text in the page.
-        st.table(widgets.frame(rows).set_index("node:model"))
-    else:
-        st.caption("No node:model has served a request yet.")
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        st.subheader("Queues")
+        rows = queue_rows(pick(body, "queues", default={}))
+        if rows:
+            # A plain table: a handful of rows, and its cells stay readable text in the page.
+            st.table(widgets.frame(rows).set_index("node:model"))
+        else:
+            st.caption("No node:model has served a request yet.")
+    with right:
+        events(view)
 
 
-@st.fragment(run_every="1s")
-def feed() -> None:
-    view = data.live(wait=0)
+def events(view: data.LiveView) -> None:
     st.subheader("Latest events")
     if not view.events:
         st.caption("Nothing has happened yet. Node status changes, retries, context "
@@ -121,4 +122,3 @@ def feed() -> None:
 
 st.title("Fleet Overview")
 live()
-feed()
