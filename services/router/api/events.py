@@ -19,7 +19,6 @@ from litestar.datastructures import State
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from services.router.context import RouterContext
-from services.router.fleet.events import recent_events
 from services.router.fleet.reads import node_view, read_queue_depths, read_queues
 from shared.models import FleetSnapshot, NodeStatus
 
@@ -46,12 +45,23 @@ def _event_message(entry: Any) -> ServerSentEventMessage:
     return ServerSentEventMessage(data=msgspec.json.encode(entry).decode(), event="event")
 
 
+def _decoded(rows: list[Any]) -> list[Any]:
+    return [msgspec.json.decode(fields["data"]) for _, fields in rows]
+
+
 async def _events_after(ctx: RouterContext, last_id: str) -> tuple[str, list[Any]]:
     """Events appended after `last_id` (oldest first), and the id to read after next."""
     rows = await ctx.redis.xrange(ctx.keys.events(), min=f"({last_id}", count=EVENT_BATCH)
     if not rows:
         return last_id, []
-    return str(rows[-1][0]), [msgspec.json.decode(fields["data"]) for _, fields in rows]
+    return str(rows[-1][0]), _decoded(rows)
+
+
+async def _latest_events(ctx: RouterContext) -> tuple[str, list[Any]]:
+    """The newest EVENT_BACKLOG events (oldest first) and the id the stream follows from:
+    one read, so nothing appended meanwhile is sent twice or lost."""
+    rows = await ctx.redis.xrevrange(ctx.keys.events(), count=EVENT_BACKLOG)
+    return (str(rows[0][0]) if rows else "0-0"), _decoded(rows[::-1])
 
 
 async def fleet_event(ctx: RouterContext, reason: str) -> dict[str, Any]:
@@ -86,15 +96,13 @@ async def sse_stream(ctx: RouterContext) -> AsyncIterator[ServerSentEventMessage
     seen_loaded = _loaded(ctx.fleet.snapshot())
     reason = "initial"
     sequence = 0
-    newest = await ctx.redis.xrevrange(ctx.keys.events(), count=1)
-    last_id = str(newest[0][0]) if newest else "0-0"
-    backlog = await recent_events(ctx.redis, ctx.keys, EVENT_BACKLOG)
+    last_id, backlog = await _latest_events(ctx)
     while True:
         sequence += 1
         body = await fleet_event(ctx, reason)
         yield ServerSentEventMessage(
             data=msgspec.json.encode(body).decode(), event="fleet", id=sequence)
-        for entry in reversed(backlog):  # oldest first, like the ones that follow
+        for entry in backlog:
             yield _event_message(entry)
         backlog = []
         deadline = time.monotonic() + EVENT_PERIOD
