@@ -46,8 +46,8 @@ class SimNode:
 # Three unlike machines, so routing has real choices: a big box with the large models, a
 # mid-size one, and a small one that can only hold the small models. Loads take about a
 # second per few GB: long enough to see cold loads in the charts, short enough not to bore.
-# The big box may keep all four of its models loaded: with three it evicted one model for
-# another all day, and the demo's first Health page was a thrashing warning by design.
+# The big box may keep all four of its models loaded: with room for three it evicted one
+# for another all the time, and Health reported it thrashing on every model it holds.
 NODES = (
     SimNode("gpu-large", 48.0, ("llama3.1:8b", "qwen3:14b", "llama3.2:3b",
                                 "nomic-embed-text"), 90.0, 4, 4, 32, 2000.0),

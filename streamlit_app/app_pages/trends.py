@@ -77,9 +77,10 @@ def hourly() -> None:
     if df is None or df.empty:
         st.info("No hourly statistics yet.")
         return
-    df = widgets.trim_idle(df)
-    numbers = df
+    numbers = widgets.trim_idle(df)
     df, partial = widgets.complete_only(df, 3600)
+    # Idle hours before the first request are no trend: a young fleet has no complete hour.
+    df = widgets.trim_idle(df) if df.ne(0).any(axis=None) else df.iloc[0:0]
     if partial is not None and "requests" in partial.index:
         st.caption(f"This hour so far (drawn when it ends): {int(partial['requests']):,} "
                    "requests.")
