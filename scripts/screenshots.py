@@ -32,6 +32,8 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
 
 def port_free(port: int) -> bool:
     with socket.socket() as sock:
+        # As the servers do: a port whose last connections linger in TIME_WAIT is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
