@@ -20,6 +20,7 @@ from shared.settings import Settings
 
 __all__ = [
     "DEFAULT_ROUTER_URL",
+    "LIVE_EVERY",
     "Config",
     "LiveFeed",
     "LiveView",
@@ -348,6 +349,9 @@ FEED_SIZE = 50  # events kept for the overview's feed, newest first
 FEED_IDLE_S = 60.0  # a feed nobody has read for this long disconnects; a read restarts it
 RECONNECT_S = 1.0
 FIRST_WAIT_S = 3.0  # how long a page's first draw waits for the stream's first snapshot
+# How often live tiles redraw from the feed's state (no request): a change shows on the page
+# within this plus the router's 0.2 s watch interval.
+LIVE_EVERY = 0.5
 # The router sends a snapshot at least every 2 s, so a read silent for 10 s is a dead link.
 STREAM_TIMEOUT = httpx.Timeout(5.0, connect=2.0, read=10.0)
 
