@@ -475,7 +475,8 @@ class LiveFeed:
                 moved = body.get("reason") not in ("periodic", None)
                 self._view = replace(view, fleet=body, received_at=time.time(),
                                      version=view.version + int(moved))
-            elif name == "event":
+            elif name == "event" and body not in self._events:
+                # A reconnection starts with the latest events again: keep each one once.
                 self._events.appendleft(body)
                 self._view = replace(view, events=tuple(self._events),
                                      version=view.version + 1)
