@@ -109,14 +109,17 @@ def _store(url: str, result: BenchRun, admin_token: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = Settings.load()  # the tokens: FLEET_CLIENT_TOKEN, FLEET_ADMIN_TOKEN
+    # The credentials come from the environment, never a flag: FLEET_CLIENT_TOKEN (or the
+    # admin token, which inference accepts too) and FLEET_ADMIN_TOKEN to store the run.
+    settings = Settings.load()
     try:
         config = BenchConfig(
             router_url=args.router_url, models=tuple(args.models),
             requests=20 if args.requests is None and args.duration is None else args.requests,
             duration_s=args.duration, concurrency=args.concurrency,
             prompt_tokens=args.prompt_tokens, max_tokens=args.max_tokens, stream=args.stream,
-            client_token=settings.client_token, source="cli", timeout_s=args.timeout,
+            client_token=settings.client_token or settings.admin_token, source="cli",
+            timeout_s=args.timeout,
         )
     except ValueError as exc:
         print(f"herd bench: {exc}", file=sys.stderr)

@@ -12,6 +12,7 @@ from services.bench.results import BenchRun
 from services.router.api.auth import require_admin
 from services.router.context import RouterContext
 from services.router.fleet.benchmarks import list_runs, start_run, store_run
+from shared.bodies import decode_json, decode_object
 from shared.errors import BadRequest
 
 __all__ = ["ROUTES"]
@@ -29,12 +30,7 @@ async def start_benchmark(request: Request[Any, Any, Any], state: State) -> dict
     ctx: RouterContext = state.herd
     require_admin(ctx, request)
     raw = await request.body()
-    try:
-        body = msgspec.json.decode(raw) if raw.strip() else {}
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
+    body = decode_object(raw) if raw.strip() else {}
     run: dict[str, Any] = msgspec.to_builtins(await start_run(ctx, body))
     return run
 
@@ -44,9 +40,10 @@ async def store_benchmark(request: Request[Any, Any, Any], state: State) -> dict
     """A finished run measured elsewhere (`herd bench`), kept beside the dashboard's own."""
     ctx: RouterContext = state.herd
     require_admin(ctx, request)
+    body = decode_json(await request.body())
     try:
-        run = msgspec.json.decode(await request.body(), type=BenchRun)
-    except msgspec.DecodeError as exc:  # ValidationError is one
+        run = msgspec.convert(body, type=BenchRun)
+    except msgspec.ValidationError as exc:
         raise BadRequest(f"body is not a benchmark run: {exc}") from None
     if run.status not in FINISHED:
         raise BadRequest(f"status must be one of {sorted(FINISHED)}, not {run.status!r}")

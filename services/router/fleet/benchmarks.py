@@ -25,7 +25,7 @@ from services.bench.results import BenchRun
 from services.bench.runner import BenchConfig, Runner
 from services.router.context import RouterContext
 from shared.errors import BadRequest, NoNodeAvailable
-from shared.models import normalize_model
+from shared.models import normalize_model, valid_model_name
 
 __all__ = ["list_runs", "start_run", "stop_runs", "store_run"]
 
@@ -107,6 +107,8 @@ def _config(ctx: RouterContext, body: dict[str, Any]) -> BenchConfig:
         model = _pick_model(ctx)
     if not isinstance(model, str) or not model.strip():
         raise BadRequest("model must be a non-empty string")
+    if not valid_model_name(model.strip()):
+        raise BadRequest("model is not a valid model name")
     prompt = body.get("prompt")
     if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
         raise BadRequest("prompt must be a non-empty string")
@@ -122,7 +124,9 @@ def _config(ctx: RouterContext, body: dict[str, Any]) -> BenchConfig:
         prompt_tokens=_bounded(body, "prompt_tokens", 32, MAX_PROMPT_TOKENS),
         stream=stream,
         prompt=prompt,
-        client_token=ctx.settings.client_token,
+        # Once client keys exist, the run needs a credential like any client: the admin
+        # token (or the shared client token) is one.
+        client_token=ctx.settings.admin_token or ctx.settings.client_token,
         source="dashboard",
     )
 
@@ -130,11 +134,12 @@ def _config(ctx: RouterContext, body: dict[str, Any]) -> BenchConfig:
 async def start_run(ctx: RouterContext, body: dict[str, Any]) -> BenchRun:
     """Validate, register the run as active, and start it in the background. The returned
     run is the live one: its fields change as the run goes."""
+    runner = Runner(_config(ctx, body), replica_id=ctx.replica_id)
+    run = runner.run
+    # Fields first, so a bad one is named even while another run goes on.
     active = await _active(ctx)
     if active:
         raise BadRequest(f"benchmark {active[0]['run_id']} is still running")
-    runner = Runner(_config(ctx, body), replica_id=ctx.replica_id)
-    run = runner.run
     # The check above reads; this claims. Two starts racing on two replicas: one wins.
     claimed = await ctx.redis.set(ctx.keys.benchmark_lock(), run.run_id, nx=True,
                                   px=int(STALE_AFTER_S * 1000))
