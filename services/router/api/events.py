@@ -40,7 +40,7 @@ async def fleet_event(ctx: RouterContext, reason: str) -> dict[str, Any]:
             "nodes_online": sum(n.status is NodeStatus.ONLINE for n in nodes),
             "nodes_degraded": sum(n.status is NodeStatus.DEGRADED for n in nodes),
             "nodes_offline": sum(n.status is NodeStatus.OFFLINE for n in nodes),
-            "requests_active": sum(q.get("in_flight", 0) for q in queues.values()),
+            "requests_active": sum(q.in_flight for q in queues.values()),
             "requests_waiting": sum(waiting.values()),
         },
         "nodes": [node_view(n, now, ctx.settings.default_num_parallel) for n in nodes],

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import statistics
 import time
@@ -21,6 +20,7 @@ import msgspec
 from services.router.context import RouterContext
 from shared.errors import BadRequest, NoNodeAvailable
 from shared.models import normalize_model
+from shared.schemas import BenchmarkLatency, BenchmarkList, BenchmarkRun
 
 __all__ = ["list_runs", "start_run", "stop_runs"]
 
@@ -48,16 +48,20 @@ def _bounded(body: dict[str, Any], name: str, default: int, high: int) -> int:
     return value
 
 
-async def _save(ctx: RouterContext, run: dict[str, Any]) -> None:
-    run["updated_at"] = time.time()
-    run["progress_pct"] = round(100.0 * (run["done"] + run["failed"]) / run["requests"], 1)
+_encode = msgspec.json.Encoder().encode
+_decode_run = msgspec.json.Decoder(BenchmarkRun).decode
+
+
+async def _save(ctx: RouterContext, run: BenchmarkRun) -> None:
+    run.updated_at = time.time()
+    run.progress_pct = round(100.0 * (run.done + run.failed) / run.requests, 1)
     pipe = ctx.redis.pipeline(transaction=False)
-    pipe.hset(ctx.keys.benchmarks_active(), run["run_id"], json.dumps(run))
+    pipe.hset(ctx.keys.benchmarks_active(), run.run_id, _encode(run))
     pipe.pexpire(ctx.keys.benchmark_lock(), int(STALE_AFTER_S * 1000))
     await pipe.execute()
 
 
-async def _one(client: httpx.AsyncClient, url: str, payload: bytes, run: dict[str, Any],
+async def _one(client: httpx.AsyncClient, url: str, payload: bytes, run: BenchmarkRun,
                *, latencies: list[float], speeds: list[float]) -> None:
     started = time.perf_counter()
     try:
@@ -65,32 +69,32 @@ async def _one(client: httpx.AsyncClient, url: str, payload: bytes, run: dict[st
             "Content-Type": "application/json", "X-Herd-Tags": "benchmark",
         })
     except httpx.HTTPError:
-        run["failed"] += 1
+        run.failed += 1
         return
     body = response.content
     node = response.headers.get("X-Fleet-Node", "")
     if response.status_code != 200:
-        run["failed"] += 1
+        run.failed += 1
         return
     latencies.append((time.perf_counter() - started) * 1000)
-    run["done"] += 1
-    run["by_node"][node] = run["by_node"].get(node, 0) + 1
+    run.done += 1
+    run.by_node[node] = run.by_node.get(node, 0) + 1
     with contextlib.suppress(msgspec.DecodeError, TypeError, ZeroDivisionError):
         final = msgspec.json.decode(body)
         if final.get("eval_duration"):
             speeds.append(final["eval_count"] / (final["eval_duration"] / 1e9))
 
 
-async def _execute(ctx: RouterContext, run: dict[str, Any], prompt: str) -> None:
+async def _execute(ctx: RouterContext, run: BenchmarkRun, prompt: str) -> None:
     latencies: list[float] = []
     speeds: list[float] = []
     payload = msgspec.json.encode({
-        "model": run["model"], "prompt": prompt, "stream": False,
-        "options": {"num_predict": run["max_tokens"]},
+        "model": run.model, "prompt": prompt, "stream": False,
+        "options": {"num_predict": run.max_tokens},
     })
     url = _own_url(ctx) + "/api/generate"
     queue: asyncio.Queue[int] = asyncio.Queue()
-    for index in range(run["requests"]):
+    for index in range(run.requests):
         queue.put_nowait(index)
 
     async def worker(client: httpx.AsyncClient) -> None:
@@ -106,41 +110,40 @@ async def _execute(ctx: RouterContext, run: dict[str, Any], prompt: str) -> None
     reporter = asyncio.create_task(report())
     try:
         async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S) as client:
-            await asyncio.gather(*(worker(client) for _ in range(run["concurrency"])))
-        run["status"] = "completed" if run["done"] else "failed"
+            await asyncio.gather(*(worker(client) for _ in range(run.concurrency)))
+        run.status = "completed" if run.done else "failed"
     except Exception as exc:  # the run is reported as failed instead of vanishing
-        log.exception("benchmark run failed", extra={"run_id": run["run_id"]})
-        run["status"], run["error"] = "failed", f"{type(exc).__name__}: {exc}"
+        log.exception("benchmark run failed", extra={"run_id": run.run_id})
+        run.status, run.error = "failed", f"{type(exc).__name__}: {exc}"
     finally:
         reporter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reporter
     ordered = sorted(latencies)
     finished = time.time()
-    run.update(
-        finished_at=finished,
-        duration_s=round(finished - run["started_at"], 3),
-        requests_per_s=round(run["done"] / max(finished - run["started_at"], 1e-9), 2),
-        latency_ms={
-            "p50": round(statistics.median(ordered), 1) if ordered else 0.0,
-            "p95": round(ordered[int(0.95 * (len(ordered) - 1))], 1) if ordered else 0.0,
-            "max": round(ordered[-1], 1) if ordered else 0.0,
-        },
-        tokens_per_s_avg=round(statistics.fmean(speeds), 1) if speeds else 0.0,
+    run.finished_at = finished
+    run.duration_s = round(finished - run.started_at, 3)
+    run.requests_per_s = round(run.done / max(finished - run.started_at, 1e-9), 2)
+    run.latency_ms = BenchmarkLatency(
+        p50=round(statistics.median(ordered), 1) if ordered else 0.0,
+        p95=round(ordered[int(0.95 * (len(ordered) - 1))], 1) if ordered else 0.0,
+        max=round(ordered[-1], 1) if ordered else 0.0,
     )
+    run.tokens_per_s_avg = round(statistics.fmean(speeds), 1) if speeds else 0.0
+    run.progress_pct = round(100.0 * (run.done + run.failed) / run.requests, 1)
     pipe = ctx.redis.pipeline(transaction=True)
-    pipe.lpush(ctx.keys.benchmarks(), json.dumps(run))
+    pipe.lpush(ctx.keys.benchmarks(), _encode(run))
     pipe.ltrim(ctx.keys.benchmarks(), 0, MAX_RUNS - 1)
-    pipe.hdel(ctx.keys.benchmarks_active(), run["run_id"])
+    pipe.hdel(ctx.keys.benchmarks_active(), run.run_id)
     pipe.delete(ctx.keys.benchmark_lock())
     await pipe.execute()
 
 
-async def start_run(ctx: RouterContext, body: dict[str, Any]) -> dict[str, Any]:
+async def start_run(ctx: RouterContext, body: dict[str, Any]) -> BenchmarkRun:
     """Validate, register the run as active, and start it in the background."""
     active = await _active(ctx)
     if active:
-        raise BadRequest(f"benchmark {active[0]['run_id']} is still running")
+        raise BadRequest(f"benchmark {active[0].run_id} is still running")
     snapshot = ctx.fleet.snapshot()
     model = body.get("model")
     if model is None:
@@ -156,54 +159,54 @@ async def start_run(ctx: RouterContext, body: dict[str, Any]) -> dict[str, Any]:
     prompt = body.get("prompt", "Write one sentence about herding llamas.")
     if not isinstance(prompt, str):
         raise BadRequest("prompt must be a string")
-    run: dict[str, Any] = {
-        "run_id": uuid.uuid4().hex[:12],
-        "status": "running",
-        "model": normalize_model(model),
-        "requests": _bounded(body, "requests", 20, MAX_REQUESTS),
-        "concurrency": _bounded(body, "concurrency", 4, MAX_CONCURRENCY),
-        "max_tokens": _bounded(body, "max_tokens", 32, MAX_TOKENS),
-        "done": 0,
-        "failed": 0,
-        "by_node": {},
-        "started_at": time.time(),
-        "replica_id": ctx.replica_id,
-    }
+    run = BenchmarkRun(
+        run_id=uuid.uuid4().hex[:12],
+        status="running",
+        model=normalize_model(model),
+        requests=_bounded(body, "requests", 20, MAX_REQUESTS),
+        concurrency=_bounded(body, "concurrency", 4, MAX_CONCURRENCY),
+        max_tokens=_bounded(body, "max_tokens", 32, MAX_TOKENS),
+        started_at=time.time(),
+        replica_id=ctx.replica_id,
+    )
     # The check above reads; this claims. Two starts racing on two replicas: one wins.
-    claimed = await ctx.redis.set(ctx.keys.benchmark_lock(), run["run_id"], nx=True,
+    claimed = await ctx.redis.set(ctx.keys.benchmark_lock(), run.run_id, nx=True,
                                   px=int(STALE_AFTER_S * 1000))
     if not claimed:
         raise BadRequest("another benchmark is starting or running")
     await _save(ctx, run)
     tasks = ctx.benchmark_tasks
-    task = asyncio.create_task(_execute(ctx, run, prompt), name=f"herd-bench-{run['run_id']}")
+    task = asyncio.create_task(_execute(ctx, run, prompt), name=f"herd-bench-{run.run_id}")
     tasks.add(task)
     task.add_done_callback(tasks.discard)
     return run
 
 
-async def _active(ctx: RouterContext) -> list[dict[str, Any]]:
+async def _active(ctx: RouterContext) -> list[BenchmarkRun]:
     raw = await ctx.redis.hgetall(ctx.keys.benchmarks_active())
     runs, stale = [], []
     for run_id, text in raw.items():
-        with contextlib.suppress(ValueError):
-            run = json.loads(text)
-            if time.time() - float(run.get("updated_at", 0)) > STALE_AFTER_S:
-                stale.append(run_id)
-            else:
-                runs.append(run)
+        try:
+            run = _decode_run(text)
+        except msgspec.DecodeError:
+            stale.append(run_id)  # not a run this version can read: drop it
+            continue
+        if time.time() - run.updated_at > STALE_AFTER_S:
+            stale.append(run_id)
+        else:
+            runs.append(run)
     if stale:
         await ctx.redis.hdel(ctx.keys.benchmarks_active(), *stale)
     return runs
 
 
-async def list_runs(ctx: RouterContext, limit: int = MAX_RUNS) -> dict[str, Any]:
+async def list_runs(ctx: RouterContext, limit: int = MAX_RUNS) -> BenchmarkList:
     stored = await ctx.redis.lrange(ctx.keys.benchmarks(), 0, limit - 1)
     runs = []
     for text in stored:
-        with contextlib.suppress(ValueError):
-            runs.append(json.loads(text))
-    return {"active": await _active(ctx), "runs": runs}
+        with contextlib.suppress(msgspec.DecodeError):
+            runs.append(_decode_run(text))
+    return BenchmarkList(active=await _active(ctx), runs=runs)
 
 
 async def stop_runs(ctx: RouterContext) -> None:
