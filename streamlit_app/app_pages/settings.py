@@ -7,30 +7,24 @@ from typing import Any
 
 import streamlit as st
 
+from shared.schemas import SettingsListing, SettingView
 from streamlit_app import data, widgets
-from streamlit_app.data import pick
 
 
-def setting_rows(body: Any) -> list[dict[str, Any]]:
-    """[{name, value, default, help, choices}] from a mapping or a list, bare or wrapped."""
-    found = pick(body, "settings", "runtime", default=body)
-    rows = []
-    for row in widgets.records(found, key_name="name"):
-        if "value" not in row:
-            continue
-        rows.append(row)
-    return sorted(rows, key=lambda r: str(r.get("name")))
+def setting_rows(body: SettingsListing) -> list[SettingView]:
+    """The runtime settings, by name."""
+    return sorted(body.settings, key=lambda r: r.name)
 
 
-def editor(row: dict[str, Any]) -> Any:
+def editor(row: SettingView) -> Any:
     """One widget fitting the setting's type; returns what the user chose."""
-    name, value = str(row["name"]), row["value"]
-    help_text = str(row.get("help") or "")
-    default = row.get("default")
+    name, value = row.name, row.value
+    help_text = row.help
+    default = row.default
     if default is not None:
         help_text += f" (default: {default})"
     key = f"setting:{name}"
-    choices = row.get("choices") or []
+    choices = row.choices
     if isinstance(value, bool):
         return st.checkbox(name, value=value, help=help_text, key=key)
     if choices and isinstance(choices, list):
@@ -49,14 +43,14 @@ def editor(row: dict[str, Any]) -> Any:
                          key=key)
 
 
-def changed(rows: list[dict[str, Any]], chosen: dict[str, Any]) -> dict[str, Any]:
+def changed(rows: list[SettingView], chosen: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for row in rows:
-        name = str(row["name"])
-        if name in chosen and chosen[name] != row["value"]:
+        name = row.name
+        if name in chosen and chosen[name] != row.value:
             value = chosen[name]
             # number_input returns floats for float settings; keep ints as ints
-            if isinstance(row["value"], int) and isinstance(value, float) and value.is_integer():
+            if isinstance(row.value, int) and isinstance(value, float) and value.is_integer():
                 value = int(value)
             out[name] = value
     return out
@@ -66,7 +60,7 @@ st.title("Settings")
 st.caption("Runtime settings live in Redis: a change here reaches every router replica "
            "within a second. Settings fixed at start (ports, Redis, tokens) are not listed.")
 reply = data.router_settings()
-if not widgets.problem(reply, "settings"):
+if not widgets.problem(reply, "settings") and reply.data is not None:
     rows = setting_rows(reply.data)
     if not rows:
         st.info("The router lists no runtime settings.")
@@ -75,7 +69,7 @@ if not widgets.problem(reply, "settings"):
         chosen = {}
         for index, row in enumerate(rows):
             with columns[index % 2]:
-                chosen[str(row["name"])] = editor(row)
+                chosen[row.name] = editor(row)
         raw = st.text_area(
             "Or a partial JSON object (applied after the fields above)",
             value="", placeholder='{"auto_pull": false}', key="settings_raw",

@@ -100,3 +100,13 @@ def test_every_operation_keeps_to_the_document(fleet: Fleet) -> None:
             failures += _exercise(operation, mode, fleet.url)
     assert exercised >= 35
     assert failures == [], "\n".join(failures)
+
+
+def test_a_model_name_with_a_control_character_gets_its_404(fleet: Fleet) -> None:
+    """The name is echoed in X-Fleet-Requested-Model; a raw control character there made
+    the server drop the connection instead of answering."""
+    answer = httpx.post(f"{fleet.url}/api/chat", timeout=10,
+                        json={"model": "odd\x1dname", "messages": []})
+    assert answer.status_code == 404
+    assert "odd" in answer.json()["error"]
+    assert answer.headers["X-Fleet-Requested-Model"] == "odd?name"

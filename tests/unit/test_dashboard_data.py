@@ -33,34 +33,12 @@ def test_error_messages_in_every_shape(body: object, status: int, expected: str)
     assert data.error_message(body, status) == expected
 
 
-def test_dig_and_pick_never_raise_on_missing_or_odd_shapes() -> None:
-    node = {"cpu": {"utilization_pct": 12.5}, "models_loaded": [{"name": "a"}]}
-    assert data.dig(node, "cpu", "utilization_pct") == 12.5
-    assert data.dig(node, "models_loaded", 0, "name") == "a"
-    assert data.dig(node, "models_loaded", 5, "name", default="?") == "?"
-    assert data.dig(node, "cpu", "utilization_pct", "deeper") is None
-    assert data.dig(None, "x", default=0) == 0
-    assert data.pick(node, ("ollama", "models_loaded"), "models_loaded") == [{"name": "a"}]
-    assert data.pick(node, "absent", ("also", "absent"), default="—") == "—"
-
-
 @pytest.mark.parametrize(("value", "unit", "expected"), [
     (None, "%", "—"), ("", "", "—"), (float("nan"), "", "—"), ([1], "", "—"),
     (1234, "", "1,234"), (12.345, "%", "12.3 %"), (True, "", "yes"), ("online", "", "online"),
 ])
 def test_fmt_shows_a_dash_for_what_is_missing(value: object, unit: str, expected: str) -> None:
     assert data.fmt(value, unit) == expected
-
-
-def test_records_from_lists_mappings_and_wrapped_bodies() -> None:
-    assert widgets.records({"a:m": {"pending": 1}}, key_name="node:model") == [
-        {"node:model": "a:m", "pending": 1}]
-    assert widgets.records(["x"]) == [{"name": "x"}]
-    assert widgets.records(42) == []
-    body = {"generated_at": 1.0, "tags": {"chat": {"requests": 3}}}
-    assert widgets.find_records(body, ("tags",), key_name="tag") == [{"tag": "chat", "requests": 3}]
-    assert widgets.find_records({"whatever": [{"a": 1}]}) == [{"a": 1}]
-    assert widgets.find_records("nonsense") == []
 
 
 def test_time_frame_reads_epoch_seconds_and_keeps_numbers() -> None:
