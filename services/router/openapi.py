@@ -22,7 +22,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Tag
 
-from services.router.proxy.exchange import ENDPOINTS
+from services.router.proxy.request import ENDPOINTS
 from services.version import VERSION
 from shared import schemas
 
