@@ -36,6 +36,7 @@ __all__ = [
     "EmbeddingsRequest",
     "ErrorAnswer",
     "Finding",
+    "FleetEvent",
     "FleetQueue",
     "FleetStatus",
     "FleetSummary",
@@ -210,6 +211,7 @@ class FleetSummary(_Answer, kw_only=True):
     nodes_servable: int = 0
     models_loaded: int = 0
     requests_active: int = 0
+    requests_waiting: int = 0
 
 
 class FleetStatus(_Answer, kw_only=True):
@@ -218,6 +220,18 @@ class FleetStatus(_Answer, kw_only=True):
     fleet: FleetSummary
     nodes: list[NodeView]
     queues: dict[str, QueueCounters]
+    timestamp: float
+
+
+class FleetEvent(_Answer, kw_only=True):
+    """The data of a `fleet` message of GET /dashboard/events: /fleet/status, and why it was
+    sent (`initial`, `periodic`, `node_status`), with the waiting requests per model."""
+
+    reason: str
+    fleet: FleetSummary
+    nodes: list[NodeView]
+    queues: dict[str, QueueCounters]
+    waiting: dict[str, int]
     timestamp: float
 
 

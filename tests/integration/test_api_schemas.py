@@ -18,6 +18,7 @@ import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
+from services.router.api.events import fleet_event
 from services.router.app import create_app
 from services.router.context import RouterContext
 from services.router.fleet import traces
@@ -103,6 +104,18 @@ async def test_the_decoded_fleet_reads_by_field(busy: AsyncTestClient[Any]) -> N
     assert [m.name for m in node.models_loaded] == [
         m["name"] for m in example["ollama"]["models_loaded"]]
     assert status.fleet.nodes_online == 1
+
+
+async def test_the_live_fleet_event_is_the_status_with_a_reason(
+    busy: AsyncTestClient[Any],
+) -> None:
+    encoded = msgspec.json.encode(await fleet_event(busy.app.state.herd, "initial"))
+    event = msgspec.json.decode(encoded, type=schemas.FleetEvent)
+    status = msgspec.convert((await busy.get("/fleet/status")).json(), schemas.FleetStatus)
+    assert event.reason == "initial"
+    assert [n.node_id for n in event.nodes] == [n.node_id for n in status.nodes]
+    assert event.fleet.requests_waiting == sum(event.waiting.values())
+    assert msgspec.to_builtins(event) == msgspec.json.decode(encoded)
 
 
 async def test_a_posted_change_answers_in_its_struct(busy: AsyncTestClient[Any]) -> None:

@@ -26,7 +26,8 @@ NODE = {
 }
 STATUS = {
     "fleet": {"nodes_total": 1, "nodes_online": 0, "nodes_degraded": 1, "nodes_offline": 0,
-              "nodes_servable": 0, "models_loaded": 1, "requests_active": 1},
+              "nodes_servable": 0, "models_loaded": 1, "requests_active": 1,
+              "requests_waiting": 0},
     "nodes": [NODE],
     "queues": {"gpu-1:llama3.2:3b": {"pending": 0, "in_flight": 1, "done": 9, "failed": 1,
                                      "max_concurrent": 4}},

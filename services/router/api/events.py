@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import msgspec
 from litestar import get
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from services.router.context import RouterContext
-from services.router.fleet.reads import node_view, read_queue_depths, read_queues
-from shared.models import FleetSnapshot, NodeStatus
+from services.router.fleet.reads import fleet_summary, node_view, read_queue_depths, read_queues
+from shared.models import FleetSnapshot
+from shared.schemas import FleetEvent
 
 __all__ = ["EVENT_PERIOD", "ROUTES", "fleet_event", "sse_stream"]
 
@@ -27,27 +28,20 @@ def _signature(snapshot: FleetSnapshot) -> tuple[tuple[str, str, bool], ...]:
     return tuple(sorted((n.node_id, str(n.status), n.servable) for n in snapshot.nodes.values()))
 
 
-async def fleet_event(ctx: RouterContext, reason: str) -> dict[str, Any]:
+async def fleet_event(ctx: RouterContext, reason: str) -> FleetEvent:
     snapshot = ctx.fleet.snapshot()
     nodes = sorted(snapshot.nodes.values(), key=lambda n: n.node_id)
     queues = await read_queues(ctx)
     waiting = await read_queue_depths(ctx, snapshot)
     now = time.time()
-    return {
-        "reason": reason,
-        "fleet": {
-            "nodes_total": len(nodes),
-            "nodes_online": sum(n.status is NodeStatus.ONLINE for n in nodes),
-            "nodes_degraded": sum(n.status is NodeStatus.DEGRADED for n in nodes),
-            "nodes_offline": sum(n.status is NodeStatus.OFFLINE for n in nodes),
-            "requests_active": sum(q.in_flight for q in queues.values()),
-            "requests_waiting": sum(waiting.values()),
-        },
-        "nodes": [node_view(n, now, ctx.settings.default_num_parallel) for n in nodes],
-        "queues": queues,
-        "waiting": waiting,
-        "timestamp": now,
-    }
+    return FleetEvent(
+        reason=reason,
+        fleet=fleet_summary(nodes, queues, waiting),
+        nodes=[node_view(n, now, ctx.settings.default_num_parallel) for n in nodes],
+        queues=queues,
+        waiting=waiting,
+        timestamp=now,
+    )
 
 
 async def sse_stream(ctx: RouterContext) -> AsyncIterator[ServerSentEventMessage]:
@@ -73,7 +67,11 @@ async def sse_stream(ctx: RouterContext) -> AsyncIterator[ServerSentEventMessage
                 break
 
 
-@get("/dashboard/events")
+@get("/dashboard/events", tags=["dashboard"],
+     summary="Server-sent events: a `fleet` message at once, every 2 s and on a change",
+     responses={200: ResponseSpec(FleetEvent, media_type="text/event-stream",
+                                  generate_examples=False,
+                                  description="Each `fleet` message's data is this object.")})
 async def dashboard_events(state: State) -> ServerSentEvent:
     # retry: a browser's EventSource reconnects after 2 s when a replica goes away
     return ServerSentEvent(sse_stream(state.herd), retry_duration=2000,

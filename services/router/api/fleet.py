@@ -12,10 +12,15 @@ from litestar.datastructures import State
 from services.router.api.auth import require_node
 from services.router.api.errors import error_responses
 from services.router.context import RouterContext
-from services.router.fleet.reads import counter_rows, node_view, read_queue_depths, read_queues
+from services.router.fleet.reads import (
+    counter_rows,
+    fleet_summary,
+    node_view,
+    read_queue_depths,
+    read_queues,
+)
 from shared.errors import BadRequest
-from shared.models import NodeStatus
-from shared.schemas import FleetQueue, FleetStatus, FleetSummary, HeartbeatAnswer
+from shared.schemas import FleetQueue, FleetStatus, HeartbeatAnswer
 
 __all__ = ["ROUTES"]
 
@@ -42,19 +47,11 @@ async def fleet_status(state: State) -> FleetStatus:
     snap = fleet.snapshot()
     now = fleet.redis_now()
     queues = await read_queues(ctx)
+    waiting = await read_queue_depths(ctx, snap)
     nodes = sorted(snap.nodes.values(), key=lambda n: n.node_id)
     default = ctx.settings.default_num_parallel
     return FleetStatus(
-        fleet=FleetSummary(
-            nodes_total=len(nodes),
-            nodes_online=sum(n.status is NodeStatus.ONLINE for n in nodes),
-            nodes_degraded=sum(n.status is NodeStatus.DEGRADED for n in nodes),
-            nodes_offline=sum(n.status is NodeStatus.OFFLINE for n in nodes),
-            nodes_servable=sum(n.servable for n in nodes),
-            models_loaded=sum(len(n.models_loaded) for n in nodes
-                              if n.status is not NodeStatus.OFFLINE),
-            requests_active=sum(q.in_flight for q in queues.values()),
-        ),
+        fleet=fleet_summary(nodes, queues, waiting),
         nodes=[node_view(n, now, default) for n in nodes],
         queues=queues,
         timestamp=time.time(),

@@ -8,10 +8,11 @@ import msgspec
 
 from services.router.context import RouterContext
 from shared.health import Counters
-from shared.models import FleetSnapshot, LoadedModel, NodeState
+from shared.models import FleetSnapshot, LoadedModel, NodeState, NodeStatus
 from shared.schemas import (
     CpuView,
     DiskView,
+    FleetSummary,
     InstalledModel,
     LoadedModelView,
     MemoryView,
@@ -24,6 +25,7 @@ from shared.schemas import (
 __all__ = [
     "QUEUE_FIELDS",
     "counter_rows",
+    "fleet_summary",
     "loaded_view",
     "model_management",
     "node_view",
@@ -106,6 +108,22 @@ async def read_events(ctx: RouterContext, since: float, limit: int) -> list[dict
                 break
             events.append(event)
     return events
+
+
+def fleet_summary(nodes: list[NodeState], queues: dict[str, QueueCounters],
+                  waiting: dict[str, int]) -> FleetSummary:
+    """The fleet's totals, as /fleet/status and the live events show them."""
+    return FleetSummary(
+        nodes_total=len(nodes),
+        nodes_online=sum(n.status is NodeStatus.ONLINE for n in nodes),
+        nodes_degraded=sum(n.status is NodeStatus.DEGRADED for n in nodes),
+        nodes_offline=sum(n.status is NodeStatus.OFFLINE for n in nodes),
+        nodes_servable=sum(n.servable for n in nodes),
+        models_loaded=sum(len(n.models_loaded) for n in nodes
+                          if n.status is not NodeStatus.OFFLINE),
+        requests_active=sum(q.in_flight for q in queues.values()),
+        requests_waiting=sum(waiting.values()),
+    )
 
 
 def loaded_view(model: LoadedModel) -> LoadedModelView:
