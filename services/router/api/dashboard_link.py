@@ -26,7 +26,7 @@ def dashboard_url(scheme: str, host: str, port: int) -> str:
     return f"{scheme}://{host}:{port}/"
 
 
-@get(["/dashboard", "/dashboard/"], sync_to_thread=False, tags=["dashboard"],
+@get(["/dashboard", "/dashboard/"], sync_to_thread=False, status_code=302, tags=["dashboard"],
      summary="A redirect to the Streamlit dashboard beside this router",
      responses=error_responses(404))
 def dashboard(request: Request[object, object, State], state: State) -> Redirect:
