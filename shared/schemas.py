@@ -225,7 +225,8 @@ class FleetStatus(_Answer, kw_only=True):
 
 class FleetEvent(_Answer, kw_only=True):
     """The data of a `fleet` message of GET /dashboard/events: /fleet/status, and why it was
-    sent (`initial`, `periodic`, `node_status`), with the waiting requests per model."""
+    sent (`initial`, `periodic`, `node_status`, `models_loaded`), with the waiting requests
+    per model."""
 
     reason: str
     fleet: FleetSummary

@@ -1,7 +1,15 @@
-"""Health: the fleet's score, its vitals, and each finding by severity with its fix."""
+"""Health: the fleet's score, its vitals, and each finding by severity with its fix.
+
+It follows the router's live stream: node counts come from its latest snapshot, and the
+findings are read again as soon as the stream reports a change (a node going offline, a
+retry, a model loading), besides every HEALTH_PERIOD.
+"""
 
 from __future__ import annotations
 
+import time
+
+import msgspec
 import streamlit as st
 
 from shared.schemas import Finding
@@ -9,6 +17,8 @@ from streamlit_app import data, widgets
 from streamlit_app.data import fmt
 
 SEVERITIES = ("critical", "warning", "info")
+HEALTH_PERIOD = 10  # seconds between reads of the findings when nothing happens
+LIVE_COUNTS = ("nodes_online", "nodes_degraded", "nodes_offline")
 VITALS = (
     ("Nodes online", "nodes_online", ""),
     ("Degraded", "nodes_degraded", ""),
@@ -37,12 +47,17 @@ def finding(item: Finding) -> None:
         st.caption(f"check: {fmt(item.check_id)} · severity: {severity}")
 
 
-@st.fragment(run_every="5s")
+@st.fragment(run_every="1s")
 def live() -> None:
-    reply = data.health()
+    view = data.live()
+    reply = data.health(epoch=f"{view.version}:{int(time.time() // HEALTH_PERIOD)}")
     if widgets.problem(reply, "fleet health") or reply.data is None:
         return
     vitals = reply.data.vitals
+    if view.connected and view.fleet is not None:
+        # node counts from the stream are newer than the report's
+        live = view.fleet.fleet
+        vitals = msgspec.structs.replace(vitals, **{k: getattr(live, k) for k in LIVE_COUNTS})
     score = vitals.health_score
     st.metric("Health score", fmt(score, "/ 100"))
     st.progress(min(max(score / 100, 0.0), 1.0))
