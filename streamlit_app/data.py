@@ -523,7 +523,10 @@ def live_fleet() -> tuple[Reply[FleetStatus | FleetEvent], LiveView]:
     """The fleet as the stream last showed it; a plain read when the stream has nothing yet
     (the router is unreachable, or too old to stream), so the page still says why."""
     view = live()
+    reply: Reply[FleetStatus | FleetEvent]
     if view.fleet is not None and view.connected:
-        return Reply[FleetStatus | FleetEvent](view.fleet, "", 200), view
-    read = fleet_status()
-    return Reply[FleetStatus | FleetEvent](read.data, read.error, read.status, read.extra), view
+        reply = Reply(view.fleet, "", 200)
+    else:
+        read = fleet_status()
+        reply = Reply(read.data, read.error, read.status, read.extra)
+    return reply, view

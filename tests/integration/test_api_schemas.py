@@ -106,14 +106,14 @@ async def test_the_decoded_fleet_reads_by_field(busy: AsyncTestClient[Any]) -> N
     assert status.fleet.nodes_online == 1
 
 
-async def test_the_live_fleet_event_is_the_status_with_a_reason(
-    busy: AsyncTestClient[Any],
-) -> None:
-    encoded = msgspec.json.encode(await fleet_event(busy.app.state.herd, "initial"))
+async def test_the_live_fleet_event_is_the_status_with_a_reason(ctx: RouterContext) -> None:
+    payload = json.loads(EXAMPLE.read_text())
+    await ctx.fleet.ingest_heartbeat(payload, "127.0.0.1")
+    encoded = msgspec.json.encode(await fleet_event(ctx, "initial"))
     event = msgspec.json.decode(encoded, type=schemas.FleetEvent)
-    status = msgspec.convert((await busy.get("/fleet/status")).json(), schemas.FleetStatus)
     assert event.reason == "initial"
-    assert [n.node_id for n in event.nodes] == [n.node_id for n in status.nodes]
+    assert [n.node_id for n in event.nodes] == [payload["node_id"]]
+    assert event.fleet.nodes_total == 1
     assert event.fleet.requests_waiting == sum(event.waiting.values())
     assert msgspec.to_builtins(event) == msgspec.json.decode(encoded)
 
