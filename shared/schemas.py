@@ -47,6 +47,10 @@ __all__ = [
     "HeartbeatAnswer",
     "HourPoint",
     "InstalledModel",
+    "KeyCreated",
+    "KeyInfo",
+    "KeyList",
+    "KeyRevoked",
     "LoadedModelView",
     "MemoryView",
     "ModelAdvice",
@@ -467,6 +471,38 @@ class SettingsUpdate(SettingsListing, kw_only=True):
     """POST /dashboard/api/settings: what changed, and every setting after the change."""
 
     updated: dict[str, Any]
+
+
+# --- client keys ------------------------------------------------------------------------
+
+
+class KeyInfo(_Answer, kw_only=True):
+    """A client key as listed: never its secret."""
+
+    app: str
+    requests_per_minute: int  # 0: no limit
+    tokens_per_minute: int  # 0: no limit
+    created: float  # epoch seconds
+    last_used: float | None = None  # epoch seconds; None: never used
+
+
+class KeyCreated(KeyInfo, kw_only=True):
+    """POST /dashboard/api/keys: the only answer that carries the secret."""
+
+    key: str
+
+
+class KeyList(_Answer, kw_only=True):
+    """GET /dashboard/api/keys."""
+
+    keys: list[KeyInfo]
+
+
+class KeyRevoked(_Answer, kw_only=True):
+    """DELETE /dashboard/api/keys/{app}."""
+
+    app: str
+    revoked: bool = True
 
 
 # --- benchmarks -------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -32,6 +33,9 @@ from shared.schemas import (
     FleetQueue,
     FleetStatus,
     HealthReport,
+    KeyCreated,
+    KeyList,
+    KeyRevoked,
     ModelManagement,
     ModelsReport,
     OpenAIErrorAnswer,
@@ -47,6 +51,7 @@ from shared.settings import Settings
 
 __all__ = [
     "DEFAULT_ROUTER_URL",
+    "LIVE_EVERY",
     "Config",
     "LiveFeed",
     "LiveView",
@@ -311,6 +316,24 @@ def start_benchmark(options: Mapping[str, Any]) -> Reply[BenchmarkRun]:
     return decode(reply, BenchmarkRun)
 
 
+# --- client keys (admin only; never cached: a secret is shown once, a revocation at once)
+def client_keys() -> Reply[KeyList]:
+    return decode(_request(config(), "GET", "/dashboard/api/keys"), KeyList)
+
+
+def create_key(app: str, requests_per_minute: int = 0,
+               tokens_per_minute: int = 0) -> Reply[KeyCreated]:
+    """A new key for `app`; the reply holds its secret, which no later read returns."""
+    return decode(_request(config(), "POST", "/dashboard/api/keys", body={
+        "app": app, "requests_per_minute": int(requests_per_minute),
+        "tokens_per_minute": int(tokens_per_minute)}), KeyCreated)
+
+
+def revoke_key(app: str) -> Reply[KeyRevoked]:
+    return decode(_request(config(), "DELETE", f"/dashboard/api/keys/{quote(app, safe='')}"),
+                  KeyRevoked)
+
+
 _progress = msgspec.json.Decoder(PullProgress).decode
 
 
@@ -368,6 +391,9 @@ FEED_SIZE = 50  # events kept for the overview's feed, newest first
 FEED_IDLE_S = 60.0  # a feed nobody has read for this long disconnects; a read restarts it
 RECONNECT_S = 1.0
 FIRST_WAIT_S = 3.0  # how long a page's first draw waits for the stream's first snapshot
+# How often live tiles redraw from the feed's state (no request): a change shows on the page
+# within this plus the router's 0.2 s watch interval.
+LIVE_EVERY = 0.5
 # The router sends a snapshot at least every 2 s, so a read silent for 10 s is a dead link.
 STREAM_TIMEOUT = httpx.Timeout(5.0, connect=2.0, read=10.0)
 
@@ -503,7 +529,8 @@ class LiveFeed:
             return
         with self._lock:
             view = self._view
-            if name == "event":
+            if name == "event" and body not in self._events:
+                # A reconnection starts with the latest events again: keep each one once.
                 self._events.appendleft(body)
                 self._view = replace(view, events=tuple(self._events),
                                      version=view.version + 1)

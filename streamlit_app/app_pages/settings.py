@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from shared.schemas import SettingsListing, SettingView
+from shared.schemas import KeyList, SettingsListing, SettingView
 from streamlit_app import data, widgets
 
 
@@ -97,3 +97,56 @@ if not widgets.problem(reply, "settings") and reply.data is not None:
                 st.success("Saved: " + ", ".join(f"{k} = {v!r}" for k, v in changes.items()))
             else:
                 st.error(f"The router refused the change: {saved.error}")
+
+
+def key_rows(body: KeyList) -> list[dict[str, Any]]:
+    """One row per client key for the table: limits spelled out, times readable."""
+    rows: list[dict[str, Any]] = []
+    for key in body.keys:
+        rows.append({
+            "app": key.app,
+            "requests/min": key.requests_per_minute or "no limit",
+            "tokens/min": key.tokens_per_minute or "no limit",
+            "created": widgets.ago(key.created),
+            "last used": widgets.ago(key.last_used) if key.last_used else "never",
+        })
+    return rows
+
+
+st.header("Client keys")
+st.caption("One key per app. Once any key exists, inference needs a key (or the client or "
+           "admin token), and the key's app names its requests in usage and traces. Limits "
+           "hold across every replica; 0 means no limit.")
+keys_reply = data.client_keys()
+if not widgets.problem(keys_reply, "client keys") and keys_reply.data is not None:
+    keys = key_rows(keys_reply.data)
+    if keys:
+        st.dataframe(widgets.frame(keys), hide_index=True, width="stretch")
+    else:
+        st.info("No client keys yet: inference is open unless FLEET_CLIENT_TOKEN is set.")
+    with st.form("key_create", clear_on_submit=True):
+        left, middle, right = st.columns(3)
+        app = left.text_input("App", placeholder="chatbot", key="key_app")
+        rpm = middle.number_input("Requests per minute", min_value=0, value=0, step=1,
+                                      key="key_rpm")
+        tpm = right.number_input("Tokens per minute", min_value=0, value=0, step=1,
+                                      key="key_tpm")
+        create = st.form_submit_button("Create key", key="key_create_button")
+    if create:
+        made = data.create_key(app.strip(), int(rpm), int(tpm))
+        if made.data is not None:
+            st.success(f"Key for {made.data.app}: copy it now, it is not shown again.")
+            st.code(made.data.key, language=None)
+        else:
+            st.error(f"The router refused: {made.error}")
+    if keys:
+        with st.form("key_revoke"):
+            gone = st.selectbox("Revoke the key of", [str(r["app"]) for r in keys],
+                                key="key_revoke_app")
+            revoke = st.form_submit_button("Revoke", key="key_revoke_button")
+        if revoke:
+            done = data.revoke_key(str(gone))
+            if done.ok:
+                st.success(f"Revoked {gone}: every replica refuses its key within a second.")
+            else:
+                st.error(f"The router refused: {done.error}")

@@ -44,6 +44,7 @@ ANSWERS: list[tuple[str, type[Any]]] = [
     ("/dashboard/api/model-management", schemas.ModelManagement),
     ("/dashboard/api/settings", schemas.SettingsListing),
     ("/dashboard/api/benchmarks", schemas.BenchmarkList),
+    ("/dashboard/api/keys", schemas.KeyList),
     ("/api/version", schemas.VersionAnswer),
     ("/healthz", schemas.HealthzOk),
     ("/api/tags", schemas.TagsList),
@@ -52,9 +53,14 @@ ANSWERS: list[tuple[str, type[Any]]] = [
 ]
 
 
+ADMIN = {"Authorization": "Bearer schema-admin"}
+
+
 @pytest.fixture
 async def client(settings: Settings, redis_url: str) -> AsyncIterator[AsyncTestClient[Any]]:
-    async with AsyncTestClient(create_app(settings, redis_url)) as test_client:
+    app = create_app(settings.replace(admin_token="schema-admin"), redis_url)
+    async with AsyncTestClient(app) as test_client:
+        test_client.headers.update(ADMIN)
         yield test_client
 
 

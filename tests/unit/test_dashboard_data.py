@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import msgspec
 import pandas as pd
 import pytest
 
 from services.dashboard import dashboard_command, router_url_for
 from services.router.api.dashboard_link import dashboard_url
+from shared.schemas import FleetEvent, FleetSummary
 from shared.settings import Settings
 from streamlit_app import data, widgets
 from streamlit_app.nav import PAGES
@@ -148,3 +150,27 @@ def test_complete_only_holds_back_the_running_bucket() -> None:
     hours = pd.DataFrame({"requests": [3]}, index=pd.to_datetime([0], unit="s", utc=True))
     done, partial = widgets.complete_only(hours, 3600, now=1800.0)
     assert done.empty and partial is not None
+
+
+def test_live_feed_keeps_each_event_once_and_counts_changes() -> None:
+    feed = data.LiveFeed(data.Config("http://127.0.0.1:1"))  # never started: no thread
+    retry = '{"kind": "retry", "ts": 1.5, "node_id": "a"}'
+
+    def snapshot(reason: str) -> str:
+        event = FleetEvent(reason=reason, fleet=FleetSummary(nodes_online=1), nodes=[],
+                           queues={}, waiting={}, timestamp=1.0)
+        return msgspec.json.encode(event).decode()
+
+    feed._receive("fleet", snapshot("initial"))
+    feed._receive("fleet", snapshot("periodic"))
+    feed._receive("fleet", '{"reason": "periodic", "fleet": {"nodes_online": "one"}}')
+    feed._receive("event", retry)
+    feed._receive("event", retry)  # the backlog again, after a reconnection
+    feed._receive("event", '{"kind": "node_status", "ts": 2.0, "node_id": "a"}')
+    feed._receive("event", "not json")
+    view = feed._view
+    assert [e["kind"] for e in view.events] == ["node_status", "retry"]
+    assert view.version == 1 + 2  # the initial snapshot and two distinct events
+    assert view.fleet is not None and view.fleet.reason == "periodic"
+    assert view.fleet.fleet.nodes_online == 1  # a snapshot of another shape is not taken
+    assert "same version" in view.error

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from litestar import Request, get, post
 from litestar.datastructures import State
 
@@ -12,7 +11,7 @@ from services.router.api.auth import require_admin
 from services.router.api.errors import error_responses
 from services.router.context import RouterContext
 from services.router.fleet.benchmarks import list_runs, start_run
-from shared.errors import BadRequest
+from shared.bodies import decode_object
 from shared.schemas import BenchmarkList, BenchmarkRun
 
 __all__ = ["ROUTES"]
@@ -25,18 +24,13 @@ async def benchmarks(state: State) -> BenchmarkList:
 
 
 @post("/dashboard/api/benchmarks", status_code=202, tags=["benchmarks"],
-      responses=error_responses(400, 401, 503),
+      responses=error_responses(400, 401, 403, 503),
       summary="Start a bounded benchmark run through this router (admin)")
 async def start_benchmark(request: Request[Any, Any, Any], state: State) -> BenchmarkRun:
     ctx: RouterContext = state.herd
     require_admin(ctx, request)
     raw = await request.body()
-    try:
-        body = msgspec.json.decode(raw) if raw.strip() else {}
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
+    body = decode_object(raw) if raw.strip() else {}
     return await start_run(ctx, body)
 
 

@@ -18,6 +18,7 @@ __all__ = ["ERROR_RESPONSES", "EXCEPTION_HANDLERS", "OPENAI_ERROR_RESPONSES", "e
 _MEANINGS = {
     400: "The request is malformed; the error names what is wrong.",
     401: "A token is required (admin for changes, node for heartbeats).",
+    403: "Without an admin token set, changes are accepted only from the router's machine.",
     404: "No such model, node or path.",
     413: "The body is larger than the router accepts.",
     502: "The node failed to answer.",

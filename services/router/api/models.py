@@ -17,8 +17,9 @@ from services.router.context import RouterContext
 from services.router.fleet.pulls import choose_pull_node
 from services.router.fleet.reads import model_management
 from services.router.nodeclient import NodeBroken
+from shared.bodies import decode_object
 from shared.errors import BadRequest, NodeNotFound, NoNodeAvailable
-from shared.models import NodeState, normalize_model
+from shared.models import NodeState, normalize_model, valid_model_name
 from shared.schemas import DeleteAnswer, ModelManagement, PullProgress
 
 __all__ = ["ROUTES"]
@@ -36,19 +37,15 @@ def _node(ctx: RouterContext, node_id: Any) -> NodeState:
 
 
 async def _json_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    try:
-        body = msgspec.json.decode(await request.body())
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
-    return body
+    return decode_object(await request.body())
 
 
 def _model(body: dict[str, Any]) -> str:
     model = body.get("model") or body.get("name")
     if not isinstance(model, str) or not model.strip():
         raise BadRequest("model must be a non-empty string")
+    if not valid_model_name(model.strip()):
+        raise BadRequest("model is not a valid model name")
     return normalize_model(model)
 
 
@@ -84,7 +81,7 @@ async def _pull(ctx: RouterContext, node: NodeState, model: str,
 
 # A pull answers the node's progress as NDJSON (or one JSON object with "stream": false).
 PULL_RESPONSES = {
-    **error_responses(400, 401, 404, 502, 503),
+    **error_responses(400, 401, 403, 404, 502, 503),
     200: ResponseSpec(PullProgress, media_type="application/x-ndjson", generate_examples=False,
                       description="The node's progress, one JSON object per line; a failure "
                       "after the start is a last line with `error`."),
@@ -120,7 +117,7 @@ async def ollama_pull(request: Request[Any, Any, Any], state: State) -> Response
 
 
 @post("/dashboard/api/delete", status_code=200, tags=["models"],
-      responses=error_responses(400, 401, 404, 502, 503),
+      responses=error_responses(400, 401, 403, 404, 502, 503),
       summary="Delete a model from a node (admin)")
 async def dashboard_delete(request: Request[Any, Any, Any], state: State) -> DeleteAnswer:
     ctx: RouterContext = state.herd

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from litestar import Request, get, post
 from litestar.datastructures import State
 
@@ -12,7 +11,7 @@ from services.router.api.auth import require_admin
 from services.router.api.errors import error_responses
 from services.router.context import RouterContext
 from services.router.fleet.runtime import jsonable, settings_listing, validate
-from shared.errors import BadRequest
+from shared.bodies import decode_json
 from shared.schemas import SettingsListing, SettingsUpdate
 
 __all__ = ["ROUTES"]
@@ -25,15 +24,12 @@ async def get_settings(state: State) -> SettingsListing:
 
 
 @post("/dashboard/api/settings", status_code=200, tags=["settings"],
-      responses=error_responses(400, 401),
+      responses=error_responses(400, 401, 403),
       summary="Change runtime settings (admin); every replica applies them")
 async def post_settings(request: Request[Any, Any, Any], state: State) -> SettingsUpdate:
     ctx: RouterContext = state.herd
     require_admin(ctx, request)
-    try:
-        changes = msgspec.json.decode(await request.body())
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    changes = decode_json(await request.body())
     valid = validate(changes)
     await ctx.runtime.save(valid)
     return SettingsUpdate(updated={k: jsonable(v) for k, v in valid.items()},
