@@ -102,11 +102,11 @@ def test_every_operation_keeps_to_the_document(fleet: Fleet) -> None:
     assert failures == [], "\n".join(failures)
 
 
-def test_a_model_name_with_a_control_character_gets_its_404(fleet: Fleet) -> None:
-    """The name is echoed in X-Fleet-Requested-Model; a raw control character there made
-    the server drop the connection instead of answering."""
+def test_a_model_name_with_a_control_character_gets_a_clear_error(fleet: Fleet) -> None:
+    """Such a name was echoed in X-Fleet-Requested-Model, and the server dropped the
+    connection instead of answering; now it is refused as a name, in Ollama's shape."""
     answer = httpx.post(f"{fleet.url}/api/chat", timeout=10,
                         json={"model": "odd\x1dname", "messages": []})
-    assert answer.status_code == 404
-    assert "odd" in answer.json()["error"]
-    assert answer.headers["X-Fleet-Requested-Model"] == "odd?name"
+    assert answer.status_code == 400
+    assert "model" in answer.json()["error"]
+    assert "\x1d" not in answer.headers.get("X-Fleet-Requested-Model", "")
