@@ -1,7 +1,8 @@
 """The router's OpenAPI document: Litestar's, completed with the paths Litestar cannot see.
 
 Litestar describes every route handler from its signature and return type (the structs in
-`shared/schemas.py`). Two kinds of path escape it, and are added here from the same structs:
+`shared/schemas.py`). Two kinds of path escape it, and are added here from the same structs
+(and a `{model:path}` parameter, a model name, loses the `uri` format Litestar gives it):
 
 - the inference paths (`/api/chat`, `/v1/chat/completions`, ...), plain ASGI handlers that
   skip Litestar's routing for speed;
@@ -115,6 +116,12 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
     for name, schema in _components().items():
         found.setdefault(name, schema)
     paths = out.setdefault("paths", {})
+    for item in paths.values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", []):
+                # a `{name:path}` parameter is a model name with slashes, not a URI
+                if parameter.get("in") == "path":
+                    parameter.get("schema", {}).pop("format", None)
     for path in ENDPOINTS:
         kind, summary = INFERENCE[path]
         paths[path] = _inference_operation(path, kind, summary)
@@ -153,6 +160,6 @@ def openapi_config() -> OpenAPIConfig:
         path=OPENAPI_PATH,
         render_plugins=[_Completed()],
         tags=[Tag(name=name) for name in (
-            "ollama", "openai", "fleet", "dashboard", "models", "settings", "benchmarks",
+            "ollama", "openai", "fleet", "dashboard", "models", "settings", "keys", "benchmarks",
             "router")],
     )
