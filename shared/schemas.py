@@ -561,9 +561,9 @@ class BenchmarkRun(_Answer, kw_only=True):
     """
 
     run_id: str
+    model: str  # the first model (the field of the first version)
     status: Literal["running", "completed", "failed"] = "running"
     source: str = "dashboard"  # dashboard | cli
-    model: str = ""  # the first model (the field of the first version)
     models: list[str] = msgspec.field(default_factory=list)
     requests: int = 0  # planned; with a duration, the number sent once it ends
     duration_limit_s: float | None = None

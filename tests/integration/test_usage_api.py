@@ -180,15 +180,17 @@ async def test_a_finished_run_is_stored_and_a_bad_one_refused(
     url = "/dashboard/api/benchmarks/runs"
     for body, reason in (
         ({"status": "completed"}, "run_id"),
-        ({"run_id": "r1", "status": "running"}, "status"),
-        ({"run_id": "r1", "status": "completed", "done": "many"}, "done"),
+        ({"run_id": "r1", "status": "completed"}, "model"),
+        ({"run_id": "r1", "model": "m:1", "status": "running"}, "status"),
+        ({"run_id": "r1", "model": "m:1", "status": "completed", "done": "many"}, "done"),
     ):
         refused = await client.post(url, json=body)
         assert refused.status_code == 400, refused.text
         assert reason in refused.json()["error"]
     not_json = await client.post(url, content=b"{", headers={"Content-Type": "application/json"})
     assert not_json.status_code == 400 and "error" in not_json.json()
-    run = {"run_id": "r2", "status": "completed", "source": "cli", "models": ["m:1"],
+    run = {"run_id": "r2", "status": "completed", "source": "cli", "model": "m:1",
+           "models": ["m:1"],
            "done": 3, "per_node": {"n1": {"requests": 3, "cold_loads": 1}}}
     assert (await client.post(url, json=run)).status_code == 201
     listed = (await client.get("/dashboard/api/benchmarks")).json()["runs"]
