@@ -241,6 +241,11 @@ class Settings:
     disabled_plugins: tuple[str, ...] = _setting(
         (), "Comma list of plugin names that are not registered."
     )
+    plugins: tuple[str, ...] = _setting(
+        (), "Comma list of plugins to register by import path, `module` or `module:object`, "
+        "besides the built-ins and installed entry points (e.g. "
+        "plugins.routing.baselines:round_robin).",
+    )
 
     @property
     def data_path(self) -> Path:

@@ -51,7 +51,8 @@ def checks_of(ctx: RouterContext) -> list[HealthCheck]:
     """Checks from every plugin, asked once per replica (hooks register, handlers call)."""
     cached = ctx.parts.get("health_checks")
     if cached is None:
-        manager = ctx.plugins or build_plugin_manager(ctx.settings.disabled_plugins)
+        manager = ctx.plugins or build_plugin_manager(
+            ctx.settings.disabled_plugins, ctx.settings.plugins)
         cached = [c for batch in manager.hook.herd_register_health_checks() for c in batch]
         ctx.parts["health_checks"] = cached
     return cast(list[HealthCheck], cached)

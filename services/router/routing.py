@@ -262,7 +262,8 @@ def engine_of(ctx: RouterContext) -> RoutingEngine:
 async def routing_lifecycle(ctx: RouterContext) -> AsyncIterator[None]:
     """Build the plugin manager once for this replica and keep the scoring inputs fresh."""
     if ctx.plugins is None:
-        ctx.plugins = build_plugin_manager(ctx.settings.disabled_plugins)
+        ctx.plugins = build_plugin_manager(
+            ctx.settings.disabled_plugins, ctx.settings.plugins)
     engine = RoutingEngine(ctx.plugins)
     ctx.parts["routing"] = engine
     with contextlib.suppress(RedisError, OSError):
