@@ -33,11 +33,10 @@ import redis as sync_redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from services.router.heartbeat import parse_heartbeat  # noqa: E402
-from services.router.routing import RoutingEngine  # noqa: E402
-from services.router.traces import decode_trace  # noqa: E402
+from services.router.fleet.heartbeat import parse_heartbeat  # noqa: E402
+from services.router.fleet.routing import RoutingEngine  # noqa: E402
 from shared.keys import Keys  # noqa: E402
-from shared.models import FleetSnapshot  # noqa: E402
+from shared.models import FleetSnapshot, decode_trace  # noqa: E402
 from shared.plugins import build_plugin_manager  # noqa: E402
 from shared.redisconn import EmbeddedRedis  # noqa: E402
 from shared.routing import RouteRequest, RoutingInputs, ScoringContext  # noqa: E402

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.router.routing import RoutingEngine
+from services.router.fleet.routing import RoutingEngine
 from shared.plugins import build_plugin_manager
 from shared.settings import Settings
 from tests.unit.test_routing_plugins import context, node, request
