@@ -33,6 +33,7 @@ import redis as sync_redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from services.router.fleet.candidates import Candidates  # noqa: E402
 from services.router.fleet.heartbeat import parse_heartbeat  # noqa: E402
 from services.router.fleet.routing import RoutingEngine  # noqa: E402
 from shared.keys import Keys  # noqa: E402
@@ -129,12 +130,13 @@ async def chat_latency(session: aiohttp.ClientSession, url: str, n: int) -> list
     return out
 
 
-def rank_time_us(payloads: list[dict[str, Any]], iterations: int) -> tuple[float, int]:
-    """Median µs of one ranking by the router's own engine over these nodes, and how many
-    candidates it hands to the slot acquisition."""
+def rank_time_us(payloads: list[dict[str, Any]], iterations: int, limit: int
+                 ) -> tuple[float, int]:
+    """Median µs of one ranking by the router's own engine over these nodes (transforms,
+    shortlist, filters, scorers), and how many candidates it hands to the slot acquisition."""
     nodes = [parse_heartbeat(p, "127.0.0.1") for p in payloads]
     snapshot = FleetSnapshot(nodes={n.node_id: n for n in nodes}, taken_at=time.time())
-    settings = Settings.load(environ={})
+    settings = Settings.load(environ={}, routing_candidates=limit)
     engine = RoutingEngine(build_plugin_manager())
     inputs = RoutingInputs()
     for i, node in enumerate(nodes):  # some work in flight, as on a live fleet
@@ -149,9 +151,9 @@ def rank_time_us(payloads: list[dict[str, Any]], iterations: int) -> tuple[float
                                    {"role": "user", "content": f"hi {i}"}]}, raw=CHAT)
         started = time.perf_counter()
         engine.prepare(request, context)
-        ranked = engine.rank(request, context)
+        chosen = Candidates(engine, request, context, (), next(engine.turns))
         samples.append((time.perf_counter() - started) * 1e6)
-        candidates = len(ranked)
+        candidates = len(chosen.ranked)
     return statistics.median(samples), candidates
 
 
@@ -174,7 +176,8 @@ async def one_size(n: int, args: argparse.Namespace, tmp: Path, redis_url: str,
                    redis_url, "--no-mdns", "--no-dashboard", "--data-dir",
                    str(tmp / f"router-{n}"), "--log-level", "WARNING"],
                   tmp / f"router-{n}.log",
-                  env={"FLEET_REDIS_PREFIX": prefix, "FLEET_RECORDER_ENABLED": "false"})
+                  env={"FLEET_REDIS_PREFIX": prefix, "FLEET_RECORDER_ENABLED": "false",
+                       "FLEET_ROUTING_CANDIDATES": str(args.candidates)})
     url = f"http://127.0.0.1:{port}"
     out: dict[str, float] = {"nodes": n}
     try:
@@ -211,7 +214,7 @@ async def one_size(n: int, args: argparse.Namespace, tmp: Path, redis_url: str,
             acquire = acquire_times_ms(redis_url, prefix)
             out["acquire_p50_ms"] = statistics.median(acquire) if acquire else 0.0
             rank_us, candidates = await asyncio.to_thread(
-                rank_time_us, beats.payloads, args.rank_iterations)
+                rank_time_us, beats.payloads, args.rank_iterations, args.candidates)
             out["rank_p50_ms"] = rank_us / 1000
             out["candidates"] = candidates
             out["decision_ms"] = out["rank_p50_ms"] + out["acquire_p50_ms"]
@@ -276,6 +279,8 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=10.0,
                         help="seconds of heartbeats alone, for the ingestion CPU")
     parser.add_argument("--rank-iterations", type=int, default=2000)
+    parser.add_argument("--candidates", type=int, default=Settings().routing_candidates,
+                        help="FLEET_ROUTING_CANDIDATES; 0 scores every node (the old way)")
     parser.add_argument("--json", default="", help="write the figures here")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     return asyncio.run(main_async(parser.parse_args()))
