@@ -169,6 +169,8 @@ class ScoringContext:
     settings: Settings
     snapshot: FleetSnapshot
     inputs: RoutingInputs = field(default_factory=RoutingInputs)
+    # nodes this request already failed on (retries): the engine skips them
+    excluded: frozenset[str] = frozenset()
 
     def slots(self, node: NodeState) -> int:
         return node.slots(self.settings.default_num_parallel)

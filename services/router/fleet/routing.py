@@ -165,7 +165,7 @@ class RoutingEngine:
         settings = context.settings
         weights = [(s, float(getattr(settings, attr, s.weight))) for s, attr in
                    self._weight_attrs]
-        excluded = set(exclude)
+        excluded = context.excluded = frozenset(exclude)
         ranked: list[Ranked] = []
         for node in context.snapshot.nodes.values() if nodes is None else nodes:
             if node.node_id in excluded:
