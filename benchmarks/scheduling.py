@@ -10,7 +10,7 @@ report what each simulator really holds every `--heartbeat` seconds. The baselin
 routing plugins (`plugins/routing/baselines.py`) loaded with FLEET_PLUGINS, with Herd's
 scorers disabled.
 
-Run: .venv/bin/python benchmarks/scheduling.py [--seeds 1,2,3] [--rates 1.2,3.0]
+Run: .venv/bin/python benchmarks/scheduling.py [--seeds 1,2,3] [--rates 4,14]
 """
 
 from __future__ import annotations
@@ -434,7 +434,9 @@ async def main_async(args: argparse.Namespace) -> int:
                         conversations = generate(spec_for(seed, rate, args))
                         info = summary(conversations)
                         print(f"seed {seed}, {rate:g} conv/s: {info['conversations']:.0f} "
-                              f"conversations, {info['requests']:.0f} requests", flush=True)
+                              f"conversations, {info['requests']:.0f} requests, "
+                              f"{info['reply_tokens'] / args.duration:.0f} reply tokens/s "
+                              "offered", flush=True)
                         # rotate the order so a noisy neighbour does not always hit one policy
                         order = policies[i % len(policies):] + policies[:i % len(policies)]
                         for policy in order:
@@ -467,9 +469,9 @@ async def main_async(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="1,2,3", help="comma list of workload seeds")
-    parser.add_argument("--rates", default="1.2,3.0",
+    parser.add_argument("--rates", default="4,14",
                         help="conversations per second outside bursts, one run per rate")
-    parser.add_argument("--duration", type=float, default=20.0,
+    parser.add_argument("--duration", type=float, default=15.0,
                         help="seconds during which conversations start")
     parser.add_argument("--speed", type=float, default=5.0,
                         help="simulated time runs this many times faster than real")
