@@ -212,7 +212,7 @@ async def one_size(n: int, limit: int, args: argparse.Namespace, tmp: Path, redi
                     seen = (await r.json())["fleet"]["nodes_servable"]
                 if seen != n:
                     raise RuntimeError(f"router sees {seen} servable nodes, not {n}")
-                await chat_latency(session, url, 50)  # warm pools and inputs
+                await chat_latency(session, url, min(50, args.requests))  # warm pools, inputs
                 routed = await chat_latency(session, url, args.requests)
                 direct = await chat_latency(session, sim, args.requests)
                 out["routed_p50_ms"] = statistics.median(routed)
@@ -241,7 +241,8 @@ async def one_size(n: int, limit: int, args: argparse.Namespace, tmp: Path, redi
     finally:
         await asyncio.to_thread(router.stop)
     # with the router stopped, no other script runs
-    out["scripts_ms"] = await slot_scripts_us(redis_url, prefix, pairs, 300) / 1000
+    out["scripts_ms"] = await slot_scripts_us(
+        redis_url, prefix, pairs, min(300, 3 * args.requests)) / 1000
     # what grows with the fleet: ranking, and the scripts' work in Redis (the round trip
     # itself does not depend on the fleet's size)
     out["decision_ms"] = out["rank_p50_ms"] + out["scripts_ms"]
