@@ -246,7 +246,9 @@ async def replay(router: str, conversations: list[Conversation], cap: float
     """Every conversation through `router`; returns the results and the makespan."""
     out: list[Result] = []
     timeout = aiohttp.ClientTimeout(total=cap)
-    connector = aiohttp.TCPConnector(limit=0)
+    # idle connections are dropped before uvicorn's 5 s keep-alive ends, or a reuse can race
+    # the server's close (ServerDisconnectedError) between a conversation's turns
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=2.0)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         t0 = time.perf_counter()
         tasks = [asyncio.create_task(conversation(session, router, c, t0, out))
