@@ -64,7 +64,8 @@ async def phase(url: str, streams: int, seconds: float, reply_tokens: int) -> tu
                 "model": MODEL, "stream": True, "options": {"num_predict": reply_tokens},
                 "messages": [{"role": "user", "content": f"stream {i} turn {n}"}],
             }).encode()
-            total += await stream_once(session, url, body)
+            got = await stream_once(session, url, body)  # not `total += await`: it
+            total += got  # would read `total` before the await and lose the others' tokens
             n += 1
 
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
