@@ -50,7 +50,8 @@ LOADED_OVERHEAD = 1.2
 
 class RoomToLoad:
     """A node without the model loaded is a candidate only if the model fits beside the
-    models busy there (idle ones may be evicted), unless no other node has it loaded.
+    models busy there (in flight on it, or waited for in the fleet-wide queue; the others
+    may be evicted), unless no other node has it loaded.
 
     Ollama never evicts a busy model: a request sent where the model does not fit waits
     until the others fall idle, which on a busy node may be never, and then evicts a
@@ -66,8 +67,10 @@ class RoomToLoad:
         size = node.model_size_gb(model)
         if not size or not node.memory_total_gb:
             return True
+        inputs = context.inputs
+        # in use here, or waited for fleet-wide (it will be in use here again soon)
         busy = sum(m.size_gb for m in node.models_loaded
-                   if context.inputs.in_flight(node.node_id, m.name) > 0)
+                   if inputs.in_flight(node.node_id, m.name) > 0 or inputs.queued.get(m.name))
         if size * LOADED_OVERHEAD <= node.memory_total_gb - busy:
             return True
         warm = context.snapshot.warm_and_cold(model)[0]

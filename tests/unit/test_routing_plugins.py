@@ -323,6 +323,10 @@ def test_room_to_load_keeps_a_model_off_a_node_full_of_busy_models() -> None:
     assert not room.allows(busy, req, ctx)
     assert room.allows(idle, req, ctx)
     assert room.allows(warm, req, ctx)
+    # an idle model that requests wait for fleet-wide is in demand: not room either
+    ctx.inputs.queued = {M: 3}
+    assert not room.allows(idle, req, ctx)
+    ctx.inputs.queued = {}
     # with no loaded copy left (the warm node failed this request), any node may load it
     ctx.excluded = frozenset({"warm"})
     assert room.allows(busy, req, ctx)
