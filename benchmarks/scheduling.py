@@ -62,6 +62,7 @@ FLEET: dict[str, NodeSpec] = {
     "small": NodeSpec(12, 35, 1500, 0.5, 2, ("llama3.2:3b",)),
 }
 LOAD_BASE_SECONDS = 1.0
+MAX_LOADED = 3  # OLLAMA_MAX_LOADED_MODELS of every node
 KEEP_ALIVE_SECONDS = 300.0  # Ollama's default 5 minutes, in real time
 
 BASELINE = "plugins.routing.baselines:"
@@ -80,7 +81,7 @@ def sim_args(name: str, spec: NodeSpec, port: int, speed: float) -> list[str]:
     return [
         herd_bin(), "sim", "--host", "127.0.0.1", "--port", str(port), "--node-name", name,
         "--models", ",".join(MODELS), "--memory-gb", str(spec.memory_gb),
-        "--num-parallel", str(spec.num_parallel), "--max-loaded-models", "3",
+        "--num-parallel", str(spec.num_parallel), "--max-loaded-models", str(MAX_LOADED),
         "--tokens-per-s", str(spec.tokens_per_s * speed),
         "--prompt-tps", str(spec.prompt_tps * speed),
         "--load-seconds-per-gb", str(spec.load_seconds_per_gb / speed),
@@ -103,7 +104,7 @@ def heartbeat_payload(node_id: str, url: str, stats: dict[str, Any], parallel: i
                              available_gb=round(total - used, 3))
     payload["ollama"].update(
         models_available=list(stats["installed"]), models_available_sizes=sizes,
-        models_available_meta={}, num_parallel=parallel,
+        models_available_meta={}, num_parallel=parallel, max_loaded_models=MAX_LOADED,
         models_loaded=[{"name": m["name"], "size_gb": m["size"] / 1e9,
                         "context_length": m.get("context_length", 0)} for m in stats["ps"]],
     )

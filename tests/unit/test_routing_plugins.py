@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import msgspec
 import pytest
 
 from plugins.routing.filters import PinnedNode
@@ -327,6 +328,12 @@ def test_room_to_load_keeps_a_model_off_a_node_full_of_busy_models() -> None:
     ctx.inputs.queued = {M: 3}
     assert not room.allows(idle, req, ctx)
     ctx.inputs.queued = {}
+    # nor a place taken under max_loaded_models by a busy model
+    one_place = msgspec.structs.replace(idle, max_loaded_models=1)
+    ctx.inputs.started("idle", M)
+    assert not room.allows(one_place, req, ctx)
+    ctx.inputs.finished("idle", M)
+    assert room.allows(one_place, req, ctx)
     # with no loaded copy left (the warm node failed this request), any node may load it
     ctx.excluded = frozenset({"warm"})
     assert room.allows(busy, req, ctx)
