@@ -152,6 +152,12 @@ class Settings:
     weight_failures: float = _setting(
         20.0, "Scorer weight: no recent failures the routers saw on the node.", runtime=True
     )
+    routing_candidates: int = _setting(
+        8, "Nodes a request considers when more than this many can serve its model: a "
+        "shortlist (its conversation's node, then nodes with the model loaded and a free "
+        "slot, taken in turn) is scored, and every node only when the shortlist is full. "
+        "0: score every node.", runtime=True,
+    )
 
     # --- the node registry
     heartbeat_interval: float = _setting(5.0, "Seconds between a node agent's heartbeats.")
@@ -248,6 +254,11 @@ class Settings:
     )
     disabled_plugins: tuple[str, ...] = _setting(
         (), "Comma list of plugin names that are not registered."
+    )
+    plugins: tuple[str, ...] = _setting(
+        (), "Comma list of plugins to register by import path, `module` or `module:object`, "
+        "besides the built-ins and installed entry points (e.g. "
+        "plugins.routing.baselines:round_robin).",
     )
 
     @property

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from services.router.context import RouterContext
 from services.router.fleet import metrics, traces
+from services.router.fleet.candidates import Candidates
 from services.router.fleet.events import EVENTS_MAXLEN, emit
 from services.router.fleet.keys import KeyRecord
 from services.router.fleet.pulls import pull_for_request
@@ -199,18 +200,18 @@ class Exchange:
             trace.estimated_tokens = request.estimated_tokens
             plan = RetryPlan(settings.max_retries)
             while True:
-                ranked = engine.rank(request, scoring, plan.excluded)
-                if not ranked:
+                candidates = Candidates(engine, request, scoring, plan.excluded,
+                                        next(engine.turns))
+                if not candidates.ranked:
                     raise plan.nothing_to_try(request)
                 slot_id = plan.slot_id(request.request_id)
                 waited = time.perf_counter()
                 node_id = await ctx.slots.acquire(
-                    request.model, slot_id,
-                    [(r.node.node_id, scoring.slots(r.node)) for r in ranked],
-                    settings.queue_timeout,
+                    request.model, slot_id, candidates.slots(), settings.queue_timeout,
+                    more=None if candidates.widened else candidates.widen,
                 )
                 trace.queue_wait_ms += (time.perf_counter() - waited) * 1000
-                chosen = next((r for r in ranked if r.node.node_id == node_id), ranked[0])
+                chosen = candidates.get(node_id)
                 self.ranked = chosen
                 self.hold = (node_id, request.model, slot_id)
                 engine.inputs.started(node_id, request.model)
