@@ -11,7 +11,13 @@ from litestar.datastructures import State
 
 from services.router.api.auth import require_node
 from services.router.context import RouterContext
-from services.router.fleet.reads import counter_rows, node_view, read_queue_depths, read_queues
+from services.router.fleet.reads import (
+    counter_rows,
+    node_view,
+    read_queue_apps,
+    read_queue_depths,
+    read_queues,
+)
 from shared.errors import BadRequest
 from shared.models import NodeStatus
 
@@ -65,10 +71,18 @@ async def fleet_queue(state: State) -> dict[str, Any]:
     queues = {f"{node}:{model}": entry for node, model, entry in counters}
     waiting = await read_queue_depths(
         ctx, extra={model for _node, model, _entry in counters})
+    by_app = await read_queue_apps(ctx, [m for m, n in waiting.items() if n])
+    apps: dict[str, int] = {}
+    for of_model in by_app.values():
+        for app, n in of_model.items():
+            apps[app] = apps.get(app, 0) + n
     return {
         "queues": queues,
         "waiting": waiting,
         "waiting_total": sum(waiting.values()),
+        # the fair queue's view: who waits, per model and per app (docs/queueing.md)
+        "waiting_by_app": by_app,
+        "waiting_apps": dict(sorted(apps.items())),
         "timestamp": time.time(),
     }
 
