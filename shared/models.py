@@ -139,7 +139,8 @@ class TraceStatus(enum.StrEnum):
 
 
 class Trace(msgspec.Struct, kw_only=True):
-    """One request's record: the columns of `request_traces` (COMPAT.md) plus a few extras.
+    """One request's record: ollama-herd's columns of `request_traces` (docs/queueing.md)
+    plus a few extras.
 
     Appended to the traces stream once per request; the recorder copies it to latency.db.
     """

@@ -6,8 +6,8 @@ the commit. While it keeps up, it pauses between reads so that each transaction 
 hundreds of traces rather than one (a commit per request is what made the tool Herd
 replaces slow). A recorder that dies mid-batch leaves its entries pending; another one takes
 them over with XAUTOCLAIM, and `INSERT OR IGNORE` on the unique request_id makes a second
-write of the same request a no-op. Tables and columns are ollama-herd's (COMPAT.md), so
-operators' `sqlite3` queries keep working.
+write of the same request a no-op. Tables and columns are ollama-herd's (docs/queueing.md,
+"Traces and latency.db"), so operators' `sqlite3` queries keep working.
 """
 
 from __future__ import annotations

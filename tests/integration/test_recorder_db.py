@@ -143,7 +143,7 @@ async def test_compat_queries_on_the_file(
     assert obs[1:] == ["node_id", "model_name", "latency_ms", "tokens_generated", "timestamp",
                        "prompt_tokens", "completion_tokens"]
     assert rows(db, "PRAGMA journal_mode") == [("wal",)]
-    # COMPAT.md
+    # ollama-herd's columns
     assert sorted(rows(db, "SELECT node_id, SUM(retry_count), COUNT(*) FROM request_traces "
                            "GROUP BY node_id")) == [("alpha", 2, 2), ("beta", 1, 2),
                                                     ("gamma", 0, 1)]

@@ -53,7 +53,7 @@ def _vitals(view: HealthView, score: int) -> dict[str, Any]:
 
 
 async def compute_health(ctx: RouterContext, now: float | None = None) -> dict[str, Any]:
-    """The /dashboard/api/health body (COMPAT.md shape)."""
+    """The /dashboard/api/health body (the shape ollama-herd users rely on; docs/api.md)."""
     view = await build_view(ctx, now)
     findings = run_checks(ctx.health_checks, view)
     score = health_score(findings)
