@@ -18,6 +18,7 @@ __all__ = [
     "SettingsError",
     "coerce",
     "env_name",
+    "field_default",
     "setting_fields",
 ]
 
@@ -97,6 +98,12 @@ class Settings:
         "What to do with a num_ctx that would reload a loaded model: strip, warn or passthrough.",
         runtime=True,
         choices=("strip", "warn", "passthrough"),
+    )
+    default_num_ctx: int = _setting(
+        4096,
+        "Context length the nodes' Ollama gives a request without num_ctx (its "
+        "OLLAMA_CONTEXT_LENGTH); context protection compares loaded copies with it.",
+        runtime=True,
     )
     auto_pull: bool = _setting(
         False, "Pull a model onto the roomiest node when no node has it.", runtime=True
@@ -301,6 +308,13 @@ def setting_fields() -> tuple[dataclasses.Field[Any], ...]:
     return dataclasses.fields(Settings)
 
 
+def field_default(f: dataclasses.Field[Any]) -> Any:
+    """A field's default value (a fresh one for fields with a default factory)."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
 RUNTIME_FIELDS: frozenset[str] = frozenset(
     f.name for f in dataclasses.fields(Settings) if f.metadata["runtime"]
 )
@@ -397,7 +411,7 @@ def markdown_table() -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     for f in setting_fields():
-        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        default = field_default(f)
         if isinstance(default, dict):
             shown = json.dumps(default) if default else ""
         else:

@@ -14,7 +14,14 @@ from redis.exceptions import RedisError
 from services.router.fleet.background import background
 from services.router.fleet.core import Core
 from shared.errors import BadRequest
-from shared.settings import RUNTIME_FIELDS, Settings, SettingsError, coerce, setting_fields
+from shared.settings import (
+    RUNTIME_FIELDS,
+    Settings,
+    SettingsError,
+    coerce,
+    field_default,
+    setting_fields,
+)
 
 __all__ = ["RuntimeSettings", "jsonable", "settings_listing", "validate"]
 
@@ -37,7 +44,7 @@ def settings_listing(settings: Settings) -> list[dict[str, Any]]:
         out.append({
             "name": f.name,
             "value": jsonable(getattr(settings, f.name)),
-            "default": jsonable(f.default),
+            "default": jsonable(field_default(f)),
             "type": kind,
             "help": f.metadata["help"],
             "choices": list(f.metadata["choices"]),

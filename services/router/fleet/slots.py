@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -42,12 +42,11 @@ from services.router.fleet.core import Core
 from shared.errors import QueueFull
 from shared.fastredis import FastPipeline
 from shared.keys import Keys
+from shared.routing import NO_APP, PRIORITIES
 from shared.scripts import Scripts, script_source
 from shared.settings import Settings
 
-__all__ = [
-    "NO_APP", "PRIORITIES", "Grant", "Place", "Priority", "SlotManager", "parse_counters",
-]
+__all__ = ["Grant", "Place", "SlotManager", "parse_counters"]
 
 log = logging.getLogger("herd.slots")
 
@@ -55,9 +54,6 @@ TICK_SECONDS = 1.0  # retry cadence for slots freed by expiry rather than releas
 WAITER_TTL_SECONDS = 6.0  # a dead replica's waiters block the queue at most this long
 RESUBSCRIBE_SECONDS = 1.0
 _UNKNOWN_ORDER = float("inf")
-NO_APP = "(none)"
-Priority = Literal["high", "normal", "low"]
-PRIORITIES: dict[str, int] = {"high": 0, "normal": 1, "low": 2}  # the band in wait:{model}
 MIN_WEIGHT, MAX_WEIGHT = 0.01, 100.0  # keeps virtual tags far below one band (2^44)
 
 
@@ -66,7 +62,7 @@ class Place:
     """Where a request stands in the fair queue, and the conversation it continues."""
 
     app: str = NO_APP
-    priority: Priority = "normal"
+    priority: str = "normal"  # a key of PRIORITIES
     weight: float = 1.0  # the app's share of freed slots relative to other waiting apps
     session: str = ""  # conversation key; "" for none
     affinity_bonus: float = 0.0  # score added to the conversation's last node

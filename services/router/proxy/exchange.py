@@ -24,7 +24,7 @@ from services.router.context import RouterContext
 from services.router.fleet import metrics, traces
 from services.router.fleet.events import EVENTS_MAXLEN, emit
 from services.router.fleet.pulls import pull_for_request
-from services.router.fleet.routing import Ranked
+from services.router.fleet.routing import Ranked, affinity_verdict
 from services.router.nodeclient import NodeBroken, NodeResponse
 from services.router.nodes import ModelMissing, UpstreamFailure
 from services.router.proxy.forward import (
@@ -174,6 +174,8 @@ class Exchange:
             engine.prepare(request, scoring)
             trace.tags = request.tags
             trace.estimated_tokens = request.estimated_tokens
+            place = engine.place(request, settings)
+            trace.app = place.app
             plan = RetryPlan(settings.max_retries)
             while True:
                 ranked = engine.rank(request, scoring, plan.excluded)
@@ -181,13 +183,21 @@ class Exchange:
                     raise plan.nothing_to_try(request)
                 slot_id = plan.slot_id(request.request_id)
                 waited = time.perf_counter()
-                node_id = await ctx.slots.acquire(
+                grant = await ctx.slots.claim(
                     request.model, slot_id,
                     [(r.node.node_id, scoring.slots(r.node)) for r in ranked],
-                    settings.queue_timeout,
+                    settings.queue_timeout, place=place, scores=[r.score for r in ranked],
                 )
                 trace.queue_wait_ms += (time.perf_counter() - waited) * 1000
+                node_id = grant.node_id
                 chosen = next((r for r in ranked if r.node.node_id == node_id), ranked[0])
+                remembered = grant.remembered or (
+                    scoring.inputs.session_node(request.session_key) or ""
+                    if settings.session_affinity == "replica" else "")
+                trace.affinity = affinity_verdict(remembered, node_id)
+                if place.session and remembered == node_id:  # the bonus acquire applied
+                    chosen = Ranked(chosen.node, round(chosen.score + place.affinity_bonus, 2),
+                                    {**chosen.breakdown, "affinity": place.affinity_bonus})
                 self.ranked = chosen
                 self.hold = (node_id, request.model, slot_id)
                 engine.inputs.started(node_id, request.model)
@@ -257,8 +267,10 @@ class Exchange:
     async def _forward(self, chosen: Ranked) -> None:
         assert self.request is not None and self.trace is not None
         settings = self.ctx.settings
+        copy = chosen.node.loaded(self.request.model)
+        self.trace.context_reload = copy is not None  # a load now would be a reload
         response = await self.ctx.nodes.forward(
-            chosen.node, self.path, self.request.payload(),
+            chosen.node, self.path, self.request.payload_for(chosen.node.node_id),
             connect_timeout=settings.connect_timeout, stale_timeout=settings.stale_timeout,
         )
         self.response = response
@@ -364,6 +376,7 @@ class Exchange:
         trace.completion_tokens = usage.completion_tokens
         trace.finish_reason = usage.finish_reason
         trace.load_duration_ms = round(usage.load_ms, 2)
+        trace.context_reload = trace.context_reload and usage.load_ms > 0
         self.usage = usage
 
     def _headers(self, ctype: str, length: int | None) -> list[tuple[bytes, bytes]]:
@@ -378,6 +391,7 @@ class Exchange:
              if self.trace else b""),
             (b"x-fleet-served-model", self.served.encode()),
             (b"x-herd-request-id", self.request.request_id.encode()),
+            (b"x-fleet-affinity", self.trace.affinity.encode() if self.trace else b"new"),
         ]
         if length is not None:
             headers.append((b"content-length", str(length).encode()))
@@ -414,8 +428,10 @@ class Exchange:
             engine = ctx.routing
             engine.inputs.finished(node_id, model)
             if trace.status is TraceStatus.COMPLETED:
-                if self.request is not None and self.request.session_key:
-                    engine.inputs.remember_session(self.request.session_key, node_id)
+                request = self.request
+                if request is not None and request.session_key and (
+                        ctx.settings.session_affinity == "replica"):
+                    engine.inputs.remember_session(request.session_key, node_id)
                 engine.latency.add(node_id, model, trace.latency_ms,
                                    trace.time_to_first_token_ms,
                                    self.usage.tokens_per_s if self.usage else 0.0)
