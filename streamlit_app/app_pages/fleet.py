@@ -60,6 +60,17 @@ def queue_rows(queues: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def app_rows(by_app: Any) -> list[dict[str, Any]]:
+    """/fleet/queue's waiting_by_app (model -> app -> waiting) as table rows."""
+    rows = []
+    if isinstance(by_app, dict):
+        for model, apps in sorted(by_app.items()):
+            if isinstance(apps, dict):
+                rows += [{"model": model, "app": app, "waiting": n}
+                         for app, n in sorted(apps.items())]
+    return rows
+
+
 @st.fragment(run_every="2s")
 def live() -> None:
     reply = data.fleet_status()
@@ -90,6 +101,13 @@ def live() -> None:
         st.table(widgets.frame(rows).set_index("node:model"))
     else:
         st.caption("No node:model has served a request yet.")
+    queue = data.fleet_queue()
+    waiting_apps = app_rows(pick(queue.data, "waiting_by_app", default={})) if queue.ok else []
+    if waiting_apps:
+        st.subheader("Waiting per app")
+        st.caption("The fleet-wide queue serves waiting apps in weighted fair order "
+                   "(app_weights); within an app, first come, first served.")
+        st.table(widgets.frame(waiting_apps).set_index(["model", "app"]))
 
 
 st.title("Fleet Overview")
