@@ -1,5 +1,5 @@
 -- The fleet-wide queue's books, shared by acquire.lua, leave.lua and reap_waiters.lua
--- (shared/scripts.py pastes this file in where a script says --@include _queue).
+-- (shared/scripts.py pastes this file in where a script has an include line for it).
 -- Each of those scripts takes the queue's keys first, in this order (Keys.queue):
 -- KEYS[1] wait:{model}          zset  request id -> fair order (band * BAND + virtual tag)
 -- KEYS[2] wait-lease:{model}    zset  request id -> liveness expiry (ms), refreshed by its replica
