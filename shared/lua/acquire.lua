@@ -50,12 +50,13 @@ end
 -- The conversation's last node, if it was used within the ttl: it moves ahead of every
 -- candidate whose score is below its own plus the affinity bonus (load still wins).
 local remembered = false
+local used = 0
 local order = {}
 for i = 1, n do order[i] = i end
 if session ~= '' then
   remembered = redis.call('HGET', KEYS[10], session)
   if remembered then
-    local used = tonumber(redis.call('ZSCORE', KEYS[9], session) or '0')
+    used = tonumber(redis.call('ZSCORE', KEYS[9], session) or '0')
     if used < now - affinity_ttl then remembered = false end
   end
   if remembered then
@@ -74,6 +75,9 @@ end
 
 local function remember(node)
   if session == '' then return end
+  -- A hit remembered recently needs no write: the index is least-recently-used to within
+  -- a sixteenth of the ttl, and a busy conversation costs two reads per turn, not eight.
+  if remembered == node and used > now - affinity_ttl / 16 then return end
   redis.call('ZADD', KEYS[9], now, session)
   redis.call('HSET', KEYS[10], session, node)
   -- Bounded and expiring: drop a few of the stale and the oldest beyond the cap on each

@@ -168,14 +168,14 @@ async def test_the_index_stays_bounded_and_expires(
     assert await redis.hlen(keys.affinity_node()) == 5
     assert await redis.zrange(keys.affinity(), 0, -1) == [f"s{i}" for i in range(7, 12)]
     # the index lapses after a ttl without use, and an expired entry is not a hit
-    grant = await slots.claim(MODEL, "x", [("a", 4)], 5,
-                              place=session("s11", affinity_max=5, affinity_ttl=0.3))
-    await slots.release("a", MODEL, "x", True)
+    short = session("s12", affinity_max=5, affinity_ttl=0.3)
+    for request_id in ("w", "x"):
+        grant = await slots.claim(MODEL, request_id, [("a", 4)], 5, place=short)
+        await slots.release("a", MODEL, request_id, True)
     assert grant.remembered == "a"
     assert 0 < await redis.pttl(keys.affinity()) <= 300
     await asyncio.sleep(0.35)
-    grant = await slots.claim(MODEL, "y", [("a", 4)], 5,
-                              place=session("s11", affinity_max=5, affinity_ttl=0.3))
+    grant = await slots.claim(MODEL, "y", [("a", 4)], 5, place=short)
     await slots.release("a", MODEL, "y", True)
     assert grant.remembered == ""
     deadline = time.monotonic() + 5
