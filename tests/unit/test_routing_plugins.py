@@ -396,3 +396,24 @@ def test_large_context_requests_stay_on_copies_that_have_the_context() -> None:
     # the big copy is half busy, the small one idle: still the big one
     ctx.inputs.started("big", M)
     assert engine.rank(req, ctx)[0].node.node_id == "big"
+
+
+def test_a_grant_says_hit_moved_or_new_and_carries_the_bonus() -> None:
+    from services.router.fleet.slots import Grant
+
+    engine = RoutingEngine(build_plugin_manager())
+    ctx = context(node("a", loaded=4096), node("b", loaded=4096))
+    req = request(chat("hello"))
+    engine.prepare(req, ctx)
+    place = engine.place(req, ctx.settings)
+    assert place.session == req.session_key and place.affinity_bonus == 15.0
+    ranked = engine.rank(req, ctx)
+    chosen, verdict = engine.granted(req, ctx.settings, place, Grant("b", "b"), ranked)
+    assert verdict == "hit" and chosen.node.node_id == "b"
+    assert chosen.breakdown["affinity"] == 15.0
+    assert chosen.score == pytest.approx(ranked[1].score + 15.0)
+    assert engine.granted(req, ctx.settings, place, Grant("a", "b"), ranked)[1] == "moved"
+    assert engine.granted(req, ctx.settings, place, Grant("a"), ranked)[1] == "new"
+    # no conversation: no session passed to the acquisition, always new
+    plain = request({"model": M, "prompt": "x"})
+    assert engine.place(plain, ctx.settings).session == ""

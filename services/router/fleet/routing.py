@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from services.router.fleet.background import background
 from services.router.fleet.core import Core
 from services.router.fleet.registry import Fleet
-from services.router.fleet.slots import Place
+from services.router.fleet.slots import Grant, Place
 from shared.models import FleetSnapshot, NodeState
 from shared.routing import (
     LatencyStats,
@@ -177,6 +177,22 @@ class RoutingEngine:
             affinity_ttl=settings.affinity_ttl_seconds,
             affinity_max=settings.affinity_max_sessions,
         )
+
+    def granted(
+        self, request: RouteRequest, settings: Settings, place: Place, grant: Grant,
+        ranked: list[Ranked],
+    ) -> tuple[Ranked, str]:
+        """The candidate the slot was granted on (its score and breakdown with the affinity
+        bonus when the acquisition applied it), and the X-Fleet-Affinity verdict."""
+        node_id = grant.node_id
+        chosen = next((r for r in ranked if r.node.node_id == node_id), ranked[0])
+        remembered = grant.remembered
+        if settings.session_affinity == "replica":
+            remembered = self.inputs.session_node(request.session_key) or ""
+        if place.session and remembered == node_id:
+            chosen = Ranked(chosen.node, round(chosen.score + place.affinity_bonus, 2),
+                            {**chosen.breakdown, "affinity": place.affinity_bonus})
+        return chosen, affinity_verdict(remembered, node_id)
 
     def context(self, settings: Settings, snapshot: FleetSnapshot) -> ScoringContext:
         return ScoringContext(settings=settings, snapshot=snapshot, inputs=self.inputs)

@@ -24,7 +24,7 @@ from services.router.context import RouterContext
 from services.router.fleet import metrics, traces
 from services.router.fleet.events import EVENTS_MAXLEN, emit
 from services.router.fleet.pulls import pull_for_request
-from services.router.fleet.routing import Ranked, affinity_verdict
+from services.router.fleet.routing import Ranked
 from services.router.nodeclient import NodeBroken, NodeResponse
 from services.router.nodes import ModelMissing, UpstreamFailure
 from services.router.proxy.forward import (
@@ -190,14 +190,7 @@ class Exchange:
                 )
                 trace.queue_wait_ms += (time.perf_counter() - waited) * 1000
                 node_id = grant.node_id
-                chosen = next((r for r in ranked if r.node.node_id == node_id), ranked[0])
-                remembered = grant.remembered or (
-                    scoring.inputs.session_node(request.session_key) or ""
-                    if settings.session_affinity == "replica" else "")
-                trace.affinity = affinity_verdict(remembered, node_id)
-                if place.session and remembered == node_id:  # the bonus acquire applied
-                    chosen = Ranked(chosen.node, round(chosen.score + place.affinity_bonus, 2),
-                                    {**chosen.breakdown, "affinity": place.affinity_bonus})
+                chosen, trace.affinity = engine.granted(request, settings, place, grant, ranked)
                 self.ranked = chosen
                 self.hold = (node_id, request.model, slot_id)
                 engine.inputs.started(node_id, request.model)
