@@ -103,8 +103,9 @@ def start_fleet(
                          *FAST_SIM, *flags], tmp / f"sim-{node_id}.log")
             procs.append(proc)
             sims[node_id] = (proc, f"http://127.0.0.1:{port}", parallel)
-        for proc, url, _ in sims.values():
+        for node_id, (proc, url, _) in sims.items():
             proc.wait_http(f"{url}/api/version")
+            proc.wait_http(f"{control[node_id]}/api/version")  # heartbeats read it
         routers: list[tuple[Proc, str]] = []
         for i in range(replicas):
             port = free_port()
