@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.health import Finding, FunctionCheck, HealthCheck, HealthView, Severity
+from shared.health import Finding, FunctionCheck, HealthCheck, HealthView, Severity, counted
 from shared.hookspecs import hookimpl
 
 __all__ = ["herd_register_health_checks"]
@@ -25,8 +25,8 @@ def model_thrashing(view: HealthView) -> list[Finding]:
         evictions = usage.cold_loads - reloads
         causes = []
         if reloads:
-            causes.append(f"{reloads} context reload{'s' if reloads != 1 else ''} (requests "
-                          "asked for another num_ctx than the loaded copy's)")
+            causes.append(f"{counted(reloads, 'context reload')} (requests asked for "
+                          "another num_ctx than the loaded copy's)")
         if evictions:
             causes.append(f"{evictions} after an eviction{' by ' + others if others else ''}")
         fixes = []
@@ -46,9 +46,9 @@ def model_thrashing(view: HealthView) -> list[Finding]:
         findings.append(Finding(
             check_id="model_thrashing", severity=severity,
             title=title,
-            description=f"{model} was cold-loaded {usage.cold_loads} times on {node_id} in the "
-            f"last {hours} h ({usage.load_ms_sum / 1000:.1f} s spent loading, "
-            f"{usage.requests} requests): {'; '.join(causes)}.",
+            description=f"{model} was cold-loaded {counted(usage.cold_loads, 'time')} on "
+            f"{node_id} in the last {hours} h ({usage.load_ms_sum / 1000:.1f} s spent "
+            f"loading, {counted(usage.requests, 'request')}): {'; '.join(causes)}.",
             fix=" ".join(fixes),
             node_id=node_id,
             data={"model": model, "cold_loads": usage.cold_loads,
