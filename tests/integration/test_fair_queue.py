@@ -164,6 +164,7 @@ async def test_the_index_stays_bounded_and_expires(
         grant = await slots.claim(MODEL, f"r{i}", [("a", 4)], 5,
                                   place=session(f"s{i}", affinity_max=5, affinity_ttl=60))
         await slots.release(grant.node_id, MODEL, f"r{i}", True)
+        await asyncio.sleep(0.002)  # distinct last-use times: least recent is well defined
     assert await redis.zcard(keys.affinity()) == 5
     assert await redis.hlen(keys.affinity_node()) == 5
     assert await redis.zrange(keys.affinity(), 0, -1) == [f"s{i}" for i in range(7, 12)]
