@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
@@ -28,6 +29,7 @@ __all__ = [
     "RedisUnavailable",
     "check_redis",
     "connect",
+    "mask_url",
     "redis_server_binary",
     "redis_url_for",
 ]
@@ -171,6 +173,20 @@ class EmbeddedRedis:
         self.stop()
 
 
+def mask_url(url: str) -> str:
+    """`url` with any password replaced by '***', for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparsable Redis URL>"
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def check_redis(url: str, timeout: float = 3.0) -> None:
     """Raise RedisUnavailable with a one-line reason unless Redis at `url` answers PING."""
     try:
@@ -178,11 +194,11 @@ def check_redis(url: str, timeout: float = 3.0) -> None:
             url, socket_connect_timeout=timeout, socket_timeout=timeout
         )
     except ValueError as exc:
-        raise RedisUnavailable(f"invalid Redis URL {url!r}: {exc}") from exc
+        raise RedisUnavailable(f"invalid Redis URL {mask_url(url)!r}: {exc}") from None
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise RedisUnavailable(f"cannot reach Redis at {url}: {exc}") from exc
+        raise RedisUnavailable(f"cannot reach Redis at {mask_url(url)}: {exc}") from None
     finally:
         client.close()
 

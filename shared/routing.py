@@ -54,6 +54,9 @@ class RouteRequest:
     raw: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
     client_ip: str = ""
+    # The app of the client key the request came with ("" without a key): it tags the
+    # request in usage and traces, and is what fairness between apps is keyed by.
+    app: str = ""
     tags: list[str] = field(default_factory=list)
     estimated_tokens: int = 0
     # num_ctx the client asked for, kept after context protection strips it from the body
@@ -61,9 +64,6 @@ class RouteRequest:
     # Identifies a conversation across its turns (set by a transform); the node that served
     # its last turn holds its prompt in cache.
     session_key: str = ""
-    # The app of the client key the request authenticated with. Hook for client keys: the
-    # authentication step sets it; when empty, the request's app is its first tag.
-    client_app: str = ""
     priority: str = "normal"  # X-Herd-Priority: high | normal | low (see PRIORITIES)
     # num_ctx to send to a node instead of the request's own, so that node's loaded copy
     # serves it without a reload (context protection); nodes not listed get the body as is
@@ -91,10 +91,10 @@ class RouteRequest:
         return _encode({**self.body, "options": {**self.options(), "num_ctx": num_ctx}})
 
     @property
-    def app(self) -> str:
+    def queue_app(self) -> str:
         """Whose request this is for fair queueing: the client key's app, else the first
         tag, else NO_APP."""
-        return self.client_app or (self.tags[0] if self.tags else NO_APP)
+        return self.app or (self.tags[0] if self.tags else NO_APP)
 
     def options(self) -> dict[str, Any]:
         options = self.body.get("options")

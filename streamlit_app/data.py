@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import streamlit as st
@@ -266,6 +267,22 @@ def start_benchmark(options: Mapping[str, Any]) -> Reply:
     reply = _request(config(), "POST", "/dashboard/api/benchmarks", body=dict(options))
     refresh()
     return reply
+
+
+# --- client keys (admin only; never cached: a secret is shown once, a revocation at once)
+def client_keys() -> Reply:
+    return _request(config(), "GET", "/dashboard/api/keys")
+
+
+def create_key(app: str, requests_per_minute: int = 0, tokens_per_minute: int = 0) -> Reply:
+    """A new key for `app`; the reply holds its secret, which no later read returns."""
+    return _request(config(), "POST", "/dashboard/api/keys", body={
+        "app": app, "requests_per_minute": int(requests_per_minute),
+        "tokens_per_minute": int(tokens_per_minute)})
+
+
+def revoke_key(app: str) -> Reply:
+    return _request(config(), "DELETE", f"/dashboard/api/keys/{quote(app, safe='')}")
 
 
 def pull_model(model: str, node_id: str) -> Iterator[dict[str, Any]]:

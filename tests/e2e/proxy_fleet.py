@@ -32,6 +32,7 @@ class Fleet:
     # /sim/* on a second port: it keeps answering while the 'refuse' fault closes the main one
     control: dict[str, str] = field(default_factory=dict)
     urls: list[str] = field(default_factory=list)  # every replica's URL; url is the first
+    node_token: str = ""  # sent with heartbeats when the router wants one
 
     def heartbeat(self, node_id: str) -> dict[str, Any]:
         """Post a heartbeat describing what the simulator really has (disk and memory)."""
@@ -51,7 +52,8 @@ class Fleet:
             } for m in ps],
             "num_parallel": parallel,
         })
-        answer = httpx.post(f"{self.url}/heartbeat", json=payload, timeout=5)
+        headers = {"Authorization": f"Bearer {self.node_token}"} if self.node_token else {}
+        answer = httpx.post(f"{self.url}/heartbeat", json=payload, headers=headers, timeout=5)
         assert answer.status_code == 200, answer.text
         return payload
 
@@ -85,7 +87,7 @@ def _sees(url: str, nodes: int) -> bool:
 @contextlib.contextmanager
 def start_fleet(
     tmp: Path, redis_url: str, nodes: dict[str, list[str]], *, parallel: int = 2,
-    env: dict[str, str] | None = None, replicas: int = 1,
+    env: dict[str, str] | None = None, node_token: str = "", replicas: int = 1,
 ) -> Iterator[Fleet]:
     """Simulators (id -> extra flags), routers on loopback (`replicas` of them, one Redis
     prefix), each node registered and seen by every replica."""
@@ -124,7 +126,7 @@ def start_fleet(
             router.wait_http(f"{url}/healthz")
         first, url = routers[0]
         fleet = Fleet(url, first, tmp / "router-data", prefix, sims, control,
-                      urls=[u for _, u in routers])
+                      urls=[u for _, u in routers], node_token=node_token)
         fleet.heartbeat_all()
         wait_until(lambda: all(_sees(u, len(sims)) for _, u in routers[1:]), timeout=10,
                    message="every replica to see the fleet")

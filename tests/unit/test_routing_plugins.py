@@ -379,12 +379,12 @@ def test_priority_header_and_app() -> None:
     assert req.priority == "high"
     with pytest.raises(BadRequest, match="X-Herd-Priority must be one of high, normal, low"):
         Priority().apply(request(headers={"x-herd-priority": "urgent"}), context())
-    assert request().app == "(none)"
+    assert request().queue_app == "(none)"
     tagged = request({"model": M, "user": "alice"}, headers={"x-herd-tags": "batch"})
     Tags().apply(tagged, context())
-    assert tagged.app == "batch"
-    tagged.client_app = "billing"  # set by client-key authentication
-    assert tagged.app == "billing"
+    assert tagged.queue_app == "batch"
+    tagged.app = "billing"  # the app of the client key the request came with
+    assert tagged.queue_app == "billing"
 
 
 def test_large_context_requests_stay_on_copies_that_have_the_context() -> None:

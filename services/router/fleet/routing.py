@@ -168,7 +168,7 @@ class RoutingEngine:
     def place(self, request: RouteRequest, settings: Settings) -> Place:
         """The request's place in the fair queue and, with fleet affinity, its conversation
         for the slot acquisition to look up and remember (docs/queueing.md, routing.md)."""
-        app = request.app
+        app = request.queue_app
         fleet = settings.session_affinity == "fleet" and bool(request.session_key)
         return Place(
             app=app, priority=request.priority, weight=settings.app_weights.get(app, 1.0),
