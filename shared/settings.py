@@ -52,6 +52,10 @@ class Settings:
     # --- the router process
     host: str = _setting("0.0.0.0", "Address the router listens on.")
     port: int = _setting(11435, "Port the router listens on.")
+    workers: int = _setting(
+        1, "Router processes serving the one port (SO_REUSEPORT), each a full replica. Only "
+        "the first advertises over mDNS; one dashboard per host.",
+    )
     redis_url: str = _setting(
         "",
         "Redis shared by all router replicas. Empty: start an embedded Redis under the data dir.",

@@ -21,6 +21,7 @@ from shared.settings import Settings
 
 __all__ = [
     "DEFAULT_ROUTER_URL",
+    "LIVE_EVERY",
     "Config",
     "LiveFeed",
     "LiveView",
@@ -365,6 +366,9 @@ FEED_SIZE = 50  # events kept for the overview's feed, newest first
 FEED_IDLE_S = 60.0  # a feed nobody has read for this long disconnects; a read restarts it
 RECONNECT_S = 1.0
 FIRST_WAIT_S = 3.0  # how long a page's first draw waits for the stream's first snapshot
+# How often live tiles redraw from the feed's state (no request): a change shows on the page
+# within this plus the router's 0.2 s watch interval.
+LIVE_EVERY = 0.5
 # The router sends a snapshot at least every 2 s, so a read silent for 10 s is a dead link.
 STREAM_TIMEOUT = httpx.Timeout(5.0, connect=2.0, read=10.0)
 
@@ -488,7 +492,8 @@ class LiveFeed:
                 moved = body.get("reason") not in ("periodic", None)
                 self._view = replace(view, fleet=body, received_at=time.time(),
                                      version=view.version + int(moved))
-            elif name == "event":
+            elif name == "event" and body not in self._events:
+                # A reconnection starts with the latest events again: keep each one once.
                 self._events.appendleft(body)
                 self._view = replace(view, events=tuple(self._events),
                                      version=view.version + 1)

@@ -10,8 +10,9 @@ from streamlit_app import data, widgets
 from streamlit_app.data import fmt, pick
 
 PREFERRED = ("runs", "benchmarks", "benchmark_runs")
-COLUMNS = ("run_id", "status", "model", "requests", "concurrency", "done", "failed",
-           "requests_per_s", "latency_p50_ms", "latency_p95_ms", "tokens_per_s_avg")
+COLUMNS = ("run_id", "source", "status", "model", "requests", "concurrency", "done", "failed",
+           "requests_per_s", "tokens_per_s", "latency_p50_ms", "latency_p95_ms",
+           "latency_p99_ms", "ttft_p50_ms", "ttft_p95_ms", "cold_loads", "tokens_per_s_avg")
 ACTIVE = {"running", "started", "pending", "queued", "in_progress"}
 
 
@@ -43,9 +44,10 @@ def live() -> None:
         return
     runs = widgets.find_records(reply.data, PREFERRED, key_name="run_id")
     for run in runs:
-        latency = run.pop("latency_ms", None)
-        if isinstance(latency, dict):
-            run.update({f"latency_{k}_ms": v for k, v in latency.items()})
+        for name in ("latency", "ttft"):
+            figures = run.pop(f"{name}_ms", None)
+            if isinstance(figures, dict):
+                run.update({f"{name}_{k}_ms": v for k, v in figures.items()})
     current = active_run(reply.data, runs)
     if current is not None:
         share = progress_of(current)
@@ -55,7 +57,30 @@ def live() -> None:
     if not runs:
         st.info("No benchmark runs stored yet: start one below.")
         return
+    latest = runs[0]
+    per = {name: latest.get(name) for name in ("per_model", "per_node")}
+    for run in runs:  # nested tables are shown below, for the latest run
+        for name in per:
+            run.pop(name, None)
     st.dataframe(widgets.frame(runs, COLUMNS), hide_index=True, width="stretch")
+    for name, title in (("per_model", "model"), ("per_node", "node")):
+        table = per[name]
+        if isinstance(table, dict) and table:
+            st.markdown(f"**Latest run ({fmt(pick(latest, 'run_id'))}) per {title}**")
+            rows = [{title: key, **_flat(value)} for key, value in table.items()
+                    if isinstance(value, dict)]
+            st.dataframe(widgets.frame(rows), hide_index=True, width="stretch")
+
+
+def _flat(figures: dict[str, Any]) -> dict[str, Any]:
+    """latency_ms/ttft_ms {p50, ...} as columns of their own."""
+    out: dict[str, Any] = {}
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            out.update({f"{key.removesuffix('_ms')}_{k}_ms": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
 
 
 st.title("Benchmarks")

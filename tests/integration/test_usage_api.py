@@ -166,3 +166,25 @@ async def test_benchmarks_list_and_validation(
     bad = await client.post("/dashboard/api/benchmarks", json={"model": "m", "requests": 10_000})
     assert bad.status_code == 400
     assert "requests" in bad.json()["error"]
+
+
+async def test_a_finished_run_is_stored_and_a_bad_one_refused(
+    client: AsyncTestClient[Any],
+) -> None:
+    url = "/dashboard/api/benchmarks/runs"
+    for body, reason in (
+        ({"status": "completed"}, "run_id"),
+        ({"run_id": "r1", "status": "running"}, "status"),
+        ({"run_id": "r1", "status": "completed", "done": "many"}, "done"),
+    ):
+        refused = await client.post(url, json=body)
+        assert refused.status_code == 400, refused.text
+        assert reason in refused.json()["error"]
+    not_json = await client.post(url, content=b"{", headers={"Content-Type": "application/json"})
+    assert not_json.status_code == 400 and "error" in not_json.json()
+    run = {"run_id": "r2", "status": "completed", "source": "cli", "models": ["m:1"],
+           "done": 3, "per_node": {"n1": {"requests": 3, "cold_loads": 1}}}
+    assert (await client.post(url, json=run)).status_code == 201
+    listed = (await client.get("/dashboard/api/benchmarks")).json()["runs"]
+    assert listed[0]["run_id"] == "r2" and listed[0]["per_node"]["n1"]["cold_loads"] == 1
+    assert listed[0]["latency_ms"] == {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}

@@ -60,6 +60,9 @@ log = logging.getLogger("herd.proxy")
 
 _encode = msgspec.json.Encoder().encode
 _JSON = b"application/json"
+# A client that leaves within this time is noticed when it ends, not at once: cheap, since
+# a request that short has little left to cancel.
+WATCH_AFTER_S = 0.02
 
 
 class Exchange:
@@ -130,7 +133,9 @@ class Exchange:
             await self._send_error(exc)
             return
         self.task = asyncio.current_task()
-        self.watcher = asyncio.create_task(self._watch())
+        # The disconnect watcher is a task of its own; a request that ends within
+        # WATCH_AFTER_S never needs one (most of a small request's cost is such overhead).
+        timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start_watch)
         try:
             await self._route(request)
         except asyncio.CancelledError:
@@ -140,8 +145,13 @@ class Exchange:
             await self._on_disconnect()
         finally:
             self.finished = True
+            timer.cancel()
             if self.watcher is not None and not self.watcher.done():
                 self.watcher.cancel()
+
+    def _start_watch(self) -> None:
+        if not self.finished:
+            self.watcher = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
         """Cancel the request when the client goes away before its response is complete."""
