@@ -1,9 +1,7 @@
-"""What a benchmark run measured: one msgspec shape, stored by the router and printed by the CLI.
+"""What a benchmark run measured: its samples, and the figures computed from them.
 
-A run is stored as JSON in Redis and served by `/dashboard/api/benchmarks`. The fields of
-the first version (run_id, status, model, requests, concurrency, max_tokens, done, failed,
-by_node, latency_ms p50/p95/max, tokens_per_s_avg, ...) keep their names and meaning; the
-rest were added with `herd bench`.
+A run's shape is `shared.schemas.BenchmarkRun` (BenchRun here): stored as JSON in Redis,
+served by `/dashboard/api/benchmarks`, and printed by `herd bench`.
 """
 
 from __future__ import annotations
@@ -13,6 +11,9 @@ import statistics
 from collections.abc import Iterable, Sequence
 
 import msgspec
+
+from shared.schemas import BenchmarkRun as BenchRun
+from shared.schemas import Figures, Percentiles
 
 __all__ = [
     "COLD_LOAD_MS",
@@ -46,61 +47,6 @@ class Sample(msgspec.Struct):
     @property
     def cold(self) -> bool:
         return self.load_ms >= COLD_LOAD_MS
-
-
-class Percentiles(msgspec.Struct):
-    p50: float = 0.0
-    p95: float = 0.0
-    p99: float = 0.0
-    max: float = 0.0
-
-
-class Figures(msgspec.Struct):
-    """The figures of a set of requests (a whole run, one model, or one node)."""
-
-    requests: int = 0  # answered successfully
-    failed: int = 0
-    requests_per_s: float = 0.0
-    tokens_per_s: float = 0.0  # completion tokens of the set / wall time of the run
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_ms: Percentiles = msgspec.field(default_factory=Percentiles)
-    ttft_ms: Percentiles = msgspec.field(default_factory=Percentiles)
-    cold_loads: int = 0
-
-
-class BenchRun(msgspec.Struct, kw_only=True):
-    """A run, while it runs (progress) and once finished (figures)."""
-
-    run_id: str
-    status: str = "running"  # running | completed | failed
-    source: str = "dashboard"  # dashboard | cli
-    model: str = ""  # the first model (the field of the first version)
-    models: list[str] = msgspec.field(default_factory=list)
-    requests: int = 0  # planned; with a duration, the number sent once it ends
-    duration_limit_s: float | None = None
-    concurrency: int = 1
-    prompt_tokens: int = 0
-    max_tokens: int = 0
-    stream: bool = False
-    done: int = 0
-    failed: int = 0
-    by_node: dict[str, int] = msgspec.field(default_factory=dict)  # node -> answered
-    started_at: float = 0.0
-    updated_at: float = 0.0
-    progress_pct: float = 0.0
-    replica_id: str = ""
-    finished_at: float | None = None
-    duration_s: float | None = None
-    requests_per_s: float = 0.0
-    tokens_per_s: float = 0.0
-    tokens_per_s_avg: float = 0.0  # mean generation speed of one request, by the node
-    latency_ms: Percentiles = msgspec.field(default_factory=Percentiles)
-    ttft_ms: Percentiles = msgspec.field(default_factory=Percentiles)
-    cold_loads: int = 0
-    per_model: dict[str, Figures] = msgspec.field(default_factory=dict)
-    per_node: dict[str, Figures] = msgspec.field(default_factory=dict)
-    error: str | None = None
 
 
 def _nearest_rank(ordered: Sequence[float], share: float) -> float:

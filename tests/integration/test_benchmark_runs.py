@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from services.bench.results import BenchRun
 from services.router.context import RouterContext
 from services.router.fleet.benchmarks import start_run
 from shared.errors import BadRequest
+from shared.schemas import BenchmarkRun
 
 
 async def finish_runs(ctx: RouterContext) -> None:
@@ -24,7 +24,7 @@ async def test_two_racing_starts_run_one_benchmark(ctx: RouterContext) -> None:
         return_exceptions=True,
     )
     try:
-        started = [r for r in results if isinstance(r, BenchRun)]
+        started = [r for r in results if isinstance(r, BenchmarkRun)]
         refused = [r for r in results if isinstance(r, BadRequest)]
         assert len(started) == 1 and len(refused) == 1, results
         assert await ctx.redis.get(ctx.keys.benchmark_lock()) == started[0].run_id

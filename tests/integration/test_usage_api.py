@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -160,9 +161,14 @@ async def test_metrics_in_prometheus_format(
 async def test_benchmarks_list_and_validation(
     client: AsyncTestClient[Any], ctx: RouterContext,
 ) -> None:
-    await ctx.redis.lpush(ctx.keys.benchmarks(), '{"run_id": "old", "status": "completed"}')
+    old = {"run_id": "old", "status": "completed", "model": "m:1", "requests": 2,
+           "concurrency": 1, "max_tokens": 8, "done": 2}
+    await ctx.redis.lpush(ctx.keys.benchmarks(), json.dumps(old))
+    await ctx.redis.lpush(ctx.keys.benchmarks(), '{"run_id": "torn"}')  # not a run: skipped
     data = (await client.get("/dashboard/api/benchmarks")).json()
-    assert data == {"active": [], "runs": [{"run_id": "old", "status": "completed"}]}
+    assert data["active"] == []
+    assert [run["run_id"] for run in data["runs"]] == ["old"]
+    assert {k: data["runs"][0][k] for k in old} == old
     bad = await client.post("/dashboard/api/benchmarks", json={"model": "m", "requests": 10_000})
     assert bad.status_code == 400
     assert "requests" in bad.json()["error"]

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from litestar import MediaType, Response, get, head
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 
 from services.router.context import RouterContext
 from services.version import VERSION
+from shared.schemas import HealthzError, HealthzOk, VersionAnswer
 
 __all__ = ["ROUTES"]
 
 
-@get("/", media_type=MediaType.TEXT, sync_to_thread=False)
+@get("/", media_type=MediaType.TEXT, sync_to_thread=False, tags=["ollama"],
+     summary="Ollama's root: the words 'Ollama is running'")
 def root() -> str:
     # Clients probe "/" the way they probe Ollama: same words.
     return "Ollama is running"
@@ -32,19 +35,21 @@ def api_head() -> Response[None]:
     return Response(None, status_code=200, media_type=MediaType.JSON)
 
 
-@get("/api/version", sync_to_thread=False)
-def version() -> dict[str, str]:
-    return {"version": VERSION}
+@get("/api/version", sync_to_thread=False, tags=["ollama"], summary="The router's version")
+def version() -> VersionAnswer:
+    return VersionAnswer(version=VERSION)
 
 
-@get("/healthz")
-async def healthz(state: State) -> Response[dict[str, object]]:
+@get("/healthz", tags=["router"], summary="Liveness: this replica and its Redis",
+     responses={503: ResponseSpec(HealthzError, description="Redis does not answer.",
+                                  generate_examples=False)})
+async def healthz(state: State) -> Response[HealthzOk | HealthzError]:
     ctx: RouterContext = state.herd
     try:
         await ctx.redis.ping()
     except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
-        return Response({"status": "error", "redis": str(exc)}, status_code=503)
-    return Response({"status": "ok", "version": VERSION, "replica": ctx.replica_id})
+        return Response(HealthzError(redis=str(exc)), status_code=503)
+    return Response(HealthzOk(version=VERSION, replica=ctx.replica_id))
 
 
 ROUTES = [root, root_head, api_head, version, healthz]

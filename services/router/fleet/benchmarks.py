@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from typing import Any
@@ -26,6 +25,7 @@ from services.bench.runner import BenchConfig, Runner
 from services.router.context import RouterContext
 from shared.errors import BadRequest, NoNodeAvailable
 from shared.models import normalize_model, valid_model_name
+from shared.schemas import BenchmarkList
 
 __all__ = ["list_runs", "start_run", "stop_runs", "store_run"]
 
@@ -38,6 +38,8 @@ MAX_TOKENS = 512
 MAX_PROMPT_TOKENS = 8192
 STALE_AFTER_S = 60.0  # an active run not updated for this long belonged to a dead replica
 PROGRESS_EVERY_S = 0.5
+
+_run_decoder = msgspec.json.Decoder(BenchRun)
 
 
 def _own_url(ctx: RouterContext) -> str:
@@ -139,7 +141,7 @@ async def start_run(ctx: RouterContext, body: dict[str, Any]) -> BenchRun:
     # Fields first, so a bad one is named even while another run goes on.
     active = await _active(ctx)
     if active:
-        raise BadRequest(f"benchmark {active[0]['run_id']} is still running")
+        raise BadRequest(f"benchmark {active[0].run_id} is still running")
     # The check above reads; this claims. Two starts racing on two replicas: one wins.
     claimed = await ctx.redis.set(ctx.keys.benchmark_lock(), run.run_id, nx=True,
                                   px=int(STALE_AFTER_S * 1000))
@@ -153,29 +155,33 @@ async def start_run(ctx: RouterContext, body: dict[str, Any]) -> BenchRun:
     return run
 
 
-async def _active(ctx: RouterContext) -> list[dict[str, Any]]:
+async def _active(ctx: RouterContext) -> list[BenchRun]:
     raw = await ctx.redis.hgetall(ctx.keys.benchmarks_active())
     runs, stale = [], []
     for run_id, text in raw.items():
-        with contextlib.suppress(ValueError):
-            run = json.loads(text)
-            if time.time() - float(run.get("updated_at", 0)) > STALE_AFTER_S:
-                stale.append(run_id)
-            else:
-                runs.append(run)
+        run = _decode_run(text)
+        if run is None or time.time() - run.updated_at > STALE_AFTER_S:
+            stale.append(run_id)
+        else:
+            runs.append(run)
     if stale:
         await ctx.redis.hdel(ctx.keys.benchmarks_active(), *stale)
     return runs
 
 
-async def list_runs(ctx: RouterContext, limit: int = MAX_RUNS) -> dict[str, Any]:
-    """Active runs and stored ones, newest first (older runs may lack the newer fields)."""
+def _decode_run(text: str | bytes) -> BenchRun | None:
+    """A stored run; None for an entry that is not one (written by a foreign version)."""
+    try:
+        return _run_decoder.decode(text)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+async def list_runs(ctx: RouterContext, limit: int = MAX_RUNS) -> BenchmarkList:
+    """Active runs and stored ones, newest first (older runs lack the newer fields)."""
     stored = await ctx.redis.lrange(ctx.keys.benchmarks(), 0, limit - 1)
-    runs = []
-    for text in stored:
-        with contextlib.suppress(ValueError):
-            runs.append(json.loads(text))
-    return {"active": await _active(ctx), "runs": runs}
+    runs = [run for run in map(_decode_run, stored) if run is not None]
+    return BenchmarkList(active=await _active(ctx), runs=runs)
 
 
 async def stop_runs(ctx: RouterContext) -> None:

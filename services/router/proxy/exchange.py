@@ -64,6 +64,16 @@ _JSON = b"application/json"
 # a request that short has little left to cancel.
 WATCH_AFTER_S = 0.02
 
+# Control characters cannot go in a header value (the server refuses to send the response).
+_CONTROLS = {code: "?" for code in (*range(9), *range(10, 32), 127)}
+
+
+def _header_value(text: str) -> bytes:
+    """A client's text (a model name) made safe for a response header."""
+    if text.isprintable():
+        return text.encode()
+    return text.translate(_CONTROLS).encode("utf-8", "replace")
+
 
 class Exchange:
     """One client request, from its first byte to its trace."""
@@ -393,7 +403,7 @@ class Exchange:
             (b"x-fleet-node", (chosen.node.node_id if chosen else "").encode()),
             (b"x-fleet-retries", str(self.retries).encode()),
             (b"x-fleet-score", f"{chosen.score:.2f}".encode() if chosen else b"0"),
-            (b"x-fleet-requested-model", self.trace.original_model.encode()
+            (b"x-fleet-requested-model", _header_value(self.trace.original_model)
              if self.trace else b""),
             (b"x-fleet-served-model", self.served.encode()),
             (b"x-herd-request-id", self.request.request_id.encode()),
@@ -473,7 +483,7 @@ class Exchange:
             headers.append((b"x-fleet-retries", str(self.retries).encode()))
             requested = self.request.body.get("model") if self.request else ""
             if isinstance(requested, str):
-                headers.append((b"x-fleet-requested-model", requested.encode()))
+                headers.append((b"x-fleet-requested-model", _header_value(requested)))
         await self.send({"type": "http.response.start", "status": exc.status_code,
                          "headers": headers})
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
