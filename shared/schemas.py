@@ -326,6 +326,7 @@ class UsageSummary(_Answer, kw_only=True):
     completion_tokens: int = 0
     retries: int = 0
     cold_loads: int = 0
+    context_reloads: int = 0  # of the cold loads, reloads of a copy already loaded
     client_disconnects: int = 0
     incomplete: int = 0
     timeouts: int = 0
