@@ -76,6 +76,7 @@ class Usage:
     ttft_ms_sum: float = 0.0
     ttft_count: int = 0
     cold_loads: int = 0
+    context_reloads: int = 0  # of the cold loads, reloads of a copy already loaded
     load_ms_sum: float = 0.0
     disconnects: int = 0
     incomplete: int = 0
@@ -103,6 +104,7 @@ class Usage:
         self.ttft_ms_sum += other.ttft_ms_sum
         self.ttft_count += other.ttft_count
         self.cold_loads += other.cold_loads
+        self.context_reloads += other.context_reloads
         self.load_ms_sum += other.load_ms_sum
         self.disconnects += other.disconnects
         self.incomplete += other.incomplete
@@ -166,6 +168,7 @@ class Usage:
             "completion_tokens": self.completion_tokens,
             "retries": self.retries,
             "cold_loads": self.cold_loads,
+            "context_reloads": self.context_reloads,
             "client_disconnects": self.disconnects,
             "incomplete": self.incomplete,
             "timeouts": self.timeouts,

@@ -35,12 +35,9 @@ class Keys:
         return f"{self.prefix}slots:{node_id}|{model}"
 
     def wait(self, model: str) -> str:
-        """Sorted set: request id -> arrival order."""
+        """Sorted set: waiting request id -> its place in the fair order (lowest goes next):
+        priority band * 2^44 + the request's virtual finish tag (see docs/queueing.md)."""
         return f"{self.prefix}wait:{model}"
-
-    def wait_seq(self) -> str:
-        """Counter giving waiters their arrival order."""
-        return f"{self.prefix}wait-seq"
 
     def wait_lease(self, model: str) -> str:
         """Sorted set: waiting request id -> liveness expiry in ms, refreshed by its replica.
@@ -52,12 +49,29 @@ class Keys:
         return f"{self.prefix}wait-lease:{model}"
 
     def wait_first(self, model: str) -> str:
-        """Hash: waiting request id -> the node whose `pending` counter includes it."""
+        """Hash: waiting request id -> its first-choice node (counted in `wait_pending`)."""
         return f"{self.prefix}wait-first:{model}"
 
-    def counters_prefix(self) -> str:
-        """What counters(node, model) starts with; Lua scripts append 'node|model'."""
-        return f"{self.prefix}counters:"
+    def wait_pending(self, model: str) -> str:
+        """Hash: node id -> requests waiting for `model` whose first choice is that node.
+
+        Kept per model rather than in each node's counters so the scripts that drop any
+        waiter reach it through a key they are given.
+        """
+        return f"{self.prefix}wait-pending:{model}"
+
+    def wait_app(self, model: str) -> str:
+        """Hash: waiting request id -> its app (see docs/queueing.md "Fair scheduling")."""
+        return f"{self.prefix}wait-app:{model}"
+
+    def wait_apps(self, model: str) -> str:
+        """Hash: app -> how many of its requests wait for `model` (fields at 0 are dropped)."""
+        return f"{self.prefix}wait-apps:{model}"
+
+    def wait_fair(self, model: str) -> str:
+        """Hash: app -> virtual finish tag of its newest queued request; field "" holds the
+        queue's virtual clock. Deleted whenever the queue empties."""
+        return f"{self.prefix}wait-fair:{model}"
 
     def counters(self, node_id: str, model: str) -> str:
         """Hash: pending, in_flight, done, failed for one node:model."""
@@ -66,6 +80,23 @@ class Keys:
     def counters_index(self) -> str:
         """Set of 'node|model' pairs that have counters."""
         return f"{self.prefix}counters-index"
+
+    def queue(self, model: str) -> list[str]:
+        """The queue's keys in the order every queue script takes them as KEYS[1..7]
+        (shared/lua/_queue.lua)."""
+        return [
+            self.wait(model), self.wait_lease(model), self.wait_first(model),
+            self.wait_pending(model), self.wait_app(model), self.wait_apps(model),
+            self.wait_fair(model),
+        ]
+
+    def affinity(self) -> str:
+        """Sorted set: conversation key -> last use in ms; trimmed to a size and an age."""
+        return f"{self.prefix}affinity"
+
+    def affinity_node(self) -> str:
+        """Hash: conversation key -> the node that took its last turn (same members)."""
+        return f"{self.prefix}affinity-node"
 
     def latency(self, node_id: str, model: str) -> str:
         """Hash: decaying averages of latency and speed for one node:model."""

@@ -207,6 +207,10 @@ class Trace(msgspec.Struct, kw_only=True):
     queue_wait_ms: float = 0.0
     load_duration_ms: float = 0.0  # > 0 means the node cold-loaded the model
     replica_id: str = ""
+    # the load was a reload of a copy the node already had (its context or options differed)
+    context_reload: bool = False
+    affinity: str = ""  # hit | moved | new: where the conversation's last turn went
+    app: str = ""  # whose share of the fair queue the request used
 
 
 # A trace's field in a stream entry of the traces stream (the router writes, the recorder

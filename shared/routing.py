@@ -13,6 +13,8 @@ from shared.models import FleetSnapshot, NodeState
 from shared.settings import Settings
 
 __all__ = [
+    "NO_APP",
+    "PRIORITIES",
     "LatencyStats",
     "NodeFilter",
     "RouteRequest",
@@ -24,6 +26,10 @@ __all__ = [
 ]
 
 _encode = msgspec.json.Encoder().encode
+
+NO_APP = "(none)"  # the app of a request with no client-key app and no tags
+# X-Herd-Priority -> the band of the fair queue (docs/queueing.md): lower goes first
+PRIORITIES: dict[str, int] = {"high": 0, "normal": 1, "low": 2}
 
 
 @dataclass(slots=True)
@@ -58,6 +64,10 @@ class RouteRequest:
     # Identifies a conversation across its turns (set by a transform); the node that served
     # its last turn holds its prompt in cache.
     session_key: str = ""
+    priority: str = "normal"  # X-Herd-Priority: high | normal | low (see PRIORITIES)
+    # num_ctx to send to a node instead of the request's own, so that node's loaded copy
+    # serves it without a reload (context protection); nodes not listed get the body as is
+    node_num_ctx: dict[str, int] = field(default_factory=dict)
     body_changed: bool = False
     notes: list[TransformNote] = field(default_factory=list)
 
@@ -72,6 +82,19 @@ class RouteRequest:
             self.raw = _encode(self.body)
             self.body_changed = False
         return self.raw
+
+    def payload_for(self, node_id: str) -> bytes:
+        """The bytes to forward to `node_id`: `payload()` with that node's num_ctx, if any."""
+        num_ctx = self.node_num_ctx.get(node_id) if self.node_num_ctx else None
+        if not num_ctx:
+            return self.payload()
+        return _encode({**self.body, "options": {**self.options(), "num_ctx": num_ctx}})
+
+    @property
+    def queue_app(self) -> str:
+        """Whose request this is for fair queueing: the client key's app, else the first
+        tag, else NO_APP."""
+        return self.app or (self.tags[0] if self.tags else NO_APP)
 
     def options(self) -> dict[str, Any]:
         options = self.body.get("options")

@@ -243,11 +243,14 @@ class FleetEvent(_Answer, kw_only=True):
 
 
 class FleetQueue(_Answer, kw_only=True):
-    """GET /fleet/queue: counters per "node:model", and waiting requests per model."""
+    """GET /fleet/queue: counters per "node:model", and waiting requests per model; the fair
+    queue's view per model and app, and per app summed over models (docs/queueing.md)."""
 
     queues: dict[str, QueueCounters]
     waiting: dict[str, int]
     waiting_total: int
+    waiting_by_app: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
+    waiting_apps: dict[str, int] = msgspec.field(default_factory=dict)
     timestamp: float
 
 
@@ -323,6 +326,7 @@ class UsageSummary(_Answer, kw_only=True):
     completion_tokens: int = 0
     retries: int = 0
     cold_loads: int = 0
+    context_reloads: int = 0  # of the cold loads, reloads of a copy already loaded
     client_disconnects: int = 0
     incomplete: int = 0
     timeouts: int = 0

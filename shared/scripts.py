@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -16,10 +17,15 @@ from shared.fastredis import FastRedis
 __all__ = ["Scripts", "script_source"]
 
 
+_INCLUDE = re.compile(r"^--@include (\w+)$", re.MULTILINE)
+
+
 @cache
 def script_source(name: str) -> str:
-    """The text of shared/lua/<name>.lua."""
-    return resources.files("shared").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+    """The text of shared/lua/<name>.lua, with each `--@include other` line replaced by
+    the text of other.lua (helpers several scripts share, such as the queue's books)."""
+    text = resources.files("shared").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+    return _INCLUDE.sub(lambda m: script_source(m.group(1)), text)
 
 
 @cache

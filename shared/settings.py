@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import socket
@@ -18,6 +19,7 @@ __all__ = [
     "SettingsError",
     "coerce",
     "env_name",
+    "field_default",
     "setting_fields",
 ]
 
@@ -37,10 +39,10 @@ def _setting(
     env: str | None = None,
 ) -> Any:
     """Declare a field: its default, help text, and whether it may change at run time."""
-    return field(
-        default=default,
-        metadata={"help": help, "runtime": runtime, "choices": choices, "env": env},
-    )
+    metadata = {"help": help, "runtime": runtime, "choices": choices, "env": env}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,12 @@ class Settings:
         runtime=True,
         choices=("strip", "warn", "passthrough"),
     )
+    default_num_ctx: int = _setting(
+        4096,
+        "Context length the nodes' Ollama gives a request without num_ctx (its "
+        "OLLAMA_CONTEXT_LENGTH); context protection compares loaded copies with it.",
+        runtime=True,
+    )
     auto_pull: bool = _setting(
         False, "Pull a model onto the roomiest node when no node has it.", runtime=True
     )
@@ -157,6 +165,26 @@ class Settings:
         "shortlist (its conversation's node, then nodes with the model loaded and a free "
         "slot, taken in turn) is scored, and every node only when the shortlist is full. "
         "0: score every node.", runtime=True,
+    )
+    session_affinity: str = _setting(
+        "fleet",
+        "Where the node that took a conversation's last turn is remembered: fleet (in Redis, "
+        "shared by every replica), replica (each replica's own memory) or off.",
+        runtime=True,
+        choices=("fleet", "replica", "off"),
+    )
+    affinity_ttl_seconds: float = _setting(
+        1800.0, "Seconds a conversation is remembered after its last turn.", runtime=True
+    )
+    affinity_max_sessions: int = _setting(
+        100_000, "Conversations remembered fleet-wide; the least recently used are forgotten.",
+        runtime=True,
+    )
+    app_weights: dict[str, float] = _setting(  # noqa: RUF009 - a default_factory inside
+        {},
+        'Share of freed slots each app gets while apps wait, e.g. {"batch": 0.2} '
+        "(JSON, or batch=0.2,chat=2); apps not named weigh 1.",
+        runtime=True,
     )
 
     # --- the node registry
@@ -299,6 +327,13 @@ def setting_fields() -> tuple[dataclasses.Field[Any], ...]:
     return dataclasses.fields(Settings)
 
 
+def field_default(f: dataclasses.Field[Any]) -> Any:
+    """A field's default value (a fresh one for fields with a default factory)."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
 RUNTIME_FIELDS: frozenset[str] = frozenset(
     f.name for f in dataclasses.fields(Settings) if f.metadata["runtime"]
 )
@@ -308,6 +343,7 @@ _FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fie
 
 _TYPE_WORDS: dict[Any, str] = {
     bool: "a boolean (true or false)", int: "an integer", float: "a number", str: "a string",
+    dict[str, float]: "a map of names to positive numbers",
 }
 
 
@@ -324,6 +360,30 @@ def _as_bool(name: str, value: Any) -> bool:
     if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off"}:
         return False
     raise ValueError(value)
+
+
+def _as_weights(value: Any) -> dict[str, float]:
+    """A name -> positive number map, from a dict, JSON text or `a=0.2,b=2`."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            value = json.loads(text)
+        else:
+            pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError
+            value = {k.strip(): v.strip() for k, v in pairs}
+    if not isinstance(value, dict):
+        raise ValueError
+    out: dict[str, float] = {}
+    for key, weight in value.items():
+        if not isinstance(key, str) or not key or isinstance(weight, bool):
+            raise ValueError
+        number = float(weight)
+        if not number > 0 or number == float("inf"):
+            raise ValueError
+        out[key] = number
+    return out
 
 
 def coerce(name: str, value: Any) -> Any:
@@ -348,6 +408,8 @@ def coerce(name: str, value: Any) -> Any:
             if not isinstance(value, str):
                 raise ValueError
             result = value
+        elif kind == dict[str, float]:
+            result = _as_weights(value)
         elif isinstance(value, str):  # tuple[str, ...] from here on
             result = tuple(part.strip() for part in value.split(",") if part.strip())
         elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
@@ -370,8 +432,11 @@ def markdown_table() -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     for f in setting_fields():
-        default = f.default
-        shown = ",".join(default) if isinstance(default, tuple) else str(default)
+        default = field_default(f)
+        if isinstance(default, dict):
+            shown = json.dumps(default) if default else ""
+        else:
+            shown = ",".join(default) if isinstance(default, tuple) else str(default)
         runtime = "yes" if f.metadata["runtime"] else ""
         rows.append(
             f"| `{env_name(f.name)}` | `{f.name}` | {shown or '(empty)'} | {runtime} "

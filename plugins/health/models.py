@@ -9,6 +9,9 @@ __all__ = ["herd_register_health_checks"]
 
 
 def model_thrashing(view: HealthView) -> list[Finding]:
+    """A model cold-loaded again and again on one node, with the cause named: reloads of a
+    copy that was already loaded (a request's num_ctx or options differed from the loaded
+    copy's) point to clients and context protection; evictions point to the node's room."""
     limit = view.settings.health_thrash_loads
     hours = view.settings.health_window_hours
     findings = []
@@ -18,18 +21,38 @@ def model_thrashing(view: HealthView) -> list[Finding]:
         severity = Severity.CRITICAL if usage.cold_loads >= 3 * limit else Severity.WARNING
         node = view.snapshot.nodes.get(node_id)
         others = ", ".join(m.name for m in node.models_loaded if m.name != model) if node else ""
+        reloads = min(usage.context_reloads, usage.cold_loads)
+        evictions = usage.cold_loads - reloads
+        causes = []
+        if reloads:
+            causes.append(f"{counted(reloads, 'context reload')} (requests asked for "
+                          "another num_ctx than the loaded copy's)")
+        if evictions:
+            causes.append(f"{evictions} after an eviction{' by ' + others if others else ''}")
+        fixes = []
+        if reloads:
+            fixes.append(
+                "Send the same options.num_ctx from every client of this model, or set "
+                f"context_protection=strip (now {view.settings.context_protection}) so "
+                "requests use the loaded copy's context; set default_num_ctx to the nodes' "
+                "OLLAMA_CONTEXT_LENGTH.")
+        if evictions:
+            fixes.append(
+                f"Give {node_id} room for {model} alongside its other models "
+                "(OLLAMA_MAX_LOADED_MODELS, a longer OLLAMA_KEEP_ALIVE), or keep that model "
+                "on fewer, larger nodes and remove it elsewhere.")
+        title = (f"{model} keeps reloading its context on {node_id}" if reloads > evictions
+                 else f"{model} keeps reloading on {node_id}")
         findings.append(Finding(
             check_id="model_thrashing", severity=severity,
-            title=f"{model} keeps reloading on {node_id}",
+            title=title,
             description=f"{model} was cold-loaded {counted(usage.cold_loads, 'time')} on "
             f"{node_id} in the last {hours} h ({usage.load_ms_sum / 1000:.1f} s spent "
-            f"loading, {counted(usage.requests, 'request')}): it is evicted between requests"
-            f"{' by ' + others if others else ''}.",
-            fix=f"Give {node_id} room for {model} alongside its other models "
-            "(OLLAMA_MAX_LOADED_MODELS, a longer OLLAMA_KEEP_ALIVE), or keep that model on "
-            "fewer, larger nodes and remove it elsewhere.",
+            f"loading, {counted(usage.requests, 'request')}): {'; '.join(causes)}.",
+            fix=" ".join(fixes),
             node_id=node_id,
             data={"model": model, "cold_loads": usage.cold_loads,
+                  "context_reloads": reloads, "evictions": evictions,
                   "load_seconds": round(usage.load_ms_sum / 1000, 1),
                   "requests": usage.requests},
         ))

@@ -29,13 +29,18 @@ def _clamp(value: float) -> float:
 
 
 class Loaded:
-    """The model is resident on the node: no cold load."""
+    """The model is resident on the node: no cold load. A copy whose context is smaller
+    than the num_ctx asked for counts as not loaded: Ollama reloads it, which costs as much."""
 
     name = "loaded"
     weight = 40.0
 
     def score(self, node: NodeState, request: RouteRequest, context: ScoringContext) -> float:
-        return 1.0 if node.loaded(request.model) is not None else 0.0
+        copy = node.loaded(request.model)
+        if copy is None:
+            return 0.0
+        wanted = request.requested_num_ctx
+        return 0.0 if wanted and 0 < copy.context_length < wanted else 1.0
 
 
 class MemoryFit:
@@ -105,7 +110,7 @@ class ContextFit:
             return 0.6  # it would load with the asked context: the load is the loaded scorer's
         if not loaded.context_length or loaded.context_length >= wanted:
             return 1.0
-        return 0.1
+        return 0.0  # a reload, and the next default-context request would reload it back
 
 
 class FailurePenalty:
@@ -121,12 +126,20 @@ class FailurePenalty:
 class Affinity:
     """The node that served this conversation's last turn: its prompt cache spares the
     node re-reading the whole history. Worth less than a free slot elsewhere (the load
-    scorer outweighs it once that node fills up)."""
+    scorer outweighs it once that node fills up).
+
+    With `session_affinity=fleet` (the default) the conversation index lives in Redis and
+    the slot acquisition applies this weight to the remembered node, atomically with
+    taking the slot (docs/routing.md): here it then rates every node 0. With `replica`
+    it rates from this replica's own memory.
+    """
 
     name = "affinity"
     weight = 15.0
 
     def score(self, node: NodeState, request: RouteRequest, context: ScoringContext) -> float:
+        if context.settings.session_affinity != "replica":
+            return 0.0
         return 1.0 if context.inputs.session_node(request.session_key) == node.node_id else 0.0
 
 

@@ -1,4 +1,4 @@
-"""Built-in transforms: context protection (num_ctx) and tag extraction."""
+"""Built-in transforms: context protection (num_ctx), tags, conversations, priority."""
 
 from __future__ import annotations
 
@@ -8,10 +8,19 @@ from typing import Any
 
 import msgspec
 
+from shared.errors import BadRequest
 from shared.hookspecs import hookimpl
-from shared.routing import RouteRequest, ScoringContext, Transform, TransformNote
+from shared.routing import PRIORITIES, RouteRequest, ScoringContext, Transform, TransformNote
 
-__all__ = ["ContextProtection", "Conversation", "Tags", "herd_register_transforms"]
+__all__ = [
+    "ContextProtection",
+    "Conversation",
+    "Priority",
+    "Tags",
+    "herd_register_transforms",
+]
+
+MAX_SESSION_ID = 256  # longer X-Herd-Session values are refused
 
 log = logging.getLogger("herd.routing")
 
@@ -27,11 +36,16 @@ def _as_int(value: Any) -> int:
 
 
 class ContextProtection:
-    """A `num_ctx` different from a loaded copy's context makes Ollama reload the model.
+    """Ollama reloads a model whenever a request's num_ctx differs from its loaded copy's
+    context (no num_ctx means the node's default, `default_num_ctx`).
 
-    strip: remove it when a loaded copy already has at least that context (the scorer then
-    prefers such a copy); keep it when more context is needed than any copy has. warn: only
-    log. passthrough: nothing. Herd never invents a num_ctx.
+    strip: a request whose num_ctx (or the default, without one) a loaded copy already
+    covers is sent that copy's own num_ctx, so the copy serves it as it is: the option is
+    removed where the copy has the default context, and set to the copy's value per node
+    (RouteRequest.node_num_ctx) where the copy was loaded larger. A num_ctx larger than any
+    copy's is kept (the context scorer then prefers copies that have it, and it loads where
+    it fits). warn: only log. passthrough: nothing. Herd never invents a num_ctx: the only
+    values it sends are the client's own and those the nodes loaded.
     """
 
     name = "context_protection"
@@ -39,50 +53,78 @@ class ContextProtection:
     def apply(self, request: RouteRequest, context: ScoringContext) -> None:
         options = request.options()
         wanted = _as_int(options.get("num_ctx")) if "num_ctx" in options else 0
-        if wanted <= 0:
-            return
-        request.requested_num_ctx = wanted
+        if wanted > 0:
+            request.requested_num_ctx = wanted
         mode = context.settings.context_protection
         if mode == "passthrough":
             return
+        default = context.settings.default_num_ctx
+        sent = wanted or default  # what the node would load the copy with
         loaded = [
             (node.node_id, copy.context_length)
             for node in context.snapshot.servable_with(request.model)
             if (copy := node.loaded(request.model)) is not None and copy.context_length
         ]
-        if not loaded or all(ctx == wanted for _, ctx in loaded):
-            return  # nothing loaded, or already loaded with exactly this context: no reload
+        if not loaded or all(ctx == sent for _, ctx in loaded):
+            return  # nothing loaded, or loaded with exactly this context: no reload
         largest = max(ctx for _, ctx in loaded)
-        fields = {
-            "model": request.model, "num_ctx": wanted, "loaded_context": largest,
-            "request_id": request.request_id, "mode": mode,
-        }
+        # copies that hold what the request needs, each with its own context
+        covering = {node_id: ctx for node_id, ctx in loaded if ctx >= sent}
         if wanted > largest:
+            case = "kept"
             message = (
                 f"Context protection: kept num_ctx={wanted} for {request.model}, larger than "
                 f"any loaded copy ({largest}); it will load where it fits"
             )
-            action = "kept"
+        elif not covering:
+            return  # only copies smaller than the default: a reload nobody can spare
         elif mode == "warn":
+            case = "warned"
+            asked = f"num_ctx={wanted}" if wanted else f"no num_ctx (default {default})"
             message = (
-                f"Context protection (warn): num_ctx={wanted} would reload {request.model} "
+                f"Context protection (warn): {asked} would reload {request.model} "
                 f"(loaded with {largest}); passed through"
             )
-            action = "warned"
         else:
-            new_options = {k: v for k, v in options.items() if k != "num_ctx"}
-            body = dict(request.body)
-            if new_options:
-                body["options"] = new_options
+            strip = 0 < wanted <= default and default in covering.values()
+            body_ctx = default if strip else sent
+            request.node_num_ctx = {n: c for n, c in covering.items() if c != body_ctx}
+            if not strip and not request.node_num_ctx:
+                return
+            if strip:
+                new_options = {k: v for k, v in options.items() if k != "num_ctx"}
+                body = dict(request.body)
+                if new_options:
+                    body["options"] = new_options
+                else:
+                    body.pop("options", None)
+                request.set_body(body)
+            where = ", ".join(f"{n}={c}" for n, c in sorted(request.node_num_ctx.items()))
+            if not wanted:
+                case = "inherited"
+                message = (
+                    f"Context protection: a {request.model} request without num_ctx gets the "
+                    f"loaded copy's num_ctx ({where}) instead of reloading at the default "
+                    f"{default}"
+                )
+            elif strip:
+                case = "stripped"
+                message = (
+                    f"Context protection: stripped num_ctx={wanted} from a {request.model} "
+                    f"request (loaded with {default}), avoiding a reload"
+                    + (f"; other copies get their own num_ctx ({where})" if where else "")
+                )
             else:
-                body.pop("options", None)
-            request.set_body(body)
-            message = (
-                f"Context protection: stripped num_ctx={wanted} from a {request.model} request "
-                f"(loaded with {largest}), avoiding a reload"
-            )
-            action = "stripped"
-        fields["action"] = action
+                case = "matched"
+                message = (
+                    f"Context protection: num_ctx={wanted} for {request.model} becomes the "
+                    f"loaded copy's ({where}), avoiding a reload"
+                )
+        fields = {
+            "model": request.model, "num_ctx": wanted, "loaded_context": largest,
+            "default_num_ctx": default, "request_id": request.request_id, "mode": mode,
+            "action": case, "nodes": dict(request.node_num_ctx),
+        }
         log.info(message, extra=fields)
         request.notes.append(TransformNote("context_protection", message, fields))
 
@@ -113,8 +155,9 @@ class Tags:
 
 
 class Conversation:
-    """Names a chat by its opening (system prompt and first user message) and model, so its
-    later turns can go back to the node whose prompt cache already holds the earlier ones.
+    """Names a conversation, so its later turns can go back to the node whose prompt cache
+    already holds the earlier ones: `X-Herd-Session: <id>` on any endpoint (with the model),
+    else a chat's opening (system prompt and first user message) and model.
 
     Only the opening is hashed: every later turn repeats it, whatever came after.
     """
@@ -122,6 +165,14 @@ class Conversation:
     name = "conversation"
 
     def apply(self, request: RouteRequest, context: ScoringContext) -> None:
+        explicit = request.headers.get("x-herd-session", "").strip()
+        if explicit:
+            if len(explicit) > MAX_SESSION_ID:
+                raise BadRequest(f"X-Herd-Session is longer than {MAX_SESSION_ID} characters")
+            digest = hashlib.blake2b(
+                msgspec.json.encode([request.model, "session", explicit]), digest_size=12)
+            request.session_key = digest.hexdigest()
+            return
         if request.endpoint != "chat":
             return
         messages = request.body.get("messages")
@@ -138,6 +189,22 @@ class Conversation:
         request.session_key = digest.hexdigest()
 
 
+class Priority:
+    """`X-Herd-Priority: high | normal | low` orders a request within its app's share of
+    the fair queue; `high` also goes ahead of every `normal` request (docs/queueing.md)."""
+
+    name = "priority"
+
+    def apply(self, request: RouteRequest, context: ScoringContext) -> None:
+        asked = request.headers.get("x-herd-priority", "").strip().lower()
+        if not asked:
+            return
+        if asked not in PRIORITIES:
+            raise BadRequest(
+                f"X-Herd-Priority must be one of {', '.join(PRIORITIES)}, got {asked[:40]!r}")
+        request.priority = asked
+
+
 @hookimpl
 def herd_register_transforms() -> list[Transform]:
-    return [ContextProtection(), Tags(), Conversation()]
+    return [ContextProtection(), Tags(), Conversation(), Priority()]

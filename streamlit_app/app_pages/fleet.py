@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from shared.schemas import NodeView, QueueCounters
+from shared.schemas import FleetQueue, NodeView, QueueCounters
 from streamlit_app import data, widgets
 from streamlit_app.data import fmt
 
@@ -55,6 +55,12 @@ def queue_rows(queues: dict[str, QueueCounters]) -> list[dict[str, Any]]:
     return rows
 
 
+def app_rows(by_app: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+    """/fleet/queue's waiting_by_app (model -> app -> waiting) as table rows."""
+    return [{"model": model, "app": app, "waiting": n}
+            for model, apps in sorted(by_app.items()) for app, n in sorted(apps.items())]
+
+
 def live_caption(view: data.LiveView) -> None:
     if view.connected:
         st.caption(f":green[:material/sensors:] Live: updated {widgets.ago(view.received_at)}"
@@ -96,8 +102,19 @@ def live() -> None:
             st.table(widgets.frame(rows).set_index("node:model"))
         else:
             st.caption("No node:model has served a request yet.")
+        if fleet.requests_waiting:  # only then ask for the per-app view: else the stream
+            waiting_by_app(data.fleet_queue())
     with right:
         events(view)
+
+
+def waiting_by_app(queue: data.Reply[FleetQueue]) -> None:
+    rows = app_rows(queue.data.waiting_by_app) if queue.ok and queue.data is not None else []
+    if rows:
+        st.subheader("Waiting per app")
+        st.caption("The fleet-wide queue serves waiting apps in weighted fair order "
+                   "(app_weights); within an app, first come, first served.")
+        st.table(widgets.frame(rows).set_index(["model", "app"]))
 
 
 def events(view: data.LiveView) -> None:

@@ -35,6 +35,12 @@ def editor(row: SettingView) -> Any:
         return st.number_input(name, value=value, step=1, help=help_text, key=key)
     if isinstance(value, float):
         return st.number_input(name, value=value, help=help_text, key=key, format="%g")
+    if isinstance(value, dict):  # a map such as app_weights, edited as JSON
+        text = st.text_input(name, value=json.dumps(value), help=help_text, key=key)
+        try:
+            return json.loads(text) if text.strip() else {}
+        except ValueError:
+            return text  # the router answers what is wrong with it
     if isinstance(value, list):
         text = st.text_input(name, value=", ".join(str(v) for v in value), help=help_text,
                              key=key)

@@ -1,4 +1,5 @@
-"""A real fleet for the request-path e2e tests: simulators, one router, heartbeats by hand."""
+"""A real fleet for the request-path e2e tests: simulators, one router (or several replicas
+sharing one Redis prefix), heartbeats by hand."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import httpx
 import redis as sync_redis
 
 from shared.keys import Keys
-from tests.helpers import Proc, free_port, herd_bin
+from tests.helpers import Proc, free_port, herd_bin, wait_until
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "herd-heartbeat-example.json"
 FAST_SIM = ["--tokens-per-s", "400", "--load-base-seconds", "0.05",
@@ -30,6 +31,7 @@ class Fleet:
     sims: dict[str, tuple[Proc, str, int]] = field(default_factory=dict)  # id -> proc, url, par
     # /sim/* on a second port: it keeps answering while the 'refuse' fault closes the main one
     control: dict[str, str] = field(default_factory=dict)
+    urls: list[str] = field(default_factory=list)  # every replica's URL; url is the first
     node_token: str = ""  # sent with heartbeats when the router wants one
 
     def heartbeat(self, node_id: str) -> dict[str, Any]:
@@ -78,12 +80,17 @@ class Fleet:
         return path.read_text() if path.exists() else ""
 
 
+def _sees(url: str, nodes: int) -> bool:
+    return len(httpx.get(f"{url}/fleet/status", timeout=5).json()["nodes"]) == nodes
+
+
 @contextlib.contextmanager
 def start_fleet(
     tmp: Path, redis_url: str, nodes: dict[str, list[str]], *, parallel: int = 2,
-    env: dict[str, str] | None = None, node_token: str = "",
+    env: dict[str, str] | None = None, node_token: str = "", replicas: int = 1,
 ) -> Iterator[Fleet]:
-    """Simulators (id -> extra flags), a router on loopback, each node registered."""
+    """Simulators (id -> extra flags), routers on loopback (`replicas` of them, one Redis
+    prefix), each node registered and seen by every replica."""
     procs: list[Proc] = []
     prefix = f"herdtest:{uuid.uuid4().hex[:10]}:"
     try:
@@ -98,22 +105,31 @@ def start_fleet(
                          *FAST_SIM, *flags], tmp / f"sim-{node_id}.log")
             procs.append(proc)
             sims[node_id] = (proc, f"http://127.0.0.1:{port}", parallel)
-        for proc, url, _ in sims.values():
+        for node_id, (proc, url, _) in sims.items():
             proc.wait_http(f"{url}/api/version")
-        port = free_port()
-        data_dir = tmp / "router-data"
-        router = Proc(
-            [herd_bin(), "--host", "127.0.0.1", "--port", str(port), "--redis-url", redis_url,
-             "--no-mdns", "--no-dashboard", "--data-dir", str(data_dir)],
-            tmp / "router.log",
-            env={"FLEET_REDIS_PREFIX": prefix, "FLEET_HEARTBEAT_TIMEOUT": "600",
-                 "FLEET_HEARTBEAT_OFFLINE": "1200", **(env or {})},
-        )
-        procs.append(router)
-        router.wait_http(f"http://127.0.0.1:{port}/healthz")
-        fleet = Fleet(f"http://127.0.0.1:{port}", router, data_dir, prefix, sims, control,
-                      node_token)
+            proc.wait_http(f"{control[node_id]}/api/version")  # heartbeats read it
+        routers: list[tuple[Proc, str]] = []
+        for i in range(replicas):
+            port = free_port()
+            suffix = f"-{i}" if i else ""
+            router = Proc(
+                [herd_bin(), "--host", "127.0.0.1", "--port", str(port), "--redis-url",
+                 redis_url, "--no-mdns", "--no-dashboard",
+                 "--data-dir", str(tmp / f"router-data{suffix}")],
+                tmp / f"router{suffix}.log",
+                env={"FLEET_REDIS_PREFIX": prefix, "FLEET_HEARTBEAT_TIMEOUT": "600",
+                     "FLEET_HEARTBEAT_OFFLINE": "1200", **(env or {})},
+            )
+            procs.append(router)
+            routers.append((router, f"http://127.0.0.1:{port}"))
+        for router, url in routers:
+            router.wait_http(f"{url}/healthz")
+        first, url = routers[0]
+        fleet = Fleet(url, first, tmp / "router-data", prefix, sims, control,
+                      urls=[u for _, u in routers], node_token=node_token)
         fleet.heartbeat_all()
+        wait_until(lambda: all(_sees(u, len(sims)) for _, u in routers[1:]), timeout=10,
+                   message="every replica to see the fleet")
         yield fleet
     finally:
         for proc in reversed(procs):

@@ -43,3 +43,47 @@ def test_later_turns_follow_the_conversation_to_its_node(
             messages.append({"role": "user", "content": question})
             assert turn().headers["x-fleet-node"] == "n1"
         assert fleet.sim_stats("n1")["total"]["prompt_cache_hits"] >= hits_before + 2
+
+
+def test_chats_through_two_replicas_stay_on_their_node(tmp_path: Path, redis_url: str) -> None:
+    """Behind a round-robin front each turn may reach another replica: the conversation
+    index in Redis still sends later turns to the node that took the last one."""
+    with start_fleet(tmp_path, redis_url, {"n0": [], "n1": [], "n2": []},
+                     replicas=2) as fleet:
+        for name in fleet.sims:
+            httpx.post(f"{fleet.sim_url(name)}/api/generate",
+                       json={"model": MODEL, "prompt": "", "keep_alive": -1}, timeout=30)
+        fleet.heartbeat_all()
+        chats: list[list[dict[str, Any]]] = [
+            [{"role": "user", "content": f"Question {c}: tell me about place {c}."}]
+            for c in range(6)
+        ]
+        verdicts: list[str] = []
+        firsts: list[str] = []
+        for turn in range(4):
+            for c, messages in enumerate(chats):
+                replica = fleet.urls[(c + turn) % 2]  # turns alternate between replicas
+                r = httpx.post(f"{replica}/api/chat", timeout=30,
+                               json={"model": MODEL, "messages": messages, "stream": False})
+                assert r.status_code == 200, r.text
+                (firsts if turn == 0 else verdicts).append(r.headers["x-fleet-affinity"])
+                messages += [r.json()["message"], {"role": "user", "content": "And then?"}]
+        assert firsts == ["new"] * 6
+        assert verdicts.count("hit") >= 0.8 * len(verdicts), verdicts
+
+        # An explicit session groups /api/generate requests the same way
+        seen = []
+        for i in range(3):
+            r = httpx.post(f"{fleet.urls[i % 2]}/api/generate", timeout=30,
+                           headers={"X-Herd-Session": "report-42"},
+                           json={"model": MODEL, "prompt": f"part {i}", "stream": False})
+            assert r.status_code == 200, r.text
+            seen.append(r.headers["x-fleet-affinity"])
+        assert seen[0] == "new" and seen[1:].count("hit") >= 1
+        # a stream carries the header too (a replica's load figures, refreshed twice a
+        # second, may briefly count the last turn still running: then load may move it)
+        with httpx.stream("POST", f"{fleet.urls[1]}/api/generate", timeout=30,
+                          headers={"X-Herd-Session": "report-42"},
+                          json={"model": MODEL, "prompt": "more"}) as r:
+            r.read()
+            assert r.headers["x-fleet-affinity"] in {"hit", "moved"}

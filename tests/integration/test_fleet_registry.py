@@ -173,7 +173,9 @@ async def test_two_replicas_see_each_others_heartbeats_and_queues(
     settings: Settings, redis_url: str, redis: Redis, keys: Keys,
 ) -> None:
     await redis.hset(keys.counters("capnode", "llama3.2:3b"),
-                     mapping={"pending": 2, "in_flight": 3, "done": 10, "failed": 1})
+                     mapping={"in_flight": 3, "done": 10, "failed": 1})
+    await redis.hset(keys.wait_pending("llama3.2:3b"), "capnode", 2)
+    await redis.hset(keys.wait_apps("llama3.2:3b"), mapping={"batch": 1, "chat": 1})
     await redis.sadd(keys.counters_index(), "capnode|llama3.2:3b")
     await redis.zadd(keys.wait("llama3.2:3b"), {"r1": 1, "r2": 2})
     async with AsyncTestClient(create_app(settings, redis_url)) as a, \
@@ -191,4 +193,6 @@ async def test_two_replicas_see_each_others_heartbeats_and_queues(
         assert data["fleet"]["requests_active"] == 3
         queue = (await b.get("/fleet/queue")).json()
         assert queue["waiting"]["llama3.2:3b"] == 2
+        assert queue["waiting_by_app"] == {"llama3.2:3b": {"batch": 1, "chat": 1}}
+        assert queue["waiting_apps"] == {"batch": 1, "chat": 1}
         assert queue["waiting"]["qwen3:8b"] == 0

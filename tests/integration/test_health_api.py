@@ -136,7 +136,9 @@ async def test_thrashing_errors_and_retries(
     await beat(client, heartbeat("good"), heartbeat("flaky"), heartbeat("idle"))
     for i in range(30):
         # "good" reloads qwen3 every few requests; "flaky" answers 500 a third of the time.
-        await record(ctx, trace("good", "qwen3:8b", load_duration_ms=3000.0 if i % 3 == 0 else 0))
+        # Half of those reloads are of a copy already loaded (another num_ctx).
+        await record(ctx, trace("good", "qwen3:8b", load_duration_ms=3000.0 if i % 3 == 0 else 0,
+                                context_reload=i % 6 == 0))
         if i % 3 == 0:
             await record(ctx, trace("good", retry_count=1, excluded_nodes=["flaky"],
                                     status=TraceStatus.RETRIED))
@@ -150,6 +152,10 @@ async def test_thrashing_errors_and_retries(
     assert thrash[0]["node_id"] == "good"
     assert thrash[0]["data"]["cold_loads"] == 10
     assert thrash[0]["severity"] == "critical"  # 10 >= 3 x 3
+    assert (thrash[0]["data"]["context_reloads"], thrash[0]["data"]["evictions"]) == (5, 5)
+    assert "5 context reloads" in thrash[0]["description"]
+    assert "5 after an eviction" in thrash[0]["description"]
+    assert "num_ctx" in thrash[0]["fix"] and "OLLAMA_MAX_LOADED_MODELS" in thrash[0]["fix"]
     errors = by_check(data, "error_rate")
     assert [(f["node_id"], f["severity"]) for f in errors] == [("flaky", "critical")]
     assert errors[0]["data"]["attempt_failures"] == 10

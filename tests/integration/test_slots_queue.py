@@ -66,7 +66,21 @@ async def make_replicas(
 
 
 async def counters(redis: Redis, keys: Keys, node: str, model: str = MODEL) -> dict[str, int]:
-    return parse_counters(await redis.hgetall(keys.counters(node, model)))
+    raw = await redis.hgetall(keys.counters(node, model))
+    raw["pending"] = await redis.hget(keys.wait_pending(model), node) or "0"
+    return parse_counters(raw)
+
+
+async def queue_ghost(redis: Redis, keys: Keys, request_id: str, waiter_ttl_ms: int) -> Any:
+    """What a replica that then died did: queue a request behind a full node n1."""
+    now = int(time.time() * 1000)
+    return await Scripts(redis).run(
+        "acquire",
+        [*keys.queue(MODEL), keys.counters_index(), keys.affinity(), keys.affinity_node(),
+         keys.slots("n1", MODEL), keys.counters("n1", MODEL)],
+        [request_id, now, 30000, 100, waiter_ttl_ms, MODEL, keys.release_channel(),
+         "(none)", 1, 1, "", 0, 60000, 100, "n1", 0, 0],
+    )
 
 
 async def wait_depth(redis: Redis, keys: Keys, depth: int, model: str = MODEL) -> None:
@@ -108,6 +122,9 @@ async def test_capacity_never_exceeded_under_concurrency(
     assert await redis.zcard(keys.wait(MODEL)) == 0
     assert await redis.zcard(keys.wait_lease(MODEL)) == 0
     assert await redis.hlen(keys.wait_first(MODEL)) == 0
+    for book in (keys.wait_pending(MODEL), keys.wait_app(MODEL), keys.wait_apps(MODEL),
+                 keys.wait_fair(MODEL)):
+        assert not await redis.exists(book), book
     assert await redis.smembers(keys.counters_index()) == {f"a|{MODEL}", f"b|{MODEL}"}
 
 
@@ -292,15 +309,7 @@ async def test_dead_replicas_waiters_do_not_block_the_queue(
     (r1,) = await make_replicas(1)
     cand = [("n1", 1)]
     # A replica queued "ghost" (its liveness lasting 0.2 s) and died.
-    scripts = Scripts(redis)
-    now = int(time.time() * 1000)
-    reply = await scripts.run(
-        "acquire",
-        [keys.wait(MODEL), keys.wait_lease(MODEL), keys.wait_first(MODEL), keys.wait_seq(),
-         keys.counters_index(), keys.slots("n1", MODEL), keys.counters("n1", MODEL)],
-        ["ghost", now, 30000, 100, 200, keys.counters_prefix(), MODEL,
-         keys.release_channel(), 1, "n1", 0],
-    )
+    reply = await queue_ghost(redis, keys, "ghost", 200)
     assert int(reply[0]) == 0
     assert (await counters(redis, keys, "n1"))["pending"] == 1
     blocked_until = time.monotonic() + 0.2
@@ -314,15 +323,7 @@ async def test_dead_replicas_waiters_do_not_block_the_queue(
 
 
 async def test_reaper_drops_dead_waiters_of_idle_models(redis: Redis, keys: Keys) -> None:
-    scripts = Scripts(redis)
-    now = int(time.time() * 1000)
-    await scripts.run(
-        "acquire",
-        [keys.wait(MODEL), keys.wait_lease(MODEL), keys.wait_first(MODEL), keys.wait_seq(),
-         keys.counters_index(), keys.slots("n1", MODEL), keys.counters("n1", MODEL)],
-        ["ghost", now, 30000, 100, 1, keys.counters_prefix(), MODEL,
-         keys.release_channel(), 1, "n1", 0],
-    )
+    await queue_ghost(redis, keys, "ghost", 1)
     await asyncio.sleep(0.01)
     reaped = await reap_once(redis, keys)
     assert reaped.waiters == {MODEL: ["ghost"]}

@@ -12,6 +12,7 @@ from plugins.routing.scorers import ContextFit, FailurePenalty, Latency, Load, L
 from plugins.routing.transforms import ContextProtection, Tags
 from services.router.fleet.routing import RoutingEngine
 from services.router.proxy.forward import error_tail, parse_final
+from shared.errors import BadRequest
 from shared.hookspecs import hookimpl
 from shared.models import FleetSnapshot, LoadedModel, NodeState, NodeStatus
 from shared.plugins import build_plugin_manager
@@ -49,18 +50,56 @@ def request(body: dict[str, object] | None = None, **kw: object) -> RouteRequest
 # --- transforms --------------------------------------------------------------------------
 
 
-def test_context_protection_strips_a_num_ctx_a_loaded_copy_covers(
+def test_context_protection_strips_a_num_ctx_a_default_copy_covers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    ctx = context(node("a", loaded=8192))
-    req = request({"model": M, "options": {"num_ctx": 4096, "top_p": 0.5}})
+    ctx = context(node("a", loaded=4096))
+    req = request({"model": M, "options": {"num_ctx": 2048, "top_p": 0.5}})
     with caplog.at_level(logging.INFO, logger="herd.routing"):
         ContextProtection().apply(req, ctx)
     assert req.body == {"model": M, "options": {"top_p": 0.5}}
-    assert req.requested_num_ctx == 4096
-    assert b"num_ctx" not in req.payload()
+    assert req.requested_num_ctx == 2048
+    assert b"num_ctx" not in req.payload() and b"num_ctx" not in req.payload_for("a")
     assert req.notes[0].kind == "context_protection"
-    assert "Context protection" in caplog.text
+    assert req.notes[0].fields["action"] == "stripped"
+    assert "Context protection: stripped" in caplog.text
+
+
+def test_context_protection_sends_a_larger_copy_its_own_num_ctx(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Stripping would not do here: without num_ctx the node loads its default (4096) and
+    # reloads the 8192 copy. The copy's own value keeps it.
+    ctx = context(node("a", loaded=8192), node("b"))
+    req = request({"model": M, "options": {"num_ctx": 4096, "top_p": 0.5}})
+    with caplog.at_level(logging.INFO, logger="herd.routing"):
+        ContextProtection().apply(req, ctx)
+    assert req.node_num_ctx == {"a": 8192}
+    assert msgspec.json.decode(req.payload_for("a"))["options"] == {
+        "num_ctx": 8192, "top_p": 0.5}
+    # other nodes get what the client sent
+    assert not req.body_changed and req.payload_for("b") == req.raw
+    assert req.notes[0].fields["action"] == "matched"
+    assert "becomes the loaded copy's (a=8192)" in caplog.text
+
+
+def test_a_request_without_num_ctx_inherits_a_larger_loaded_context(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ctx = context(node("a", loaded=8192), node("b", loaded=4096), node("c", loaded=2048))
+    req = request({"model": M, "messages": []})
+    with caplog.at_level(logging.INFO, logger="herd.routing"):
+        ContextProtection().apply(req, ctx)
+    assert req.node_num_ctx == {"a": 8192}  # b has the default; c must reload anyway
+    assert not req.body_changed and req.requested_num_ctx == 0
+    assert msgspec.json.decode(req.payload_for("a"))["options"] == {"num_ctx": 8192}
+    assert req.payload_for("b") == req.raw
+    assert req.notes[0].fields["action"] == "inherited"
+    assert "without num_ctx gets the loaded copy's num_ctx (a=8192)" in caplog.text
+    # default-context copies only: nothing to do, nothing said
+    plain = request({"model": M})
+    ContextProtection().apply(plain, context(node("b", loaded=4096)))
+    assert not plain.node_num_ctx and not plain.notes
 
 
 def test_context_protection_drops_an_emptied_options_object() -> None:
@@ -74,9 +113,7 @@ def test_context_protection_keeps_a_larger_num_ctx_and_never_invents_one() -> No
     ContextProtection().apply(req, context(node("a", loaded=8192)))
     assert req.body["options"] == {"num_ctx": 32768} and not req.body_changed
     assert "kept" in req.notes[0].message
-    plain = request({"model": M})
-    ContextProtection().apply(plain, context(node("a", loaded=8192)))
-    assert plain.body == {"model": M} and not plain.notes
+    assert not req.node_num_ctx
 
 
 @pytest.mark.parametrize("mode", ["warn", "passthrough"])
@@ -286,9 +323,9 @@ def test_a_conversation_keeps_its_key_across_turns() -> None:
     assert conversation_key({"model": M, "messages": [{"role": "system", "content": "x"}]}) == ""
 
 
-def test_the_node_that_served_the_last_turn_ranks_first() -> None:
+def test_the_node_that_served_the_last_turn_ranks_first_with_replica_memory() -> None:
     engine = RoutingEngine(build_plugin_manager())
-    ctx = context(node("a", loaded=4096), node("b", loaded=4096))
+    ctx = context(node("a", loaded=4096), node("b", loaded=4096), session_affinity="replica")
     req = request(chat("hello"))
     engine.prepare(req, ctx)
     assert req.session_key
@@ -343,3 +380,82 @@ def test_room_to_load_keeps_a_model_off_a_node_full_of_busy_models() -> None:
     fresh.inputs.started("busy", M)
     assert {r.node.node_id for r in engine.rank(req, fresh)} == {"idle", "warm"}
     assert {r.node.node_id for r in engine.rank(req, fresh, ["warm"])} == {"busy", "idle"}
+
+
+def test_with_fleet_affinity_the_scorer_leaves_it_to_the_slot_acquisition() -> None:
+    engine = RoutingEngine(build_plugin_manager())
+    ctx = context(node("a", loaded=4096), node("b", loaded=4096))
+    req = request(chat("hello"))
+    engine.prepare(req, ctx)
+    ctx.inputs.remember_session(req.session_key, "b")
+    ranked = engine.rank(req, ctx)
+    assert [r.node.node_id for r in ranked] == ["a", "b"]
+    assert ranked[1].breakdown["affinity"] == 0.0
+    assert engine.weight("affinity", ctx.settings) == 15.0
+    assert engine.weight("no-such-scorer", ctx.settings) == 0.0
+
+
+def test_an_explicit_session_groups_requests_of_any_endpoint() -> None:
+    from plugins.routing.transforms import Conversation
+
+    keys = set()
+    for endpoint, body in (("generate", {"model": M, "prompt": "a"}),
+                           ("chat", chat("something else")),
+                           ("embed", {"model": M, "input": "x"})):
+        req = RouteRequest(request_id="r", api="ollama", endpoint=endpoint, model=M,
+                           body=body, raw=b"{}", headers={"x-herd-session": "job-7"})
+        Conversation().apply(req, context(node("a")))
+        keys.add(req.session_key)
+    assert len(keys) == 1 and "" not in keys
+    long = RouteRequest(request_id="r", api="ollama", endpoint="generate", model=M,
+                        body={}, raw=b"{}", headers={"x-herd-session": "x" * 300})
+    with pytest.raises(BadRequest):
+        Conversation().apply(long, context(node("a")))
+
+
+def test_priority_header_and_app() -> None:
+    from plugins.routing.transforms import Priority
+
+    req = request(headers={"x-herd-priority": "High"})
+    Priority().apply(req, context())
+    assert req.priority == "high"
+    with pytest.raises(BadRequest, match="X-Herd-Priority must be one of high, normal, low"):
+        Priority().apply(request(headers={"x-herd-priority": "urgent"}), context())
+    assert request().queue_app == "(none)"
+    tagged = request({"model": M, "user": "alice"}, headers={"x-herd-tags": "batch"})
+    Tags().apply(tagged, context())
+    assert tagged.queue_app == "batch"
+    tagged.app = "billing"  # the app of the client key the request came with
+    assert tagged.queue_app == "billing"
+
+
+def test_large_context_requests_stay_on_copies_that_have_the_context() -> None:
+    engine = RoutingEngine(build_plugin_manager())
+    big, small = node("big", loaded=8192), node("small", loaded=4096)
+    ctx = context(big, small)
+    req = request({"model": M, "options": {"num_ctx": 8192}})
+    engine.prepare(req, ctx)
+    # the big copy is half busy, the small one idle: still the big one
+    ctx.inputs.started("big", M)
+    assert engine.rank(req, ctx)[0].node.node_id == "big"
+
+
+def test_a_grant_says_hit_moved_or_new_and_carries_the_bonus() -> None:
+    from services.router.fleet.slots import Grant
+
+    engine = RoutingEngine(build_plugin_manager())
+    ctx = context(node("a", loaded=4096), node("b", loaded=4096))
+    req = request(chat("hello"))
+    engine.prepare(req, ctx)
+    place = engine.place(req, ctx.settings)
+    assert place.session == req.session_key and place.affinity_bonus == 15.0
+    ranked = engine.rank(req, ctx)
+    chosen, verdict = engine.granted(req, ctx.settings, place, Grant("b", "b"), ranked)
+    assert verdict == "hit" and chosen.node.node_id == "b"
+    assert chosen.breakdown["affinity"] == 15.0
+    assert chosen.score == pytest.approx(ranked[1].score + 15.0)
+    assert engine.granted(req, ctx.settings, place, Grant("a", "b"), ranked)[1] == "moved"
+    assert engine.granted(req, ctx.settings, place, Grant("a"), ranked)[1] == "new"
+    # no conversation: no session passed to the acquisition, always new
+    plain = request({"model": M, "prompt": "x"})
+    assert engine.place(plain, ctx.settings).session == ""

@@ -15,6 +15,7 @@ from services.router.fleet.reads import (
     counter_rows,
     fleet_summary,
     node_view,
+    read_queue_apps,
     read_queue_depths,
     read_queues,
 )
@@ -61,7 +62,13 @@ async def fleet_queue(state: State) -> FleetQueue:
     queues = {f"{node}:{model}": entry for node, model, entry in counters}
     waiting = await read_queue_depths(
         ctx, extra={model for _node, model, _entry in counters})
+    by_app = await read_queue_apps(ctx, [m for m, n in waiting.items() if n])
+    apps: dict[str, int] = {}
+    for of_model in by_app.values():
+        for app, n in of_model.items():
+            apps[app] = apps.get(app, 0) + n
     return FleetQueue(queues=queues, waiting=waiting, waiting_total=sum(waiting.values()),
+                      waiting_by_app=by_app, waiting_apps=dict(sorted(apps.items())),
                       timestamp=time.time())
 
 

@@ -83,7 +83,11 @@ class Candidates:
         """(node id, capacity) of each candidate, best first: what the acquisition takes."""
         return [(r.node.node_id, self._context.slots(r.node)) for r in self.ranked]
 
-    def widen(self) -> list[tuple[str, int]]:
+    def scores(self) -> list[float]:
+        """Each candidate's score, in the order of `slots()`."""
+        return [r.score for r in self.ranked]
+
+    def widen(self) -> tuple[list[tuple[str, int]], list[float]]:
         """Every node, ranked, after the shortlist had no free slot (the request then waits
         with all of them); the shortlist's order is kept in front."""
         if not self.widened:
@@ -91,7 +95,7 @@ class Candidates:
             first = {r.node.node_id for r in self.ranked}
             rest = self._engine.rank(self._request, self._context, self._exclude)
             self.ranked += [r for r in rest if r.node.node_id not in first]
-        return self.slots()
+        return self.slots(), self.scores()
 
     def get(self, node_id: str) -> Ranked:
         """The candidate the acquisition chose."""

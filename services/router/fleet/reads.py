@@ -31,6 +31,7 @@ __all__ = [
     "node_view",
     "read_counters",
     "read_events",
+    "read_queue_apps",
     "read_queue_depths",
     "read_queues",
 ]
@@ -58,19 +59,24 @@ async def counter_rows(ctx: RouterContext) -> list[tuple[str, str, QueueCounters
     split = [p.split("|", 1) for p in pairs if "|" in p]
     if not split:
         return []
+    models = sorted({model for _, model in split})
     pipe = redis.pipeline(transaction=False)
     for node_id, model in split:
         pipe.hgetall(keys.counters(node_id, model))
-    rows = await pipe.execute()
+    for model in models:
+        pipe.hgetall(keys.wait_pending(model))
+    replies = await pipe.execute()
+    rows = replies[: len(split)]
+    # `pending` lives per model (the queue scripts own it), the rest per node:model
+    pending = dict(zip(models, replies[len(split):], strict=True))
     nodes = ctx.fleet.snapshot().nodes
     default = ctx.settings.default_num_parallel
     out: list[tuple[str, str, QueueCounters]] = []
     for (node_id, model), fields in zip(split, rows, strict=True):
         node = nodes.get(node_id)
-        entry = QueueCounters(
-            **{name: _int(fields.get(name)) for name in QUEUE_FIELDS},
-            max_concurrent=node.slots(default) if node else default,
-        )
+        counts = {name: _int(fields.get(name)) for name in QUEUE_FIELDS}
+        counts["pending"] = _int(pending[model].get(node_id))
+        entry = QueueCounters(**counts, max_concurrent=node.slots(default) if node else default)
         out.append((node_id, model, entry))
     return out
 
@@ -92,6 +98,22 @@ async def read_queue_depths(
         pipe.zcard(ctx.keys.wait(model))
     counts = await pipe.execute()
     return {m: int(c) for m, c in zip(models, counts, strict=True)}
+
+
+async def read_queue_apps(ctx: RouterContext, models: list[str]) -> dict[str, dict[str, int]]:
+    """Waiting requests per model and app (models with nobody waiting are left out)."""
+    if not models:
+        return {}
+    pipe = ctx.redis.pipeline(transaction=False)
+    for model in models:
+        pipe.hgetall(ctx.keys.wait_apps(model))
+    rows = await pipe.execute()
+    out: dict[str, dict[str, int]] = {}
+    for model, fields in zip(models, rows, strict=True):
+        apps = {app: n for app, raw in sorted(fields.items()) if (n := _int(raw)) > 0}
+        if apps:
+            out[model] = apps
+    return out
 
 
 async def read_events(ctx: RouterContext, since: float, limit: int) -> list[dict[str, Any]]:

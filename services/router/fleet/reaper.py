@@ -58,10 +58,8 @@ async def reap_once(redis: Redis, keys: Keys) -> Reaped:
                 now, channel, model,
             )
         for model in models:
-            pipe.eval(
-                reap_waiters, 3, keys.wait(model), keys.wait_lease(model),
-                keys.wait_first(model), now, keys.counters_prefix(), model, channel,
-            )
+            queue = keys.queue(model)
+            pipe.eval(reap_waiters, len(queue), *queue, now, model, channel)
         replies = await pipe.execute()
     for (node_id, model), ids in zip(pairs, replies[: len(pairs)], strict=True):
         if ids:

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from services.router.fleet.background import background
 from services.router.fleet.core import Core
 from services.router.fleet.registry import Fleet
+from services.router.fleet.slots import Grant, Place
 from shared.models import FleetSnapshot, NodeState
 from shared.routing import (
     LatencyStats,
@@ -37,12 +38,16 @@ from shared.scripts import script_source
 from shared.settings import Settings
 
 __all__ = [
+    "AFFINITY_HIT",
+    "AFFINITY_MOVED",
+    "AFFINITY_NEW",
     "DEFAULT_POLICY",
     "LATENCY_ALPHA",
     "LatencyBatch",
     "Ranked",
     "RoutingEngine",
     "add_latency",
+    "affinity_verdict",
 ]
 
 log = logging.getLogger("herd.routing")
@@ -52,6 +57,15 @@ INPUTS_INTERVAL = 0.5  # seconds between refreshes of in-flight / latency inputs
 LATENCY_ALPHA = 0.2  # weight of the newest request in the decaying averages
 LATENCY_TTL = 7 * 24 * 3600
 MAX_MODELS_PER_NODE = 64  # bounds the refresh for nodes with huge model libraries
+AFFINITY_HIT, AFFINITY_MOVED, AFFINITY_NEW = "hit", "moved", "new"  # X-Fleet-Affinity
+
+
+def affinity_verdict(remembered: str, node_id: str) -> str:
+    """X-Fleet-Affinity: the turn went to the conversation's last node, another, or it had
+    none (no earlier turn, or no conversation at all)."""
+    if not remembered:
+        return AFFINITY_NEW
+    return AFFINITY_HIT if remembered == node_id else AFFINITY_MOVED
 
 
 @dataclass(slots=True)
@@ -145,6 +159,43 @@ class RoutingEngine:
         # moves the starting point of each shortlist on (fleet/candidates.py)
         self.turns = itertools.count()
         self._weight_attrs = [(s, f"weight_{s.name}") for s in self.scorers]
+
+    def weight(self, name: str, settings: Settings) -> float:
+        """The weight of the scorer called `name` (its `weight_<name>` setting, else its
+        own), or 0 if no such scorer is registered."""
+        for scorer, attr in self._weight_attrs:
+            if scorer.name == name:
+                return float(getattr(settings, attr, scorer.weight))
+        return 0.0
+
+    def place(self, request: RouteRequest, settings: Settings) -> Place:
+        """The request's place in the fair queue and, with fleet affinity, its conversation
+        for the slot acquisition to look up and remember (docs/queueing.md, routing.md)."""
+        app = request.queue_app
+        fleet = settings.session_affinity == "fleet" and bool(request.session_key)
+        return Place(
+            app=app, priority=request.priority, weight=settings.app_weights.get(app, 1.0),
+            session=request.session_key if fleet else "",
+            affinity_bonus=self.weight("affinity", settings) if fleet else 0.0,
+            affinity_ttl=settings.affinity_ttl_seconds,
+            affinity_max=settings.affinity_max_sessions,
+        )
+
+    def granted(
+        self, request: RouteRequest, settings: Settings, place: Place, grant: Grant,
+        ranked: list[Ranked],
+    ) -> tuple[Ranked, str]:
+        """The candidate the slot was granted on (its score and breakdown with the affinity
+        bonus when the acquisition applied it), and the X-Fleet-Affinity verdict."""
+        node_id = grant.node_id
+        chosen = next((r for r in ranked if r.node.node_id == node_id), ranked[0])
+        remembered = grant.remembered
+        if settings.session_affinity == "replica":
+            remembered = self.inputs.session_node(request.session_key) or ""
+        if place.session and remembered == node_id:
+            chosen = Ranked(chosen.node, round(chosen.score + place.affinity_bonus, 2),
+                            {**chosen.breakdown, "affinity": place.affinity_bonus})
+        return chosen, affinity_verdict(remembered, node_id)
 
     def context(self, settings: Settings, snapshot: FleetSnapshot) -> ScoringContext:
         return ScoringContext(settings=settings, snapshot=snapshot, inputs=self.inputs)

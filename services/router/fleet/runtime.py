@@ -15,7 +15,14 @@ from services.router.fleet.background import background
 from services.router.fleet.core import Core
 from shared.errors import BadRequest
 from shared.schemas import SettingView
-from shared.settings import RUNTIME_FIELDS, Settings, SettingsError, coerce, setting_fields
+from shared.settings import (
+    RUNTIME_FIELDS,
+    Settings,
+    SettingsError,
+    coerce,
+    field_default,
+    setting_fields,
+)
 
 __all__ = ["RuntimeSettings", "jsonable", "settings_listing", "validate"]
 
@@ -38,7 +45,7 @@ def settings_listing(settings: Settings) -> list[SettingView]:
         out.append(SettingView(
             name=f.name,
             value=jsonable(getattr(settings, f.name)),
-            default=jsonable(f.default),
+            default=jsonable(field_default(f)),
             type=kind,
             help=f.metadata["help"],
             choices=list(f.metadata["choices"]),

@@ -1,15 +1,27 @@
-"""Slots per node:model as Redis leases, and the fleet-wide FIFO queue of requests waiting for one.
+"""Slots per node:model as Redis leases, and the fleet-wide queue of requests waiting for one,
+served in weighted fair order between apps.
 
 See docs/queueing.md. In short: `acquire.lua` takes a lease on the first candidate with a
-free slot unless an older request waits for the same model, else queues the request in
-`wait:{model}`. A release PUBLISHes the model on one channel; each replica, on a message,
-lets its own oldest waiter for that model retry (the script decides who may go). A ~1 s
-tick covers slots freed by expiry and keeps this replica's waiters alive in Redis.
+free slot unless another request is ahead of this one in `wait:{model}`, else queues it
+there. The queue's order is decided in the script: a request's score is its priority band
+(high, normal, low) times 2^44 plus a virtual finish tag, the later of its app's newest tag
+and the queue's clock, plus 1 / the app's weight (self-clocked fair queueing). So apps that
+wait share freed slots by weight, an app's own requests stay first come, first served in a
+band, and `high` goes ahead of every `normal` request. A release PUBLISHes the model on one
+channel; each replica, on a message, lets its own waiter nearest the head for that model
+retry (the script decides who may go). A ~1 s tick covers slots freed by expiry and keeps
+this replica's waiters alive in Redis.
+
+The same script reads and writes the conversation index (`affinity`, `affinity-node`): the
+node that took a conversation's last turn moves ahead of candidates scoring less than it
+plus the affinity bonus, and the node granted becomes the remembered one, with no round
+trip of its own.
 
 Counters per node:model (hash `counters:{node}|{model}`):
-- `pending`: requests queued fleet-wide whose first-choice node is this one;
 - `in_flight`: live leases (taken by acquire, returned by release, leave or the reaper);
 - `done` / `failed`: released requests by outcome (reaped zombies count as failed).
+`pending` (requests queued fleet-wide whose first-choice node is this one) lives per model
+in `wait-pending:{model}`, so every script that drops a waiter is given its key.
 """
 
 from __future__ import annotations
@@ -30,24 +42,51 @@ from services.router.fleet.core import Core
 from shared.errors import QueueFull
 from shared.fastredis import FastPipeline
 from shared.keys import Keys
+from shared.routing import NO_APP, PRIORITIES
 from shared.scripts import Scripts, script_source
 from shared.settings import Settings
 
-__all__ = ["SlotManager", "parse_counters"]
+__all__ = ["Grant", "Place", "SlotManager", "Widen", "parse_counters"]
 
 log = logging.getLogger("herd.slots")
 
 TICK_SECONDS = 1.0  # retry cadence for slots freed by expiry rather than release
 WAITER_TTL_SECONDS = 6.0  # a dead replica's waiters block the queue at most this long
 RESUBSCRIBE_SECONDS = 1.0
-_UNKNOWN_SEQ = 1 << 62
+_UNKNOWN_ORDER = float("inf")
+MIN_WEIGHT, MAX_WEIGHT = 0.01, 100.0  # keeps virtual tags far below one band (2^44)
+
+
+# A wider list of candidates and their scores, asked for when none of the first had room.
+Widen = Callable[[], tuple[Sequence[tuple[str, int]], Sequence[float]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a request stands in the fair queue, and the conversation it continues."""
+
+    app: str = NO_APP
+    priority: str = "normal"  # a key of PRIORITIES
+    weight: float = 1.0  # the app's share of freed slots relative to other waiting apps
+    session: str = ""  # conversation key; "" for none
+    affinity_bonus: float = 0.0  # score added to the conversation's last node
+    affinity_ttl: float = 1800.0  # seconds a conversation is remembered after its last turn
+    affinity_max: int = 100_000  # conversations remembered fleet-wide
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A slot taken: the node, and the node that took the conversation's last turn ('')."""
+
+    node_id: str
+    remembered: str = ""
 
 
 @dataclass(eq=False)
 class _Waiter:
     request_id: str
     model: str
-    seq: int = 0
+    seq: float = 0.0  # its score in wait:{model}: lower is nearer the head
     busy: bool = True  # its acquire script is running: a wake-up now goes to someone else
     event: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -126,14 +165,28 @@ class SlotManager:
         request_id: str,
         candidates: Sequence[tuple[str, int]],
         timeout: float,  # noqa: ASYNC109 - the queue wait only, not the whole request
-        more: Callable[[], Sequence[tuple[str, int]]] | None = None,
     ) -> str:
-        """Take a slot on the first candidate (node id, capacity) with room, waiting in the
-        fleet-wide queue for `model` when none has; returns the node id.
+        """`claim` with no app, priority or conversation; returns the node id."""
+        return (await self.claim(model, request_id, candidates, timeout)).node_id
+
+    async def claim(
+        self,
+        model: str,
+        request_id: str,
+        candidates: Sequence[tuple[str, int]],
+        timeout: float,  # noqa: ASYNC109 - the queue wait only, not the whole request
+        *,
+        place: Place = Place(),
+        scores: Sequence[float] = (),
+        more: Widen | None = None,
+    ) -> Grant:
+        """Take a slot on the first candidate (node id, capacity) with room, in the order
+        given (`scores`, best first, decide where the conversation's last node moves),
+        waiting in the fleet-wide queue for `model` when none has.
 
         `more`, if given, is called once when no candidate had room on the first try: its
-        wider list is tried at once, and the request waits with it (a shortlist first, the
-        whole fleet only when the shortlist is full).
+        wider list (candidates and scores) is tried at once, and the request waits with it
+        (a shortlist first, the whole fleet only when the shortlist is full).
 
         Raises QueueFull when the queue is at `max_queue_depth` or `timeout` passes.
         """
@@ -141,30 +194,34 @@ class SlotManager:
             raise ValueError("acquire needs at least one candidate")
         settings = self._settings()
         keys = self._keys
-        queue_keys = [
-            keys.wait(model), keys.wait_lease(model), keys.wait_first(model),
-            keys.wait_seq(), keys.counters_index(),
-        ]
+        queue_keys = [*keys.queue(model), keys.counters_index(), keys.affinity(),
+                      keys.affinity_node()]
 
-        def keys_and_args(nodes: Sequence[tuple[str, int]]) -> tuple[list[str], list[Any]]:
+        def keys_and_args(
+            nodes: Sequence[tuple[str, int]], scored: Sequence[float],
+        ) -> tuple[list[str], list[Any]]:
             script_keys, node_args = list(queue_keys), []
-            for node_id, capacity in nodes:
+            for i, (node_id, capacity) in enumerate(nodes):
                 script_keys += [keys.slots(node_id, model), keys.counters(node_id, model)]
-                node_args += [node_id, max(int(capacity), 0)]
+                node_args += [node_id, max(int(capacity), 0),
+                              round(scored[i], 4) if i < len(scored) else 0]
             return script_keys, node_args
 
-        script_keys, node_args = keys_and_args(candidates)
+        script_keys, node_args = keys_and_args(candidates, scores)
         lease_ms = int(settings.lease_seconds * 1000)
+        weight = min(max(place.weight, MIN_WEIGHT), MAX_WEIGHT)
         fixed_args: list[Any] = [
             request_id, 0, lease_ms, settings.max_queue_depth,
-            self._waiter_ttl_ms, keys.counters_prefix(), model,
-            keys.release_channel(), 1,
+            self._waiter_ttl_ms, model, keys.release_channel(),
+            place.app, PRIORITIES.get(place.priority, 1), round(1.0 / weight, 6),
+            place.session, round(place.affinity_bonus, 4),
+            max(int(place.affinity_ttl * 1000), 1), max(place.affinity_max, 1),
         ]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         # Registered (busy) before the first try: a release heard while the script's reply is
-        # on its way is kept as a spare wake-up. The real arrival order comes with that reply.
-        waiter = _Waiter(request_id, model, seq=_UNKNOWN_SEQ)
+        # on its way is kept as a spare wake-up. Its place in the order comes with that reply.
+        waiter = _Waiter(request_id, model, seq=_UNKNOWN_ORDER)
         self._waiters.setdefault(model, {})[request_id] = waiter
         queued = False
         done = False
@@ -177,11 +234,10 @@ class SlotManager:
                     "acquire", script_keys, [*fixed_args, *node_args]
                 )
                 waiter.busy = False
-                fixed_args[8] = 0
                 status = int(result[0])
                 if status == 1:
                     done = True
-                    return str(result[1])
+                    return Grant(str(result[1]), str(result[2]))
                 if status == -1:
                     done = True  # nothing was queued
                     raise QueueFull(
@@ -191,10 +247,10 @@ class SlotManager:
                     )
                 if not queued:
                     queued = True
-                    waiter.seq = int(result[2])
+                    waiter.seq = float(result[2])
                     if more is not None:
-                        candidates = more()
-                        script_keys, node_args = keys_and_args(candidates)
+                        candidates, scores = more()
+                        script_keys, node_args = keys_and_args(candidates, scores)
                         continue
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -217,14 +273,12 @@ class SlotManager:
         self, model: str, request_id: str, candidates: Sequence[tuple[str, int]]
     ) -> None:
         keys = self._keys
-        script_keys = [keys.wait(model), keys.wait_lease(model), keys.wait_first(model)]
+        script_keys = keys.queue(model)
         for node_id, _ in candidates:
             script_keys += [keys.slots(node_id, model), keys.counters(node_id, model)]
         try:
             await self._scripts.run(
-                "leave", script_keys,
-                [request_id, keys.counters_prefix(), model, keys.release_channel()],
-            )
+                "leave", script_keys, [request_id, model, keys.release_channel()])
         except RedisError:
             # The waiter's liveness and the lease expire by themselves; the reaper fixes counters.
             log.warning("could not leave the queue", extra={"request_id": request_id})
@@ -244,7 +298,7 @@ class SlotManager:
         return sum(len(w) for w in self._waiters.values())
 
     def _wake_oldest(self, model: str) -> None:
-        """Let this replica's oldest idle waiter for `model` retry.
+        """Let this replica's idle waiter nearest the head for `model` retry.
 
         One message is one retry. If every waiter is already retrying, the retry is kept
         as a spare that the next waiter to fail uses at once, so no release is lost while

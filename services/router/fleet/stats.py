@@ -70,6 +70,7 @@ _FIELDS: dict[str, str] = {
     "ttft": "ttft_ms_sum",
     "ttftn": "ttft_count",
     "cold": "cold_loads",
+    "ctxrl": "context_reloads",
     "loadms": "load_ms_sum",
     "disc": "disconnects",
     "inc": "incomplete",
@@ -123,6 +124,8 @@ def increments(trace: Trace) -> list[tuple[str, int]]:
         pairs += [("ttft", round(trace.time_to_first_token_ms)), ("ttftn", 1)]
     if trace.load_duration_ms > 0:
         pairs += [("cold", 1), ("loadms", round(trace.load_duration_ms))]
+        if trace.context_reload:
+            pairs.append(("ctxrl", 1))
     if trace.queue_wait_ms > 0:
         pairs.append(("qwait", round(trace.queue_wait_ms)))
     return pairs

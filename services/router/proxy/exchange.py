@@ -198,6 +198,8 @@ class Exchange:
             engine.prepare(request, scoring)
             trace.tags = request.tags
             trace.estimated_tokens = request.estimated_tokens
+            place = engine.place(request, settings)
+            trace.app = place.app
             plan = RetryPlan(settings.max_retries)
             while True:
                 candidates = Candidates(engine, request, scoring, plan.excluded,
@@ -206,12 +208,15 @@ class Exchange:
                     raise plan.nothing_to_try(request)
                 slot_id = plan.slot_id(request.request_id)
                 waited = time.perf_counter()
-                node_id = await ctx.slots.acquire(
+                grant = await ctx.slots.claim(
                     request.model, slot_id, candidates.slots(), settings.queue_timeout,
+                    place=place, scores=candidates.scores(),
                     more=None if candidates.widened else candidates.widen,
                 )
                 trace.queue_wait_ms += (time.perf_counter() - waited) * 1000
-                chosen = candidates.get(node_id)
+                node_id = grant.node_id
+                chosen, trace.affinity = engine.granted(
+                    request, settings, place, grant, candidates.ranked)
                 self.ranked = chosen
                 self.hold = (node_id, request.model, slot_id)
                 engine.inputs.started(node_id, request.model)
@@ -281,8 +286,10 @@ class Exchange:
     async def _forward(self, chosen: Ranked) -> None:
         assert self.request is not None and self.trace is not None
         settings = self.ctx.settings
+        copy = chosen.node.loaded(self.request.model)
+        self.trace.context_reload = copy is not None  # a load now would be a reload
         response = await self.ctx.nodes.forward(
-            chosen.node, self.path, self.request.payload(),
+            chosen.node, self.path, self.request.payload_for(chosen.node.node_id),
             connect_timeout=settings.connect_timeout, stale_timeout=settings.stale_timeout,
         )
         self.response = response
@@ -388,6 +395,7 @@ class Exchange:
         trace.completion_tokens = usage.completion_tokens
         trace.finish_reason = usage.finish_reason
         trace.load_duration_ms = round(usage.load_ms, 2)
+        trace.context_reload = trace.context_reload and usage.load_ms > 0
         self.usage = usage
 
     def _headers(self, ctype: str, length: int | None) -> list[tuple[bytes, bytes]]:
@@ -402,6 +410,7 @@ class Exchange:
              if self.trace else b""),
             (b"x-fleet-served-model", self.served.encode()),
             (b"x-herd-request-id", self.request.request_id.encode()),
+            (b"x-fleet-affinity", self.trace.affinity.encode() if self.trace else b"new"),
         ]
         if length is not None:
             headers.append((b"content-length", str(length).encode()))
@@ -438,8 +447,10 @@ class Exchange:
             engine = ctx.routing
             engine.inputs.finished(node_id, model)
             if trace.status is TraceStatus.COMPLETED:
-                if self.request is not None and self.request.session_key:
-                    engine.inputs.remember_session(self.request.session_key, node_id)
+                request = self.request
+                if request is not None and request.session_key and (
+                        ctx.settings.session_affinity == "replica"):
+                    engine.inputs.remember_session(request.session_key, node_id)
                 engine.latency.add(node_id, model, trace.latency_ms,
                                    trace.time_to_first_token_ms,
                                    self.usage.tokens_per_s if self.usage else 0.0)
