@@ -32,9 +32,9 @@ class Wider:
     def __init__(self, nodes: Sequence[tuple[str, int]]) -> None:
         self.nodes, self.calls = list(nodes), 0
 
-    def __call__(self) -> list[tuple[str, int]]:
+    def __call__(self) -> tuple[list[tuple[str, int]], list[float]]:
         self.calls += 1
-        return self.nodes
+        return self.nodes, []
 
 
 async def test_a_full_shortlist_widens_at_once_to_a_free_node(

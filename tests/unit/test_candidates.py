@@ -51,7 +51,9 @@ def test_cold_nodes_then_full_ones_fill_a_short_shortlist() -> None:
 
 
 def test_the_conversations_node_leads_the_shortlist() -> None:
-    ctx = fleet(6, 0, routing_candidates=2)
+    # with the replica's own memory the affinity scorer ranks; with the fleet-wide index
+    # the slot acquisition does, among the same shortlist
+    ctx = fleet(6, 0, routing_candidates=2, session_affinity="replica")
     req = request({"model": M, "messages": [{"role": "user", "content": "hi"}]})
     engine = RoutingEngine(build_plugin_manager())
     engine.prepare(req, ctx)
@@ -68,7 +70,8 @@ def test_widening_keeps_the_shortlist_first_and_adds_every_other_node() -> None:
     chosen = Candidates(engine, request(), ctx, ["c04"], 0)
     first = [r.node.node_id for r in chosen.ranked]
     assert sorted(first) == ["w00", "w01", "w02"] and not chosen.widened
-    pairs = chosen.widen()
+    pairs, scores = chosen.widen()
+    assert len(scores) == len(pairs) and scores == [r.score for r in chosen.ranked]
     assert [p[0] for p in pairs[:len(first)]] == first
     assert sorted(p[0] for p in pairs) == sorted(f"{k}{i:02d}" for k in "wc" for i in range(5)
                                                   if f"{k}{i:02d}" != "c04")

@@ -165,9 +165,10 @@ class SlotManager:
         request_id: str,
         candidates: Sequence[tuple[str, int]],
         timeout: float,  # noqa: ASYNC109 - the queue wait only, not the whole request
+        more: Widen | None = None,
     ) -> str:
         """`claim` with no app, priority or conversation; returns the node id."""
-        return (await self.claim(model, request_id, candidates, timeout)).node_id
+        return (await self.claim(model, request_id, candidates, timeout, more=more)).node_id
 
     async def claim(
         self,

@@ -448,8 +448,10 @@ class Exchange:
             engine.inputs.finished(node_id, model)
             if trace.status is TraceStatus.COMPLETED:
                 request = self.request
+                # Remembered here too with the fleet-wide index: on a large fleet the
+                # shortlist then keeps the conversation's node (fleet/candidates.py).
                 if request is not None and request.session_key and (
-                        ctx.settings.session_affinity == "replica"):
+                        ctx.settings.session_affinity != "off"):
                     engine.inputs.remember_session(request.session_key, node_id)
                 engine.latency.add(node_id, model, trace.latency_ms,
                                    trace.time_to_first_token_ms,
