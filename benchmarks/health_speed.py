@@ -24,9 +24,8 @@ from litestar.testing import AsyncTestClient
 
 from services.router.app import create_app
 from services.router.context import RouterContext
-from services.router.health_api import compute_health
-from services.router.registry import fleet_of
-from services.router.stats import add_request
+from services.router.fleet.health import compute_health
+from services.router.fleet.stats import add_request
 from shared.keys import Keys
 from shared.models import Trace, TraceStatus
 from shared.redisconn import EmbeddedRedis, connect
@@ -98,7 +97,7 @@ async def run(redis_url: str, calls: int) -> None:
             for index in range(NODES):
                 await client.post("/heartbeat", json=heartbeat(index))
             app_ctx: RouterContext = client.app.state.herd
-            assert len(fleet_of(app_ctx).snapshot().nodes) == NODES
+            assert len(app_ctx.fleet.snapshot().nodes) == NODES
             timings = []
             for _ in range(calls):
                 started = time.perf_counter()

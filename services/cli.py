@@ -27,7 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("services.sim.cli", "Run a simulated Ollama server (for tests, demos and benchmarks)."),
     "dashboard": ("services.dashboard", "Run the dashboard alone, reading a router's API."),
     "demo": ("services.demo", "Start a whole simulated fleet with its dashboard, in one command."),
-    "recorder": ("services.recorder_cli", "Copy the fleet's traces into one latency.db, alone."),
+    "recorder": ("services.recorder.cli", "Copy the fleet's traces into one latency.db, alone."),
 }
 
 # CLI flag dest -> settings field. Flags left unset (None) keep the environment's value.

@@ -1,6 +1,6 @@
 """The Redis layout: every key and channel Herd uses is built here, under one prefix.
 
-Each key family has one writer (see ARCHITECTURE.md "Shared state"). Node ids and model
+Each key family has one writer (docs/architecture.md, "Shared state"). Node ids and model
 names go into keys verbatim; both may contain ':' (``llama3.2:3b``), so a key's parts are
 joined with '|' where they could be confused.
 """
@@ -37,10 +37,6 @@ class Keys:
     def wait(self, model: str) -> str:
         """Sorted set: request id -> arrival order."""
         return f"{self.prefix}wait:{model}"
-
-    def waiter(self, request_id: str) -> str:
-        """Short-TTL key held by the replica of a waiting request."""
-        return f"{self.prefix}waiter:{request_id}"
 
     def wait_seq(self) -> str:
         """Counter giving waiters their arrival order."""
@@ -109,10 +105,6 @@ class Keys:
     def leader(self) -> str:
         """Lease lock held by the replica that runs fleet-wide background jobs."""
         return f"{self.prefix}leader"
-
-    def replicas(self) -> str:
-        """Hash: replica id -> last seen, for the dashboard."""
-        return f"{self.prefix}replicas"
 
     # --- pub/sub channels
     def fleet_channel(self) -> str:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
 __all__ = [
+    "TRACE_FIELD",
     "FleetSnapshot",
     "LoadedModel",
     "NodeState",
     "NodeStatus",
     "Trace",
     "TraceStatus",
+    "decode_trace",
+    "encode_trace",
     "normalize_model",
 ]
 
@@ -135,7 +139,8 @@ class TraceStatus(enum.StrEnum):
 
 
 class Trace(msgspec.Struct, kw_only=True):
-    """One request's record: the columns of `request_traces` (COMPAT.md) plus a few extras.
+    """One request's record: ollama-herd's columns of `request_traces` (docs/queueing.md)
+    plus a few extras.
 
     Appended to the traces stream once per request; the recorder copies it to latency.db.
     """
@@ -166,3 +171,27 @@ class Trace(msgspec.Struct, kw_only=True):
     queue_wait_ms: float = 0.0
     load_duration_ms: float = 0.0  # > 0 means the node cold-loaded the model
     replica_id: str = ""
+
+
+# A trace's field in a stream entry of the traces stream (the router writes, the recorder
+# and the dashboard read).
+TRACE_FIELD = "t"
+_trace_encoder = msgspec.json.Encoder()
+_trace_decoder = msgspec.json.Decoder(Trace)
+
+
+def encode_trace(trace: Trace) -> bytes:
+    return _trace_encoder.encode(trace)
+
+
+def decode_trace(fields: dict[Any, Any]) -> Trace | None:
+    """The Trace in a stream entry, or None if the entry is not one (foreign or corrupt)."""
+    raw = fields.get(TRACE_FIELD)
+    if raw is None:
+        raw = fields.get(TRACE_FIELD.encode())
+    if raw is None:
+        return None
+    try:
+        return _trace_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None

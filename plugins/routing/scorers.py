@@ -1,8 +1,9 @@
 """Built-in scorers. Each rates a node 0..1; the engine weighs them by the `weight_*` settings.
 
-Balance (FINDINGS "What wins on a heterogeneous fleet"): a loaded model is worth a lot, since
-a cold load costs seconds, but the slot acquisition takes the first candidate with a free
-slot, so a loaded-but-full node never makes a request wait while an idle one is free.
+Balance (measured on a simulated heterogeneous fleet, docs/routing.md): a loaded model is
+worth a lot, since a cold load costs seconds, but the slot acquisition takes the first
+candidate with a free slot, so a loaded-but-full node never makes a request wait while an
+idle one is free.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from services.router.mdns import SERVICE_TYPE, mdns_interfaces
+from shared.mdns import SERVICE_TYPE, mdns_interfaces
 
 __all__ = ["Discovery", "RouterDirectory"]
 

@@ -1,54 +1,80 @@
-"""What one router replica holds while it runs: settings, Redis, and its long-lived parts."""
+"""What one router replica holds while it runs: the core, and its fleet-state parts, typed."""
 
 from __future__ import annotations
 
-import uuid
+import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Self
 
+import pluggy
 from redis.asyncio import Redis
 
+from services.recorder.recorder import Recorder
+from services.router.fleet.core import Core
+from services.router.fleet.leader import Leader, LeaderJob
+from services.router.fleet.reaper import reaper_job, retention_job
+from services.router.fleet.registry import Fleet
+from services.router.fleet.routing import RoutingEngine
+from services.router.fleet.runtime import RuntimeSettings
+from services.router.fleet.slots import SlotManager
+from services.router.fleet.stats import Stats
+from services.router.nodes import Nodes
 from shared.fastredis import FastRedis
-from shared.keys import Keys
-from shared.scripts import Scripts
+from shared.health import HealthCheck
+from shared.plugins import build_plugin_manager
 from shared.settings import Settings
-
-if TYPE_CHECKING:
-    import pluggy
 
 __all__ = ["RouterContext"]
 
 
 @dataclass
-class RouterContext:
-    """Shared by every handler of one replica; `settings` is swapped when runtime ones change.
+class RouterContext(Core):
+    """Shared by every handler of one replica. Every part is built by `create`, before the
+    app starts; the app's lifespan then runs each part's background work (app.py)."""
 
-    The parts below `plugins` are set by their own lifecycles (see app.LIFECYCLES) before
-    the app accepts requests.
-    """
-
-    settings: Settings
-    redis: Redis
-    keys: Keys
-    scripts: Scripts
-    replica_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    # The lean connection for the per-request Redis calls (slot acquire, request end).
-    fast: FastRedis | None = None
-    # Set when the server begins a graceful shutdown: long-lived responses (the live-events
-    # stream) end themselves instead of holding the shutdown until its timeout.
-    stopping: bool = False
-    plugins: pluggy.PluginManager | None = None
-    # Each part is typed where it is defined; handlers reach it through the owning module.
-    parts: dict[str, object] = field(default_factory=dict)
+    plugins: pluggy.PluginManager = field(init=False)
+    runtime: RuntimeSettings = field(init=False)
+    fleet: Fleet = field(init=False)
+    slots: SlotManager = field(init=False)
+    routing: RoutingEngine = field(init=False)
+    stats: Stats = field(init=False)
+    nodes: Nodes = field(init=False)
+    leader: Leader = field(init=False)
+    # Checks from every plugin, asked once per replica (hooks register, handlers call).
+    health_checks: list[HealthCheck] = field(init=False)
+    # auto_pull: one pull per model at a time on this replica, shared by its waiters.
+    auto_pulls: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    # Benchmark runs started on this replica, cancelled when it stops.
+    benchmark_tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
-    def create(
-        cls, settings: Settings, redis: Redis, fast: FastRedis | None = None
-    ) -> RouterContext:
-        return cls(
-            settings=settings,
-            redis=redis,
-            keys=Keys(settings.redis_prefix),
-            scripts=Scripts(redis, fast),
-            fast=fast,
-        )
+    def create(cls, settings: Settings, redis: Redis, fast: FastRedis | None = None) -> Self:
+        ctx = super().create(settings, redis, fast)
+        ctx.plugins = build_plugin_manager(settings.disabled_plugins)
+        ctx.runtime = RuntimeSettings(ctx)
+        ctx.fleet = Fleet(ctx)
+        ctx.slots = SlotManager.for_context(ctx)
+        ctx.routing = RoutingEngine(ctx.plugins)
+        ctx.stats = Stats(ctx)
+        ctx.nodes = Nodes()
+        ctx.leader = Leader(ctx, leader_jobs(settings))
+        ctx.health_checks = [
+            check for batch in ctx.plugins.hook.herd_register_health_checks() for check in batch]
+        return ctx
+
+
+def leader_jobs(settings: Settings) -> list[LeaderJob]:
+    """The fleet-wide jobs: the zombie reaper, retention, and the recorder when enabled."""
+    jobs: list[LeaderJob] = [reaper_job, retention_job]
+    if settings.recorder_enabled:
+        jobs.append(record_traces)
+    return jobs
+
+
+async def record_traces(core: Core) -> None:
+    """Leader job: record into <data dir>/latency.db for as long as this replica leads."""
+    recorder = Recorder(
+        core.redis, core.keys, core.settings.data_path / "latency.db", core.replica_id,
+        retention_days=core.settings.trace_retention_days,
+    )
+    await recorder.run()

@@ -6,15 +6,13 @@ import asyncio
 
 import pytest
 
-from services.router.benchmark_runs import start_run
 from services.router.context import RouterContext
+from services.router.fleet.benchmarks import start_run
 from shared.errors import BadRequest
 
 
 async def finish_runs(ctx: RouterContext) -> None:
-    tasks = ctx.parts.get("benchmark_tasks")
-    assert isinstance(tasks, set)
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.gather(*ctx.benchmark_tasks, return_exceptions=True)
 
 
 async def test_two_racing_starts_run_one_benchmark(ctx: RouterContext) -> None:

@@ -13,9 +13,9 @@ from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
 from services.router.app import create_app
-from services.router.context import RouterContext
-from services.router.events import recent_events
-from services.router.registry import Fleet, fleet_of
+from services.router.fleet.core import Core
+from services.router.fleet.events import recent_events
+from services.router.fleet.registry import Fleet
 from shared.keys import Keys
 from shared.settings import Settings
 
@@ -75,7 +75,7 @@ async def test_ollama_herd_heartbeat_verbatim_registers_node(
     assert {m["name"]: m["context_length"] for m in node["models_loaded"]} == {
         "llama3.2:3b": 8192, "nomic-embed-text:latest": 2048}
     assert "qwen3:8b" in node["models_available"]
-    snap = fleet_of(client.app.state.herd).snapshot()
+    snap = client.app.state.herd.fleet.snapshot()
     assert [n.node_id for n in snap.servable_with("qwen3:8b")] == ["capnode"]
 
 
@@ -156,7 +156,7 @@ async def test_router_failures_degrade_until_success(
 ) -> None:
     await client.post("/heartbeat", json=example())
     # Another replica (in this test's loop) sees the failures; the app learns by pub/sub.
-    other = Fleet(RouterContext.create(settings, redis))
+    other = Fleet(Core.create(settings, redis))
     await other.refresh(sweep=False)
     for _ in range(settings.node_failures_degraded):
         await other.record_failure("capnode", "connect refused")
@@ -179,7 +179,7 @@ async def test_two_replicas_see_each_others_heartbeats_and_queues(
     async with AsyncTestClient(create_app(settings, redis_url)) as a, \
             AsyncTestClient(create_app(settings, redis_url)) as b:
         await a.post("/heartbeat", json=example())
-        fleet_b = fleet_of(b.app.state.herd)
+        fleet_b = b.app.state.herd.fleet
         for _ in range(60):
             if "capnode" in fleet_b.snapshot().nodes:
                 break

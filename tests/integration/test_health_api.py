@@ -15,8 +15,8 @@ from litestar.testing import AsyncTestClient
 
 from services.router.app import create_app
 from services.router.context import RouterContext
-from services.router.events import emit
-from services.router.stats import record
+from services.router.fleet.events import emit
+from services.router.fleet.stats import record
 from shared.models import Trace, TraceStatus
 from shared.settings import Settings
 from tests.helpers import make_trace

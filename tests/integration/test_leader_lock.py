@@ -8,15 +8,15 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from services.router.context import RouterContext
-from services.router.leader import Leader, LeaderJob, periodic
+from services.router.fleet.core import Core
+from services.router.fleet.leader import Leader, LeaderJob, periodic
 from shared.keys import Keys
 from shared.redisconn import connect
 from shared.settings import Settings
 
 
 def counting_job(counts: dict[str, int], name: str) -> LeaderJob:
-    async def step(ctx: RouterContext) -> None:
+    async def step(ctx: Core) -> None:
         counts[name] = counts.get(name, 0) + 1
 
     return periodic(0.02, step, name)
@@ -35,7 +35,7 @@ async def test_one_leader_runs_jobs_and_hands_over(
     counts: dict[str, int] = {}
     clients = [connect(redis_url) for _ in range(2)]
     leaders = [
-        Leader(RouterContext.create(settings, c), [counting_job(counts, f"L{i}")],
+        Leader(Core.create(settings, c), [counting_job(counts, f"L{i}")],
                holder=f"L{i}", lease_seconds=0.6)
         for i, c in enumerate(clients)
     ]
@@ -67,7 +67,7 @@ async def test_losing_the_lock_stops_the_jobs(
     redis: Redis, keys: Keys, settings: Settings
 ) -> None:
     counts: dict[str, int] = {}
-    leader = Leader(RouterContext.create(settings, redis), [counting_job(counts, "x")],
+    leader = Leader(Core.create(settings, redis), [counting_job(counts, "x")],
                     holder="me", lease_seconds=5)
     try:
         assert await leader.try_once()
@@ -88,18 +88,18 @@ async def test_losing_the_lock_stops_the_jobs(
 async def test_a_crashing_job_is_restarted_not_fatal(
     redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import services.router.leader as leader_module
+    import services.router.fleet.leader as leader_module
 
     monkeypatch.setattr(leader_module, "JOB_RESTART_SECONDS", 0.01)
     runs: list[int] = []
 
-    async def flaky(ctx: RouterContext) -> None:
+    async def flaky(ctx: Core) -> None:
         runs.append(1)
         if len(runs) < 3:
             raise RuntimeError("boom")
         await asyncio.Event().wait()
 
-    leader = Leader(RouterContext.create(settings, redis), [flaky], holder="me")
+    leader = Leader(Core.create(settings, redis), [flaky], holder="me")
     try:
         assert await leader.try_once()
         await wait_for(lambda: len(runs) >= 3)

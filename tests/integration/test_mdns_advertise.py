@@ -11,8 +11,8 @@ from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from services.router.context import RouterContext
-from services.router.mdns import SERVICE_TYPE, mdns_lifecycle
 from services.version import VERSION
+from shared.mdns import SERVICE_TYPE, advertise
 from shared.settings import Settings
 
 
@@ -34,7 +34,7 @@ async def test_advertises_without_delaying_startup_and_withdraws(
                                   question_type=DNSQuestionType.QM)
     try:
         started = time.monotonic()
-        async with mdns_lifecycle(ctx):
+        async with advertise(ctx.settings, ctx.replica_id):
             # Probing takes ~1.6 s; it must not hold up the app's startup.
             assert time.monotonic() - started < 0.5
             name, change = await asyncio.wait_for(found.get(), 10.0)
@@ -58,6 +58,6 @@ async def test_advertises_without_delaying_startup_and_withdraws(
 async def test_disabled_does_nothing(settings: Settings, redis: Redis) -> None:
     ctx = RouterContext.create(settings, redis)  # the fixture turns mDNS off
     started = time.monotonic()
-    async with mdns_lifecycle(ctx):
+    async with advertise(ctx.settings, ctx.replica_id):
         pass
     assert time.monotonic() - started < 0.1

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from services.router.context import RouterContext
-from services.router.recorder import GROUP, Recorder, TraceDB
-from services.router.traces import add_trace, decode_trace
+from services.recorder.recorder import GROUP, Recorder, TraceDB
+from services.router.fleet.core import Core
+from services.router.fleet.traces import add_trace
 from shared.keys import Keys
-from shared.models import Trace, TraceStatus
+from shared.models import Trace, TraceStatus, decode_trace
 from shared.redisconn import connect
 from shared.settings import Settings
 
@@ -38,7 +38,7 @@ def make_trace(i: int, **changes: object) -> Trace:
 
 
 async def push(redis: Redis, settings: Settings, traces: list[Trace]) -> None:
-    ctx = RouterContext.create(settings, redis)
+    ctx = Core.create(settings, redis)
     async with redis.pipeline(transaction=False) as pipe:
         for trace in traces:
             add_trace(pipe, ctx, trace)
@@ -143,7 +143,7 @@ async def test_compat_queries_on_the_file(
     assert obs[1:] == ["node_id", "model_name", "latency_ms", "tokens_generated", "timestamp",
                        "prompt_tokens", "completion_tokens"]
     assert rows(db, "PRAGMA journal_mode") == [("wal",)]
-    # COMPAT.md
+    # ollama-herd's columns
     assert sorted(rows(db, "SELECT node_id, SUM(retry_count), COUNT(*) FROM request_traces "
                            "GROUP BY node_id")) == [("alpha", 2, 2), ("beta", 1, 2),
                                                     ("gamma", 0, 1)]

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from services.router.context import RouterContext
-from services.router.registry import Fleet
+from services.router.fleet.core import Core
+from services.router.fleet.registry import Fleet
 from shared.keys import Keys
 from shared.settings import Settings
 
@@ -33,7 +33,7 @@ def beat(node_id: str = "capnode", models: list[str] | None = None) -> dict[str,
 
 @pytest.fixture
 def fleet(settings: Settings, redis: Redis) -> Fleet:
-    return Fleet(RouterContext.create(settings, redis))
+    return Fleet(Core.create(settings, redis))
 
 
 async def test_a_heartbeat_during_a_refresh_is_not_undone(fleet: Fleet) -> None:
@@ -62,7 +62,7 @@ async def test_a_newer_heartbeat_is_not_replaced_by_an_older_read(fleet: Fleet) 
 async def test_reads_still_bring_what_other_replicas_wrote(
     fleet: Fleet, settings: Settings, redis: Redis,
 ) -> None:
-    other = Fleet(RouterContext.create(settings, redis))
+    other = Fleet(Core.create(settings, redis))
     await fleet.ingest_heartbeat(beat("mine"), SOURCE)
     reading = await fleet.read()
     await other.ingest_heartbeat(beat("theirs"), SOURCE)  # after the read: not in it
@@ -86,7 +86,7 @@ async def test_expired_nodes_are_forgotten_but_live_ones_stay(
 async def test_note_model_corrects_the_record_until_the_next_heartbeat(
     fleet: Fleet, settings: Settings, redis: Redis,
 ) -> None:
-    other = Fleet(RouterContext.create(settings, redis))
+    other = Fleet(Core.create(settings, redis))
     await fleet.ingest_heartbeat(beat(models=["llama3.2:3b", "qwen3:8b"]), SOURCE)
     assert await fleet.note_model("capnode", "qwen3:8b", None)
     assert not fleet.snapshot().nodes["capnode"].has_model("qwen3:8b")

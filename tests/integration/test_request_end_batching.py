@@ -6,9 +6,9 @@ import time
 
 from redis.asyncio import Redis
 
-from services.router import stats
 from services.router.context import RouterContext
-from services.router.routing import LatencyBatch, add_latency
+from services.router.fleet import stats
+from services.router.fleet.routing import LatencyBatch, add_latency
 from shared.models import Trace, TraceStatus
 from shared.settings import Settings
 from tests.helpers import make_trace as trace
@@ -34,21 +34,21 @@ async def test_counted_then_flushed_equals_written_per_request(
         settings.replace(redis_prefix=settings.redis_prefix + "b:"), redis)
     for item in mixed():
         await stats.record(one_by_one, item, now)
-        stats.count(batched, item, now)
+        batched.stats.count(item, now)
     hour = stats.current_hour(now)
     assert await redis.hgetall(batched.keys.stats(hour)) == {}  # nothing written yet
-    assert await stats.flush(batched) > 0
+    assert await batched.stats.flush() > 0
     expected = await redis.hgetall(one_by_one.keys.stats(hour))
     assert expected
     assert await redis.hgetall(batched.keys.stats(hour)) == expected
     assert await redis.ttl(batched.keys.stats(hour)) > 0
-    assert await stats.flush(batched) == 0  # the tally is empty after a flush
+    assert await batched.stats.flush() == 0  # the tally is empty after a flush
 
 
 async def test_a_reader_sees_its_own_replicas_requests_at_once(ctx: RouterContext) -> None:
     for item in mixed():
-        stats.count(ctx, item)
-    window = await stats.read_window(ctx, 1)
+        ctx.stats.count(item)
+    window = await ctx.stats.read_window(1)
     assert window.fleet().requests == 5
     assert window.node("n1").requests == 2
     assert window.node("n1").retries == 1

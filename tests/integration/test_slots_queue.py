@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from services.router.context import RouterContext
-from services.router.events import recent_events
-from services.router.reaper import reap_once
-from services.router.slots import SlotManager, parse_counters
-from services.router.traces import add_trace, recent_traces
+from services.router.fleet.core import Core
+from services.router.fleet.events import recent_events
+from services.router.fleet.reaper import reap_once
+from services.router.fleet.slots import SlotManager, parse_counters
+from services.router.fleet.traces import add_trace, recent_traces
 from shared.errors import QueueFull
 from shared.keys import Keys
 from shared.models import Trace, TraceStatus
@@ -352,7 +352,7 @@ async def test_release_and_trace_in_one_pipeline(
     make_replicas: Any, redis: Redis, keys: Keys, settings: Settings
 ) -> None:
     (r1,) = await make_replicas(1)
-    ctx = RouterContext.create(settings, redis)
+    ctx = Core.create(settings, redis)
     node = await r1.slots.acquire(MODEL, "req-1", [("n1", 2)], timeout=5)
     trace = Trace(
         request_id="req-1", model=MODEL, original_model="llama3.2", node_id=node,

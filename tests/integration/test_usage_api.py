@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from services.router import traces
 from services.router.app import create_app
 from services.router.context import RouterContext
-from services.router.stats import add_request, current_hour, read_window, record
+from services.router.fleet import traces
+from services.router.fleet.stats import add_request, current_hour, record
 from shared.models import Trace, TraceStatus
 from shared.settings import Settings
 from tests.helpers import make_trace as trace
@@ -53,7 +53,7 @@ async def test_buckets_sum_over_hours_and_expire(ctx: RouterContext) -> None:
         await store(ctx, trace("n1", "m:1", latency_ms=100.0 * (hours_ago + 1)),
                     now - hours_ago * 3600)
     await store(ctx, trace("", "typo:x", status=TraceStatus.REJECTED), now)
-    window = await read_window(ctx, 24, now)
+    window = await ctx.stats.read_window(24, now)
     assert window.node("n1").requests == 3
     assert window.models()["m:1"].completion_tokens == 33
     assert window.node("").rejected == 1
@@ -63,13 +63,13 @@ async def test_buckets_sum_over_hours_and_expire(ctx: RouterContext) -> None:
     assert 0 < ttl <= ctx.settings.stats_retention_days * 86400
     # sealed hours are cached; the current hour is read again each time
     await store(ctx, trace("n1", "m:1"), now)
-    assert (await read_window(ctx, 24, now)).node("n1").requests == 4
+    assert (await ctx.stats.read_window(24, now)).node("n1").requests == 4
 
 
 async def test_latency_percentiles_from_the_histogram(ctx: RouterContext) -> None:
     for latency in [80.0] * 90 + [4000.0] * 10:
         await store(ctx, trace("n1", "m:1", latency_ms=latency))
-    usage = (await read_window(ctx, 1)).fleet()
+    usage = (await ctx.stats.read_window(1)).fleet()
     assert usage.percentile(50) <= 100
     assert 2500 <= usage.percentile(95) <= 5000
     assert usage.avg_latency_ms == pytest.approx(472.0)

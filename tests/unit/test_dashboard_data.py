@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from services.dashboard import dashboard_command, router_url_for
-from services.router.dashboard_link import dashboard_url
+from services.router.api.dashboard_link import dashboard_url
 from shared.settings import Settings
 from streamlit_app import data, widgets
 from streamlit_app.nav import PAGES

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from plugins.health import nodes, queues, requests
-from services.router.stats import increments, parse_bucket
+from services.router.fleet.stats import increments, parse_bucket
 from shared.health import (
     Finding,
     FunctionCheck,

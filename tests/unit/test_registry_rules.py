@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.router.heartbeat import ollama_url_for, parse_heartbeat, status_for
+from services.router.fleet.heartbeat import ollama_url_for, parse_heartbeat, status_for
 from shared.errors import BadRequest
 from shared.models import NodeStatus
 

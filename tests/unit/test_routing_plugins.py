@@ -9,8 +9,8 @@ import pytest
 from plugins.routing.filters import PinnedNode
 from plugins.routing.scorers import ContextFit, FailurePenalty, Latency, Load, Loaded, MemoryFit
 from plugins.routing.transforms import ContextProtection, Tags
-from services.router.proxy import error_tail, parse_final
-from services.router.routing import RoutingEngine
+from services.router.fleet.routing import RoutingEngine
+from services.router.proxy.forward import error_tail, parse_final
 from shared.hookspecs import hookimpl
 from shared.models import FleetSnapshot, LoadedModel, NodeState, NodeStatus
 from shared.plugins import build_plugin_manager

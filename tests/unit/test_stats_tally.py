@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.router.stats import MAX_TAGS_PER_HOUR, OTHER_TAG, Tally
+from services.router.fleet.stats import MAX_TAGS_PER_HOUR, OTHER_TAG, Tally
 from tests.helpers import make_trace
 
 HOUR = 3600.0 * 500_000  # a fixed hour, in epoch seconds

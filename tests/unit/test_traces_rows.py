@@ -6,10 +6,9 @@ import json
 
 import msgspec
 
-from services.router.recorder import _TRACE_COLUMNS, trace_row
-from services.router.slots import parse_counters
-from services.router.traces import TRACE_FIELD, decode_trace
-from shared.models import Trace, TraceStatus
+from services.recorder.recorder import _TRACE_COLUMNS, trace_row
+from services.router.fleet.slots import parse_counters
+from shared.models import TRACE_FIELD, Trace, TraceStatus, decode_trace
 
 
 def test_trace_row_matches_compat_columns() -> None:

@@ -5,20 +5,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from services.router.context import RouterContext
+from services.router.fleet.core import Core
 from shared.fastredis import FastPipeline
 from shared.keys import Keys
-from shared.models import Trace
+from shared.models import TRACE_FIELD, Trace, decode_trace, encode_trace
 
 __all__ = [
     "TRACES_MAXLEN",
-    "TRACE_FIELD",
     "add_trace",
-    "decode_trace",
     "recent_traces",
     "trim_traces",
 ]
@@ -26,34 +23,18 @@ __all__ = [
 # A transport to the recorder plus the dashboard's recent view, not the archive (that is
 # latency.db): ~100k traces is hours of a busy fleet, enough to ride out a recorder restart.
 TRACES_MAXLEN = 100_000
-TRACE_FIELD = "t"
 _SCAN_BATCH = 500
 
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(Trace)
 
 
-def add_trace(pipe: Pipeline | FastPipeline, ctx: RouterContext, trace: Trace) -> None:
+def add_trace(pipe: Pipeline | FastPipeline, ctx: Core, trace: Trace) -> None:
     """Queue the XADD of `trace` on `pipe` (run it with the slot release in one round trip)."""
     pipe.xadd(
         ctx.keys.traces(),
-        {TRACE_FIELD: _encoder.encode(trace)},
+        {TRACE_FIELD: encode_trace(trace)},
         maxlen=TRACES_MAXLEN,
         approximate=True,
     )
-
-
-def decode_trace(fields: dict[Any, Any]) -> Trace | None:
-    """The Trace in a stream entry, or None if the entry is not one (foreign or corrupt)."""
-    raw = fields.get(TRACE_FIELD)
-    if raw is None:
-        raw = fields.get(TRACE_FIELD.encode())
-    if raw is None:
-        return None
-    try:
-        return _decoder.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
 
 
 def _matches(trace: Trace, filters: dict[str, Any]) -> bool:
@@ -71,7 +52,7 @@ def _matches(trace: Trace, filters: dict[str, Any]) -> bool:
     return True
 
 
-async def recent_traces(ctx: RouterContext, limit: int = 100, **filters: Any) -> list[Trace]:
+async def recent_traces(ctx: Core, limit: int = 100, **filters: Any) -> list[Trace]:
     """Newest first, at most `limit`, keeping those whose fields equal the filters.
 
     Filters: any Trace field by name (`model="llama3.2:3b"`, `node_id=...`, `status=...`),

@@ -13,8 +13,7 @@ from litestar.datastructures import State
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from services.router.context import RouterContext
-from services.router.fleet_api import node_view, read_queues
-from services.router.health_api import fleet_snapshot, read_queue_depths
+from services.router.fleet.reads import node_view, read_queue_depths, read_queues
 from shared.models import FleetSnapshot, NodeStatus
 
 __all__ = ["EVENT_PERIOD", "ROUTES", "fleet_event", "sse_stream"]
@@ -29,7 +28,7 @@ def _signature(snapshot: FleetSnapshot) -> tuple[tuple[str, str, bool], ...]:
 
 
 async def fleet_event(ctx: RouterContext, reason: str) -> dict[str, Any]:
-    snapshot = fleet_snapshot(ctx)
+    snapshot = ctx.fleet.snapshot()
     nodes = sorted(snapshot.nodes.values(), key=lambda n: n.node_id)
     queues = await read_queues(ctx)
     waiting = await read_queue_depths(ctx, snapshot)
@@ -53,7 +52,7 @@ async def fleet_event(ctx: RouterContext, reason: str) -> dict[str, Any]:
 
 async def sse_stream(ctx: RouterContext) -> AsyncIterator[ServerSentEventMessage]:
     """A snapshot at once, then every EVENT_PERIOD, and at once when a node's status moves."""
-    seen = _signature(fleet_snapshot(ctx))
+    seen = _signature(ctx.fleet.snapshot())
     reason = "initial"
     sequence = 0
     while True:
@@ -67,7 +66,7 @@ async def sse_stream(ctx: RouterContext) -> AsyncIterator[ServerSentEventMessage
             await asyncio.sleep(WATCH_INTERVAL)
             if ctx.stopping:
                 return  # the browser's EventSource reconnects, to another replica if need be
-            current = _signature(fleet_snapshot(ctx))
+            current = _signature(ctx.fleet.snapshot())
             if current != seen:
                 seen = current
                 reason = "node_status"

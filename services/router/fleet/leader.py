@@ -13,45 +13,37 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.router.context import RouterContext
+from services.router.fleet.core import Core
 from shared.keys import Keys
 from shared.scripts import Scripts
 
 __all__ = [
-    "LEADER_JOBS",
     "Leader",
     "LeaderJob",
-    "default_jobs",
-    "leader_lifecycle",
-    "leader_of",
     "periodic",
 ]
 
 log = logging.getLogger("herd.leader")
 
 # A job runs until cancelled (it loops itself); `periodic` makes one from a step.
-LeaderJob = Callable[[RouterContext], Awaitable[None]]
-
-# Jobs other modules add (append at import time); run after the built-in ones.
-LEADER_JOBS: list[LeaderJob] = []
+LeaderJob = Callable[[Core], Awaitable[None]]
 
 LEASE_SECONDS = 10.0  # a crashed leader's jobs stop for at most this long
 JOB_RESTART_SECONDS = 5.0
 
 
 def periodic(
-    interval: float, step: Callable[[RouterContext], Awaitable[object]], name: str = ""
+    interval: float, step: Callable[[Core], Awaitable[object]], name: str = ""
 ) -> LeaderJob:
     """A job that runs `step` now and then every `interval` seconds; a failing step is
     logged and tried again at the next interval."""
     label = name or getattr(step, "__name__", "job")
 
-    async def job(ctx: RouterContext) -> None:
+    async def job(ctx: Core) -> None:
         while True:
             try:
                 await step(ctx)
@@ -68,7 +60,7 @@ class Leader:
 
     def __init__(
         self,
-        ctx: RouterContext,
+        ctx: Core,
         jobs: Sequence[LeaderJob],
         *,
         holder: str | None = None,
@@ -88,6 +80,15 @@ class Leader:
     @property
     def is_leader(self) -> bool:
         return bool(self._running)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Campaign while the block runs; hand the lock over at its end."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
 
     async def start(self) -> None:
         self._campaign = asyncio.create_task(self._loop(), name="leader-campaign")
@@ -164,31 +165,3 @@ class Leader:
 
 def _name(job: LeaderJob) -> str:
     return str(getattr(job, "__name__", "job"))
-
-
-def default_jobs(ctx: RouterContext) -> list[LeaderJob]:
-    """The built-in jobs (zombie reaper, retention, recorder when enabled), then LEADER_JOBS."""
-    from services.router.reaper import reaper_job, retention_job
-
-    jobs: list[LeaderJob] = [reaper_job, retention_job]
-    if ctx.settings.recorder_enabled:
-        from services.router.recorder import recorder_job
-
-        jobs.append(recorder_job)
-    return [*jobs, *LEADER_JOBS]
-
-
-def leader_of(ctx: RouterContext) -> Leader:
-    return cast(Leader, ctx.parts["leader"])
-
-
-@contextlib.asynccontextmanager
-async def leader_lifecycle(ctx: RouterContext) -> AsyncIterator[None]:
-    leader = Leader(ctx, default_jobs(ctx))
-    ctx.parts["leader"] = leader
-    await leader.start()
-    try:
-        yield
-    finally:
-        await leader.stop()
-        ctx.parts.pop("leader", None)

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.router.context import RouterContext
-from services.router.events import emit
-from services.router.traces import trim_traces
+from services.router.fleet.core import Core
+from services.router.fleet.events import emit
+from services.router.fleet.traces import trim_traces
 from shared.keys import Keys
 from shared.scripts import script_source
 
@@ -83,7 +83,7 @@ async def reap_once(redis: Redis, keys: Keys) -> Reaped:
     return result
 
 
-async def reaper_job(ctx: RouterContext) -> None:
+async def reaper_job(ctx: Core) -> None:
     """Leader job: reap every couple of seconds (a lease expires `lease_seconds` after its
     last renewal, so a dead replica's slots return within lease + this interval)."""
     while True:
@@ -94,7 +94,7 @@ async def reaper_job(ctx: RouterContext) -> None:
         await asyncio.sleep(REAP_INTERVAL_SECONDS)
 
 
-async def retention_job(ctx: RouterContext) -> None:
+async def retention_job(ctx: Core) -> None:
     """Leader job: trim the traces stream to `trace_retention_days`, hourly."""
     while True:
         try:

@@ -1,4 +1,4 @@
-"""Benchmark runs the dashboard starts: a bounded burst of requests through this router.
+"""Benchmark runs: a bounded burst of requests through this router, started from the dashboard.
 
 Progress lives in `keys.benchmarks_active()` (any replica can show it); a finished run is
 pushed onto `keys.benchmarks()`, which keeps the newest MAX_RUNS.
@@ -13,21 +13,16 @@ import logging
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
+import httpx
 import msgspec
-from litestar import Request, get, post
-from litestar.datastructures import State
 
 from services.router.context import RouterContext
-from services.router.health_api import fleet_snapshot
-from services.router.settings_api import require_admin
 from shared.errors import BadRequest, NoNodeAvailable
 from shared.models import normalize_model
 
-__all__ = ["ROUTES", "benchmark_lifecycle", "list_runs", "start_run"]
+__all__ = ["list_runs", "start_run", "stop_runs"]
 
 log = logging.getLogger("herd.benchmark")
 
@@ -62,19 +57,19 @@ async def _save(ctx: RouterContext, run: dict[str, Any]) -> None:
     await pipe.execute()
 
 
-async def _one(session: aiohttp.ClientSession, url: str, payload: bytes, run: dict[str, Any],
+async def _one(client: httpx.AsyncClient, url: str, payload: bytes, run: dict[str, Any],
                *, latencies: list[float], speeds: list[float]) -> None:
     started = time.perf_counter()
     try:
-        async with session.post(url, data=payload, headers={
+        response = await client.post(url, content=payload, headers={
             "Content-Type": "application/json", "X-Herd-Tags": "benchmark",
-        }) as response:
-            body = await response.read()
-            node = response.headers.get("X-Fleet-Node", "")
-            if response.status != 200:
-                run["failed"] += 1
-                return
-    except (aiohttp.ClientError, TimeoutError):
+        })
+    except httpx.HTTPError:
+        run["failed"] += 1
+        return
+    body = response.content
+    node = response.headers.get("X-Fleet-Node", "")
+    if response.status_code != 200:
         run["failed"] += 1
         return
     latencies.append((time.perf_counter() - started) * 1000)
@@ -98,21 +93,20 @@ async def _execute(ctx: RouterContext, run: dict[str, Any], prompt: str) -> None
     for index in range(run["requests"]):
         queue.put_nowait(index)
 
-    async def worker(session: aiohttp.ClientSession) -> None:
+    async def worker(client: httpx.AsyncClient) -> None:
         while not queue.empty():
             queue.get_nowait()
-            await _one(session, url, payload, run, latencies=latencies, speeds=speeds)
+            await _one(client, url, payload, run, latencies=latencies, speeds=speeds)
 
     async def report() -> None:
         while True:
             await asyncio.sleep(PROGRESS_EVERY_S)
             await _save(ctx, run)
 
-    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     reporter = asyncio.create_task(report())
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            await asyncio.gather(*(worker(session) for _ in range(run["concurrency"])))
+        async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S) as client:
+            await asyncio.gather(*(worker(client) for _ in range(run["concurrency"])))
         run["status"] = "completed" if run["done"] else "failed"
     except Exception as exc:  # the run is reported as failed instead of vanishing
         log.exception("benchmark run failed", extra={"run_id": run["run_id"]})
@@ -147,7 +141,7 @@ async def start_run(ctx: RouterContext, body: dict[str, Any]) -> dict[str, Any]:
     active = await _active(ctx)
     if active:
         raise BadRequest(f"benchmark {active[0]['run_id']} is still running")
-    snapshot = fleet_snapshot(ctx)
+    snapshot = ctx.fleet.snapshot()
     model = body.get("model")
     if model is None:
         loaded = [m.name for n in snapshot.nodes.values() if n.servable for m in n.models_loaded]
@@ -181,8 +175,7 @@ async def start_run(ctx: RouterContext, body: dict[str, Any]) -> dict[str, Any]:
     if not claimed:
         raise BadRequest("another benchmark is starting or running")
     await _save(ctx, run)
-    tasks = ctx.parts.setdefault("benchmark_tasks", set())
-    assert isinstance(tasks, set)
+    tasks = ctx.benchmark_tasks
     task = asyncio.create_task(_execute(ctx, run, prompt), name=f"herd-bench-{run['run_id']}")
     tasks.add(task)
     task.add_done_callback(tasks.discard)
@@ -213,36 +206,9 @@ async def list_runs(ctx: RouterContext, limit: int = MAX_RUNS) -> dict[str, Any]
     return {"active": await _active(ctx), "runs": runs}
 
 
-@get("/dashboard/api/benchmarks")
-async def benchmarks(state: State) -> dict[str, Any]:
-    return await list_runs(state.herd)
-
-
-@post("/dashboard/api/benchmarks", status_code=202)
-async def start_benchmark(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
-    ctx: RouterContext = state.herd
-    require_admin(ctx, request)
-    raw = await request.body()
-    try:
-        body = msgspec.json.decode(raw) if raw.strip() else {}
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
-    return await start_run(ctx, body)
-
-
-ROUTES = [benchmarks, start_benchmark]
-
-
-@contextlib.asynccontextmanager
-async def benchmark_lifecycle(ctx: RouterContext) -> AsyncIterator[None]:
-    """Cancel this replica's running benchmarks when it stops (their entries then go stale)."""
-    try:
-        yield
-    finally:
-        tasks = ctx.parts.get("benchmark_tasks")
-        if isinstance(tasks, set):
-            for task in list(tasks):
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+async def stop_runs(ctx: RouterContext) -> None:
+    """Cancel this replica's running benchmarks (their entries then go stale)."""
+    tasks = list(ctx.benchmark_tasks)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

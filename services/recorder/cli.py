@@ -18,7 +18,7 @@ import sys
 from redis.exceptions import RedisError
 
 from services.cli import add_common_flags, settings_from_args
-from services.router.recorder import Recorder
+from services.recorder.recorder import Recorder
 from shared.keys import Keys
 from shared.logs import setup_logging
 from shared.redisconn import RedisUnavailable, check_redis, connect

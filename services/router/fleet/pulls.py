@@ -1,4 +1,5 @@
-"""auto_pull: a model no node has is pulled onto the roomiest node while the client waits."""
+"""Pulls: where a model goes, and auto_pull (a model no node has is pulled onto the roomiest
+node while the client waits)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,26 @@ import asyncio
 import logging
 
 from services.router.context import RouterContext
-from services.router.events import emit
-from services.router.models_api import choose_pull_node, pull_and_wait
-from services.router.registry import fleet_of
+from services.router.fleet.events import emit
 from shared.errors import ModelNotFound, NoNodeAvailable, UpstreamError
+from shared.models import NodeState
 
-__all__ = ["pull_for_request"]
+__all__ = ["choose_pull_node", "pull_for_request"]
 
 log = logging.getLogger("herd.autopull")
 
 # What a node's registry says when the name does not exist (a typo): the client's 404.
 _UNKNOWN_NAME = ("not found", "does not exist", "file does not exist")
+
+
+def choose_pull_node(ctx: RouterContext, model: str) -> NodeState:
+    """The servable node with the most free memory, preferring nodes without the model."""
+    servable = [n for n in ctx.fleet.snapshot().nodes.values() if n.servable]
+    if not servable:
+        raise NoNodeAvailable("no online node to pull onto")
+    return max(servable, key=lambda n: (
+        not n.has_model(model), n.memory_available_gb, n.disk_available_gb, n.node_id,
+    ))
 
 
 async def pull_for_request(ctx: RouterContext, model: str) -> None:
@@ -27,9 +37,8 @@ async def pull_for_request(ctx: RouterContext, model: str) -> None:
     the wait times out (then NoNodeAvailable: retry later), so a large model is not
     downloaded over and over.
     """
-    pulls = ctx.parts.setdefault("auto_pulls", {})
-    assert isinstance(pulls, dict)
-    task: asyncio.Task[None] | None = pulls.get(model)
+    pulls = ctx.auto_pulls
+    task = pulls.get(model)
     if task is None:
         task = asyncio.create_task(_pull(ctx, model), name=f"herd-auto-pull:{model}")
         pulls[model] = task
@@ -56,7 +65,7 @@ async def _pull(ctx: RouterContext, model: str) -> None:
     await emit(ctx.redis, ctx.keys, "auto_pull", node_id=node.node_id, model=model,
                stage="started")
     try:
-        size_gb = await pull_and_wait(node, model)
+        size_gb = await ctx.nodes.pull_and_wait(node, model)
     except UpstreamError as exc:
         await emit(ctx.redis, ctx.keys, "auto_pull", node_id=node.node_id, model=model,
                    stage="failed", error=exc.message)
@@ -64,6 +73,6 @@ async def _pull(ctx: RouterContext, model: str) -> None:
             raise ModelNotFound(model) from exc
         raise
     # the agent reports the model with its next heartbeat; route to it now
-    await fleet_of(ctx).note_model(node.node_id, model, size_gb)
+    await ctx.fleet.note_model(node.node_id, model, size_gb)
     await emit(ctx.redis, ctx.keys, "auto_pull", node_id=node.node_id, model=model,
                stage="done", size_gb=round(size_gb, 3))

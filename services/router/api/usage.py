@@ -13,9 +13,7 @@ from litestar import Request, get
 from litestar.datastructures import State
 
 from services.router.context import RouterContext
-from services.router.health_api import fleet_snapshot
-from services.router.stats import read_window
-from services.router.traces import recent_traces
+from services.router.fleet.traces import recent_traces
 from shared.errors import BadRequest
 from shared.health import Usage
 from shared.models import TraceStatus, normalize_model
@@ -73,7 +71,7 @@ def _table(items: dict[str, Usage]) -> dict[str, dict[str, Any]]:
 async def usage(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
     ctx: RouterContext = state.herd
     hours = _hours(request, ctx)
-    window = await read_window(ctx, hours)
+    window = await ctx.stats.read_window(hours)
     nodes = window.nodes()
     rejected = nodes.pop("", None)
     return {
@@ -93,7 +91,7 @@ async def usage(request: Request[Any, Any, Any], state: State) -> dict[str, Any]
 async def apps(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
     ctx: RouterContext = state.herd
     hours = _hours(request, ctx)
-    window = await read_window(ctx, hours)
+    window = await ctx.stats.read_window(hours)
     return {"window_hours": hours, "apps": _table(window.tags())}
 
 
@@ -101,7 +99,7 @@ async def apps(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
 async def trends(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
     ctx: RouterContext = state.herd
     hours = _hours(request, ctx)
-    window = await read_window(ctx, hours)
+    window = await ctx.stats.read_window(hours)
     model, tag = request.query_params.get("model"), request.query_params.get("tag")
     scope = f"m:{normalize_model(model)}" if model else f"t:{tag}" if tag else ""
     series = [
@@ -126,8 +124,8 @@ async def trends(request: Request[Any, Any, Any], state: State) -> dict[str, Any
 async def models(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
     ctx: RouterContext = state.herd
     hours = _hours(request, ctx)
-    window = await read_window(ctx, hours)
-    snapshot = fleet_snapshot(ctx)
+    window = await ctx.stats.read_window(hours)
+    snapshot = ctx.fleet.snapshot()
     stats = window.models()
     names = sorted(set(stats) | snapshot.models())
     per_node = window.node_models()

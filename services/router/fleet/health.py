@@ -1,119 +1,35 @@
-"""GET /dashboard/api/health and /recommendations: fleet state and stats judged by plugins."""
+"""Fleet health and recommendations: fleet state and stats judged by the health plugins."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, cast
+from typing import Any
 
 import msgspec
-from litestar import get
-from litestar.datastructures import State
 
 from services.router.context import RouterContext
-from services.router.registry import fleet_of
-from services.router.stats import read_window
+from services.router.fleet.reads import read_counters, read_events, read_queue_depths
 from shared.health import (
-    Counters,
-    HealthCheck,
     HealthView,
     StatsWindow,
     health_score,
     run_checks,
 )
-from shared.models import FleetSnapshot, NodeState, NodeStatus
-from shared.plugins import build_plugin_manager
+from shared.models import NodeState, NodeStatus
 
-__all__ = [
-    "ROUTES",
-    "build_view",
-    "checks_of",
-    "compute_health",
-    "fleet_snapshot",
-    "read_counters",
-    "read_queue_depths",
-    "recommendations",
-]
+__all__ = ["build_view", "compute_health", "recommendations"]
 
 EVENTS_SCAN = 500  # newest events read per health call; enough for a day of reaps and flaps
 DAY_S = 86_400.0
 
 
-def fleet_snapshot(ctx: RouterContext) -> FleetSnapshot:
-    """The replica's cached snapshot (registry), or an empty one before it has started."""
-    try:
-        return fleet_of(ctx).snapshot()
-    except KeyError:
-        return FleetSnapshot(taken_at=time.time())
-
-
-def checks_of(ctx: RouterContext) -> list[HealthCheck]:
-    """Checks from every plugin, asked once per replica (hooks register, handlers call)."""
-    cached = ctx.parts.get("health_checks")
-    if cached is None:
-        manager = ctx.plugins or build_plugin_manager(ctx.settings.disabled_plugins)
-        cached = [c for batch in manager.hook.herd_register_health_checks() for c in batch]
-        ctx.parts["health_checks"] = cached
-    return cast(list[HealthCheck], cached)
-
-
-async def read_counters(ctx: RouterContext) -> dict[tuple[str, str], Counters]:
-    redis, keys = ctx.redis, ctx.keys
-    pairs = [p.split("|", 1) for p in sorted(await redis.smembers(keys.counters_index()))]
-    pairs = [p for p in pairs if len(p) == 2]
-    if not pairs:
-        return {}
-    pipe = redis.pipeline(transaction=False)
-    for node_id, model in pairs:
-        pipe.hgetall(keys.counters(node_id, model))
-    rows = await pipe.execute()
-    out: dict[tuple[str, str], Counters] = {}
-    for (node_id, model), fields in zip(pairs, rows, strict=True):
-        values = {}
-        for name in ("pending", "in_flight", "done", "failed"):
-            try:
-                values[name] = max(0, int(fields.get(name) or 0))
-            except ValueError:
-                values[name] = 0
-        out[(node_id, model)] = Counters(**values)
-    return out
-
-
-async def read_queue_depths(
-    ctx: RouterContext, snapshot: FleetSnapshot | None = None
-) -> dict[str, int]:
-    """Waiting requests per model the fleet knows."""
-    models = sorted((snapshot or fleet_snapshot(ctx)).models())
-    if not models:
-        return {}
-    pipe = ctx.redis.pipeline(transaction=False)
-    for model in models:
-        pipe.zcard(ctx.keys.wait(model))
-    counts = await pipe.execute()
-    return {m: int(c) for m, c in zip(models, counts, strict=True)}
-
-
-async def _read_events(ctx: RouterContext, since: float) -> list[dict[str, Any]]:
-    rows = await ctx.redis.xrevrange(ctx.keys.events(), count=EVENTS_SCAN)
-    events = []
-    for _, fields in rows:
-        try:
-            event = msgspec.json.decode(fields.get("data", "{}"))
-        except msgspec.DecodeError:
-            continue
-        if isinstance(event, dict):
-            if float(event.get("ts", 0)) < since:
-                break
-            events.append(event)
-    return events
-
-
 async def build_view(ctx: RouterContext, now: float | None = None) -> HealthView:
     now = time.time() if now is None else now
-    snapshot = fleet_snapshot(ctx)
+    snapshot = ctx.fleet.snapshot()
     stats, counters, depths, events = await asyncio.gather(
-        read_window(ctx, 24, now), read_counters(ctx), read_queue_depths(ctx, snapshot),
-        _read_events(ctx, now - DAY_S),
+        ctx.stats.read_window(24, now), read_counters(ctx), read_queue_depths(ctx, snapshot),
+        read_events(ctx, now - DAY_S, EVENTS_SCAN),
     )
     return HealthView(snapshot=snapshot, settings=ctx.settings, stats=stats, counters=counters,
                       queue_depths=depths, events=events, now=now)
@@ -137,9 +53,9 @@ def _vitals(view: HealthView, score: int) -> dict[str, Any]:
 
 
 async def compute_health(ctx: RouterContext, now: float | None = None) -> dict[str, Any]:
-    """The /dashboard/api/health body (COMPAT.md shape)."""
+    """The /dashboard/api/health body (the shape ollama-herd users rely on; docs/api.md)."""
     view = await build_view(ctx, now)
-    findings = run_checks(checks_of(ctx), view)
+    findings = run_checks(ctx.health_checks, view)
     score = health_score(findings)
     return {
         "vitals": _vitals(view, score),
@@ -208,8 +124,8 @@ def _node_advice(
 
 async def recommendations(ctx: RouterContext, now: float | None = None) -> dict[str, Any]:
     """Per node: models to keep loaded, load, or remove, each with a plain-words reason."""
-    snapshot = fleet_snapshot(ctx)
-    stats = await read_window(ctx, 24, now)
+    snapshot = ctx.fleet.snapshot()
+    stats = await ctx.stats.read_window(24, now)
     demand = {m: u.requests for m, u in stats.models().items()}
     servable = [n for n in snapshot.nodes.values() if n.servable]
     copies: dict[str, int] = {}
@@ -237,16 +153,3 @@ async def recommendations(ctx: RouterContext, now: float | None = None) -> dict[
     ]
     return {"nodes": nodes, "model_demand_24h": demand,
             "generated_at": time.time() if now is None else now}
-
-
-@get("/dashboard/api/health")
-async def health(state: State) -> dict[str, Any]:
-    return await compute_health(state.herd)
-
-
-@get("/dashboard/api/recommendations")
-async def recommendations_route(state: State) -> dict[str, Any]:
-    return await recommendations(state.herd)
-
-
-ROUTES = [health, recommendations_route]

@@ -6,8 +6,8 @@ the commit. While it keeps up, it pauses between reads so that each transaction 
 hundreds of traces rather than one (a commit per request is what made the tool Herd
 replaces slow). A recorder that dies mid-batch leaves its entries pending; another one takes
 them over with XAUTOCLAIM, and `INSERT OR IGNORE` on the unique request_id makes a second
-write of the same request a no-op. Tables and columns are ollama-herd's (COMPAT.md), so
-operators' `sqlite3` queries keep working.
+write of the same request a no-op. Tables and columns are ollama-herd's (docs/queueing.md,
+"Traces and latency.db"), so operators' `sqlite3` queries keep working.
 """
 
 from __future__ import annotations
@@ -26,12 +26,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from services.router.context import RouterContext
-from services.router.traces import decode_trace
 from shared.keys import Keys
-from shared.models import Trace, TraceStatus
+from shared.models import Trace, TraceStatus, decode_trace
 
-__all__ = ["GROUP", "Recorder", "TraceDB", "recorder_job"]
+__all__ = ["GROUP", "Recorder", "TraceDB"]
 
 log = logging.getLogger("herd.recorder")
 
@@ -339,12 +337,3 @@ class Recorder:
         finally:
             with contextlib.suppress(RedisError, sqlite3.Error):
                 await self.close()
-
-
-async def recorder_job(ctx: RouterContext) -> None:
-    """Leader job: record into <data dir>/latency.db for as long as this replica leads."""
-    recorder = Recorder(
-        ctx.redis, ctx.keys, ctx.settings.data_path / "latency.db", ctx.replica_id,
-        retention_days=ctx.settings.trace_retention_days,
-    )
-    await recorder.run()

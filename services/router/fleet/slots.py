@@ -20,20 +20,20 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from services.router.context import RouterContext
+from services.router.fleet.core import Core
 from shared.errors import QueueFull
 from shared.fastredis import FastPipeline
 from shared.keys import Keys
 from shared.scripts import Scripts, script_source
 from shared.settings import Settings
 
-__all__ = ["SlotManager", "parse_counters", "slots_lifecycle", "slots_of"]
+__all__ = ["SlotManager", "parse_counters"]
 
 log = logging.getLogger("herd.slots")
 
@@ -85,10 +85,19 @@ class SlotManager:
         self._subscribed = asyncio.Event()
 
     @classmethod
-    def for_context(cls, ctx: RouterContext) -> SlotManager:
+    def for_context(cls, ctx: Core) -> SlotManager:
         return cls(ctx.redis, ctx.keys, lambda: ctx.settings, scripts=ctx.scripts)
 
     # --- lifecycle
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Listen for releases and renew leases while the block runs."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
     async def start(self) -> None:
         # Loaded up front: otherwise a burst of first requests all meet NOSCRIPT at once.
         for name in ("acquire", "release", "leave"):
@@ -377,19 +386,3 @@ async def _shielded(coro: Any) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         raise
-
-
-def slots_of(ctx: RouterContext) -> SlotManager:
-    return cast(SlotManager, ctx.parts["slots"])
-
-
-@contextlib.asynccontextmanager
-async def slots_lifecycle(ctx: RouterContext) -> AsyncIterator[None]:
-    manager = SlotManager.for_context(ctx)
-    await manager.start()
-    ctx.parts["slots"] = manager
-    try:
-        yield
-    finally:
-        await manager.stop()
-        ctx.parts.pop("slots", None)

@@ -1,4 +1,4 @@
-"""Advertises this router replica over mDNS (`_fleet-manager._tcp.local.`) so agents find it."""
+"""mDNS for the fleet: routers advertise `_fleet-manager._tcp.local.`; node agents browse it."""
 
 from __future__ import annotations
 
@@ -8,19 +8,15 @@ import ipaddress
 import logging
 import socket
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING
 
 from zeroconf import InterfaceChoice, IPVersion
 from zeroconf._utils.net import get_all_addresses  # public name, not re-exported for mypy
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-from services.router.background import background
 from services.version import VERSION
+from shared.settings import Settings
 
-if TYPE_CHECKING:
-    from services.router.context import RouterContext
-
-__all__ = ["SERVICE_TYPE", "advertised_addresses", "mdns_interfaces", "mdns_lifecycle"]
+__all__ = ["SERVICE_TYPE", "advertise", "advertised_addresses", "mdns_interfaces"]
 
 log = logging.getLogger("herd.mdns")
 
@@ -48,35 +44,35 @@ def advertised_addresses(host: str, interfaces: Sequence[str]) -> list[str]:
     return outside or everything or ["127.0.0.1"]
 
 
-def _service_info(ctx: RouterContext) -> AsyncServiceInfo:
-    s = ctx.settings
-    name = f"herd-{socket.gethostname()}-{ctx.replica_id}"[:63]
+def _service_info(s: Settings, replica_id: str) -> AsyncServiceInfo:
+    name = f"herd-{socket.gethostname()}-{replica_id}"[:63]
     return AsyncServiceInfo(
         SERVICE_TYPE,
         f"{name}.{SERVICE_TYPE}",
         port=s.port,
         parsed_addresses=advertised_addresses(s.host, s.mdns_interfaces),
-        properties={"version": VERSION, "port": str(s.port), "replica": ctx.replica_id,
+        properties={"version": VERSION, "port": str(s.port), "replica": replica_id,
                     "fleet": s.fleet_name},
         server=f"{name}.local.",
     )
 
 
 @contextlib.asynccontextmanager
-async def mdns_lifecycle(ctx: RouterContext) -> AsyncIterator[None]:
-    """Register in the background (probing blocks ~1.6 s) and unregister on shutdown."""
-    if not ctx.settings.mdns_enabled:
+async def advertise(settings: Settings, replica_id: str) -> AsyncIterator[None]:
+    """Advertise a router replica while the block runs: registered in the background
+    (probing blocks ~1.6 s), unregistered at its end."""
+    if not settings.mdns_enabled:
         yield
         return
-    ip_version = IPVersion.V4Only if ctx.settings.mdns_interfaces else IPVersion.All
+    ip_version = IPVersion.V4Only if settings.mdns_interfaces else IPVersion.All
     try:
         aiozc = AsyncZeroconf(
-            interfaces=mdns_interfaces(ctx.settings.mdns_interfaces), ip_version=ip_version)
+            interfaces=mdns_interfaces(settings.mdns_interfaces), ip_version=ip_version)
     except OSError as exc:  # no usable interface: the router still serves
         log.warning("mDNS unavailable, not advertising", extra={"error": str(exc)})
         yield
         return
-    info = _service_info(ctx)
+    info = _service_info(settings, replica_id)
     registered = asyncio.Event()
 
     async def register() -> None:
@@ -88,10 +84,13 @@ async def mdns_lifecycle(ctx: RouterContext) -> AsyncIterator[None]:
         except Exception as exc:  # noqa: BLE001 - advertising is optional; serving is not
             log.warning("mDNS registration failed", extra={"error": repr(exc)})
 
+    task = asyncio.create_task(register(), name="herd-mdns-register")
     try:
-        async with background(register(), "herd-mdns-register"):
-            yield
+        yield
     finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         with contextlib.suppress(Exception):
             if registered.is_set():
                 await asyncio.wait_for(aiozc.async_unregister_service(info), 3.0)

@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import msgspec
 from litestar import asgi
@@ -21,71 +20,46 @@ from litestar.handlers.asgi_handlers import ASGIRouteHandler
 from litestar.types import HTTPScope, Receive, Scope, Send
 from redis.exceptions import RedisError
 
-from services.router import metrics, stats, traces
-from services.router.autopull import pull_for_request
 from services.router.context import RouterContext
-from services.router.events import EVENTS_MAXLEN, emit
+from services.router.fleet import metrics, traces
+from services.router.fleet.events import EVENTS_MAXLEN, emit
+from services.router.fleet.pulls import pull_for_request
+from services.router.fleet.routing import Ranked
 from services.router.nodeclient import NodeBroken, NodeResponse
-from services.router.proxy import (
+from services.router.nodes import ModelMissing, UpstreamFailure
+from services.router.proxy.forward import (
     TAIL_BYTES,
-    UpstreamFailure,
     Usage,
     content_type,
     error_tail,
     is_stream,
     parse_final,
-    upstream_of,
 )
-from services.router.registry import fleet_of
-from services.router.routing import Ranked, engine_of
-from services.router.slots import slots_of
+from services.router.proxy.plan import RetryPlan, pick_model
+from services.router.proxy.request import (
+    ENDPOINTS,
+    Api,
+    MethodNotAllowed,
+    header_map,
+    parse_request,
+    read_body,
+)
 from shared.auth import require_bearer
 from shared.errors import (
-    BadRequest,
     HerdError,
     ModelNotFound,
-    NoNodeAvailable,
-    PayloadTooLarge,
     UpstreamError,
     error_body,
 )
-from shared.models import FleetSnapshot, Trace, TraceStatus, normalize_model
+from shared.models import FleetSnapshot, Trace, TraceStatus
 from shared.routing import RouteRequest
 
 __all__ = ["ENDPOINTS", "ROUTES", "Exchange", "handle"]
 
 log = logging.getLogger("herd.proxy")
 
-Api = Literal["ollama", "openai"]
-
-# path -> (API, endpoint name)
-ENDPOINTS: dict[str, tuple[Api, str]] = {
-    "/api/chat": ("ollama", "chat"),
-    "/api/generate": ("ollama", "generate"),
-    "/api/embed": ("ollama", "embed"),
-    "/api/embeddings": ("ollama", "embeddings"),
-    "/v1/chat/completions": ("openai", "chat"),
-    "/v1/completions": ("openai", "completions"),
-    "/v1/embeddings": ("openai", "embeddings"),
-}
-
-_decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 _JSON = b"application/json"
-
-
-class ModelMissing(UpstreamFailure):
-    """The node answered 404 for a model the registry said it had: a routing miss (the
-    registry is stale), not the node failing, and not yet the client's 404."""
-
-
-class MethodNotAllowed(HerdError):
-    status_code = 405
-    openai_type = "invalid_request_error"
-
-
-def _header_map(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
 
 class Exchange:
@@ -141,12 +115,13 @@ class Exchange:
         try:
             if self.scope["method"] != "POST":
                 raise MethodNotAllowed(f"method {self.scope['method']} not allowed on {self.path}")
-            self.headers = _header_map(self.scope)
+            self.headers = header_map(self.scope)
             self._authorize()
-            raw = await self._read_body()
+            raw = await read_body(self.receive, self.headers, self.ctx.settings.max_body_mb)
             if raw is None:
                 return  # the client left while sending
-            request = self._parse(raw)
+            client = self.scope.get("client")
+            request = parse_request(raw, self.path, self.headers, client[0] if client else "")
         except HerdError as exc:
             await self._send_error(exc)
             return
@@ -178,73 +153,7 @@ class Exchange:
         require_bearer(self.headers.get("authorization", ""), self.ctx.settings.client_token,
                        "missing or wrong bearer token")
 
-    async def _read_body(self) -> bytes | None:
-        limit = int(self.ctx.settings.max_body_mb * 1024 * 1024)
-        declared = self.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"request body over {self.ctx.settings.max_body_mb:g} MiB")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                return None
-            body = cast(bytes, message.get("body", b""))
-            if body:
-                size += len(body)
-                if size > limit:
-                    raise PayloadTooLarge(
-                        f"request body over {self.ctx.settings.max_body_mb:g} MiB")
-                chunks.append(body)
-            if not message.get("more_body", False):
-                break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    def _parse(self, raw: bytes) -> RouteRequest:
-        if not raw.strip():
-            raise BadRequest("missing request body")
-        try:
-            body = _decode(raw)
-        except msgspec.DecodeError as exc:
-            raise BadRequest(f"invalid JSON in request body: {exc}") from None
-        if not isinstance(body, dict):
-            raise BadRequest("request body must be a JSON object")
-        model = body.get("model")
-        if model is None or model == "":
-            raise BadRequest("model is required")
-        if not isinstance(model, str):
-            raise BadRequest("model must be a string")
-        client = self.scope.get("client")
-        api, endpoint = ENDPOINTS[self.path]
-        return RouteRequest(
-            request_id=os.urandom(16).hex(),  # uuid4().hex's shape at half the cost
-            api=api,
-            endpoint=endpoint,
-            model=normalize_model(model),
-            body=body,
-            raw=raw,
-            headers=self.headers,
-            client_ip=client[0] if client else "",
-        )
-
     # --- routing and forwarding ---------------------------------------------------------
-
-    def _pick_model(self, request: RouteRequest, snapshot: FleetSnapshot) -> None:
-        """The asked model, else the first of `fallback_models` the fleet has: never another."""
-        known = snapshot.models()
-        if request.model in known:
-            return
-        fallbacks = request.body.get("fallback_models")
-        if isinstance(fallbacks, list):
-            for name in fallbacks:
-                if isinstance(name, str) and normalize_model(name) in known:
-                    request.model = normalize_model(name)
-                    body = dict(request.body)
-                    body["model"] = name
-                    request.set_body(body)
-                    return
-        asked = request.body.get("model")
-        raise ModelNotFound(asked if isinstance(asked, str) else request.model)
 
     async def _route(self, request: RouteRequest) -> None:
         ctx = self.ctx
@@ -257,40 +166,22 @@ class Exchange:
             endpoint=self.path, replica_id=ctx.replica_id,
         )
         try:
-            snapshot = fleet_of(ctx).snapshot()
-            try:
-                self._pick_model(request, snapshot)
-            except ModelNotFound:
-                if not settings.auto_pull:
-                    raise
-                await pull_for_request(ctx, request.model)
-                snapshot = fleet_of(ctx).snapshot()
-                self._pick_model(request, snapshot)
+            snapshot = await self._choose_model(request)
             trace.model = self.served = request.model
             trace.fallback_used = request.model != requested
-            engine = engine_of(ctx)
+            engine = ctx.routing
             scoring = engine.context(settings, snapshot)
             engine.prepare(request, scoring)
             trace.tags = request.tags
             trace.estimated_tokens = request.estimated_tokens
-            excluded: list[str] = []
-            missing = 0  # of the excluded, nodes that did not have the model after all
-            reason = ""
+            plan = RetryPlan(settings.max_retries)
             while True:
-                ranked = engine.rank(request, scoring, excluded)
+                ranked = engine.rank(request, scoring, plan.excluded)
                 if not ranked:
-                    if excluded and missing == len(excluded):
-                        asked = request.body.get("model")
-                        raise ModelNotFound(asked if isinstance(asked, str) else request.model)
-                    if excluded:
-                        raise UpstreamError(f"every node failed for {request.model}: {reason}")
-                    pinned = request.headers.get("x-herd-node", "").strip()
-                    where = f" on node {pinned[:100]!r} (X-Herd-Node)" if pinned else ""
-                    raise NoNodeAvailable(f"no node can serve {request.model}{where} right now")
-                slot_id = request.request_id if not excluded else (
-                    f"{request.request_id}.{len(excluded)}")
+                    raise plan.nothing_to_try(request)
+                slot_id = plan.slot_id(request.request_id)
                 waited = time.perf_counter()
-                node_id = await slots_of(ctx).acquire(
+                node_id = await ctx.slots.acquire(
                     request.model, slot_id,
                     [(r.node.node_id, scoring.slots(r.node)) for r in ranked],
                     settings.queue_timeout,
@@ -306,17 +197,10 @@ class Exchange:
                     await self._forward(chosen)
                     return
                 except UpstreamFailure as failure:
-                    reason = failure.reason
                     await self._attempt_failed(node_id, failure)
-                    excluded.append(node_id)
-                    trace.excluded_nodes = excluded
-                    self.retries = trace.retry_count = len(excluded)
-                    # misses are bounded by the fleet's size, not by the failure budget
-                    missing += isinstance(failure, ModelMissing)
-                    if len(excluded) - missing > settings.max_retries:
-                        raise UpstreamError(
-                            f"{request.model} failed on {len(excluded)} node(s); last: {reason}"
-                        ) from None
+                    self.retries = trace.retry_count = plan.retries + 1
+                    trace.excluded_nodes = [*plan.excluded, node_id]
+                    plan.failed(node_id, failure, request.model)
         except HerdError as exc:
             failed = isinstance(exc, UpstreamError)
             trace.status = TraceStatus.FAILED if failed else TraceStatus.REJECTED
@@ -336,22 +220,35 @@ class Exchange:
             await self._send_error(HerdError(f"internal error: {type(exc).__name__}"))
             await self._finish(ok=True)
 
+    async def _choose_model(self, request: RouteRequest) -> FleetSnapshot:
+        """Settle the model (asked, or a fallback; auto_pull if on) and return the snapshot."""
+        snapshot = self.ctx.fleet.snapshot()
+        try:
+            pick_model(request, snapshot)
+        except ModelNotFound:
+            if not self.ctx.settings.auto_pull:
+                raise
+            await pull_for_request(self.ctx, request.model)
+            snapshot = self.ctx.fleet.snapshot()
+            pick_model(request, snapshot)
+        return snapshot
+
     async def _attempt_failed(self, node_id: str, failure: UpstreamFailure) -> None:
         """Return the slot, mark the node, and note the retry; the request goes on elsewhere."""
         assert self.hold is not None and self.request is not None
         _, model, slot_id = self.hold
         self.hold = None
         self.response = None
-        engine_of(self.ctx).inputs.finished(node_id, model)
+        self.ctx.routing.inputs.finished(node_id, model)
         log.warning("node failed, retrying elsewhere", extra={
             "node_id": node_id, "model": model, "reason": failure.reason,
             "request_id": self.request.request_id})
         try:
-            await slots_of(self.ctx).release(node_id, model, slot_id, False)
+            await self.ctx.slots.release(node_id, model, slot_id, False)
             if isinstance(failure, ModelMissing):  # the node is fine; its record is not
-                await fleet_of(self.ctx).note_model(node_id, model, None)
+                await self.ctx.fleet.note_model(node_id, model, None)
             else:
-                await fleet_of(self.ctx).record_failure(node_id, failure.reason)
+                await self.ctx.fleet.record_failure(node_id, failure.reason)
             await emit(self.ctx.redis, self.ctx.keys, "retry", node_id=node_id, model=model,
                        reason=failure.reason, request_id=self.request.request_id)
         except RedisError as exc:
@@ -360,13 +257,10 @@ class Exchange:
     async def _forward(self, chosen: Ranked) -> None:
         assert self.request is not None and self.trace is not None
         settings = self.ctx.settings
-        response = await upstream_of(self.ctx).open(
+        response = await self.ctx.nodes.forward(
             chosen.node, self.path, self.request.payload(),
             connect_timeout=settings.connect_timeout, stale_timeout=settings.stale_timeout,
         )
-        if response.status == 404:  # Ollama's inference endpoints 404 only for the model
-            response.release()
-            raise ModelMissing(f"{chosen.node.node_id} does not have {self.request.model}", 404)
         self.response = response
         ctype = content_type(response)
         if is_stream(ctype):
@@ -428,7 +322,7 @@ class Exchange:
         events = first.count(b"data: ") if sse else 0
         error = ""
         node_id, model, slot_id = self.hold
-        async with slots_of(self.ctx).renewing(node_id, model, slot_id):
+        async with self.ctx.slots.renewing(node_id, model, slot_id):
             try:
                 while True:
                     chunk = await reader.readany()
@@ -504,7 +398,7 @@ class Exchange:
         """Release the slot and append the trace and events: one round trip.
 
         Usage stats and latency averages are counted in process and written in batches
-        (stats.count, RoutingEngine.latency), not per request.
+        (Stats.count, RoutingEngine.latency), not per request.
         """
         trace = self.trace
         if trace is None:
@@ -516,8 +410,8 @@ class Exchange:
         hold, self.hold = self.hold, None
         if hold is not None:
             node_id, model, slot_id = hold
-            slots_of(ctx).add_release(pipe, node_id, model, slot_id, ok)
-            engine = engine_of(ctx)
+            ctx.slots.add_release(pipe, node_id, model, slot_id, ok)
+            engine = ctx.routing
             engine.inputs.finished(node_id, model)
             if trace.status is TraceStatus.COMPLETED:
                 if self.request is not None and self.request.session_key:
@@ -526,7 +420,7 @@ class Exchange:
                                    trace.time_to_first_token_ms,
                                    self.usage.tokens_per_s if self.usage else 0.0)
         traces.add_trace(pipe, ctx, trace)
-        stats.count(ctx, trace)
+        ctx.stats.count(trace)
         if self.request is not None:
             for note in self.request.notes:
                 entry = {"kind": note.kind, "ts": time.time(), "message": note.message,
@@ -543,7 +437,7 @@ class Exchange:
         if hold is not None and trace.status is TraceStatus.COMPLETED and self.ranked and (
                 self.ranked.node.router_failures):
             with contextlib.suppress(RedisError):
-                await fleet_of(ctx).record_success(hold[0])
+                await ctx.fleet.record_success(hold[0])
 
     async def _send_error(self, exc: HerdError) -> None:
         if self.started:

@@ -8,15 +8,15 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 from redis.exceptions import RedisError, WatchError
 
-from services.router.background import background
-from services.router.context import RouterContext
-from services.router.events import emit
-from services.router.heartbeat import (
+from services.router.fleet.background import background
+from services.router.fleet.core import Core
+from services.router.fleet.events import emit
+from services.router.fleet.heartbeat import (
     is_draining_only,
     node_from_hash,
     node_id_of,
@@ -28,7 +28,7 @@ from services.router.heartbeat import (
 )
 from shared.models import FleetSnapshot, NodeState, NodeStatus
 
-__all__ = ["Fleet", "Reading", "fleet_lifecycle", "fleet_of"]
+__all__ = ["Fleet", "Reading"]
 
 log = logging.getLogger("herd.registry")
 
@@ -58,7 +58,7 @@ class Fleet:
     number; a read remembers the generation it began at and skips nodes written since.
     """
 
-    def __init__(self, ctx: RouterContext) -> None:
+    def __init__(self, ctx: Core) -> None:
         self._ctx = ctx
         self._snapshot = FleetSnapshot(taken_at=time.time())
         self._clock_offset = 0.0  # Redis time minus this host's time
@@ -289,6 +289,13 @@ class Fleet:
         """This host's clock corrected to Redis's (the clock last_seen is measured by)."""
         return time.time() + self._clock_offset
 
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Load the snapshot before the app serves, then keep it current in the background."""
+        await self.refresh()
+        async with background(self.run(), "herd-fleet-watcher"):
+            yield
+
     async def run(self) -> None:
         """Follow the fleet channel and sweep every second, until cancelled."""
         redis, channel = self._ctx.redis, self._ctx.keys.fleet_channel()
@@ -321,16 +328,3 @@ class Fleet:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
 
-
-def fleet_of(ctx: RouterContext) -> Fleet:
-    return cast(Fleet, ctx.parts["fleet"])
-
-
-@contextlib.asynccontextmanager
-async def fleet_lifecycle(ctx: RouterContext) -> AsyncIterator[None]:
-    """Load the snapshot before the app serves, then keep it current in the background."""
-    fleet = Fleet(ctx)
-    ctx.parts["fleet"] = fleet
-    await fleet.refresh()
-    async with background(fleet.run(), "herd-fleet-watcher"):
-        yield

@@ -23,26 +23,23 @@ from typing import Any
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from services.router.background import background
-from services.router.context import RouterContext
-from services.router.metrics import observe
+from services.router.fleet.background import background
+from services.router.fleet.core import Core
+from services.router.fleet.metrics import observe
 from shared.health import LATENCY_BUCKETS_MS, StatsWindow, Usage
 from shared.models import Trace, TraceStatus
 
 __all__ = [
     "FLUSH_INTERVAL",
     "MAX_TAGS",
+    "Stats",
     "Tally",
     "add_request",
-    "count",
     "current_hour",
-    "flush",
     "increments",
     "observe",
     "parse_bucket",
-    "read_window",
     "record",
-    "stats_lifecycle",
 ]
 
 log = logging.getLogger("herd.stats")
@@ -147,11 +144,11 @@ def _fields(trace: Trace, tags: list[str] | None = None) -> list[tuple[str, int]
     return out
 
 
-def _ttl(ctx: RouterContext) -> int:
+def _ttl(ctx: Core) -> int:
     return max(3600, int(ctx.settings.stats_retention_days * 86400))
 
 
-def add_request(pipe: Pipeline, ctx: RouterContext, trace: Trace, now: float | None = None) -> None:
+def add_request(pipe: Pipeline, ctx: Core, trace: Trace, now: float | None = None) -> None:
     """Queue this trace's counters on `pipe` (the caller executes it); no reads, no await."""
     key = ctx.keys.stats(current_hour(now))
     for name, amount in _fields(trace):
@@ -198,72 +195,7 @@ class Tally:
                 mine[name] = mine.get(name, 0) + amount
 
 
-def _tally(ctx: RouterContext) -> Tally:
-    tally = ctx.parts.get("stats_tally")
-    if tally is None:
-        tally = ctx.parts["stats_tally"] = Tally()
-    return tally  # type: ignore[return-value]
-
-
-def count(ctx: RouterContext, trace: Trace, now: float | None = None) -> None:
-    """Count one finished request in this replica's tally (the request path: no I/O)."""
-    _tally(ctx).add(trace, now)
-
-
-async def flush(ctx: RouterContext) -> int:
-    """Write the tally to Redis in one transaction; returns how many fields it changed.
-
-    On a Redis error the deltas go back into the tally (MULTI/EXEC: none of them was
-    applied) and the error is raised.
-    """
-    tally = _tally(ctx)
-    async with tally.lock:
-        pending, tally.pending = tally.pending, {}
-        if not pending:
-            return 0
-        ttl = _ttl(ctx)
-        pipe = ctx.redis.pipeline(transaction=True)
-        written = 0
-        for hour, deltas in pending.items():
-            key = ctx.keys.stats(hour)
-            for name, amount in deltas.items():
-                if amount:
-                    pipe.hincrby(key, name, amount)
-                    written += 1
-            pipe.expire(key, ttl)
-        try:
-            await pipe.execute()
-        except (RedisError, OSError):
-            tally.merge(pending)
-            raise
-        return written
-
-
-async def _flush_loop(ctx: RouterContext) -> None:
-    while True:
-        await asyncio.sleep(FLUSH_INTERVAL)
-        try:
-            await flush(ctx)
-        except (RedisError, OSError) as exc:
-            log.warning("usage stats not flushed; kept for the next try",
-                        extra={"error": str(exc)})
-
-
-@contextlib.asynccontextmanager
-async def stats_lifecycle(ctx: RouterContext) -> AsyncIterator[None]:
-    """Flush this replica's tally every FLUSH_INTERVAL, and once more at shutdown."""
-    _tally(ctx)
-    try:
-        async with background(_flush_loop(ctx), "herd-stats-flush"):
-            yield
-    finally:
-        try:
-            await flush(ctx)
-        except (RedisError, OSError) as exc:
-            log.warning("usage stats lost at shutdown", extra={"error": str(exc)})
-
-
-async def record(ctx: RouterContext, trace: Trace, now: float | None = None) -> None:
+async def record(ctx: Core, trace: Trace, now: float | None = None) -> None:
     """Count one trace on its own (tests, benchmark runs); the request path batches instead."""
     pipe = ctx.redis.pipeline(transaction=False)
     add_request(pipe, ctx, trace, now)
@@ -293,59 +225,111 @@ def parse_bucket(raw: dict[str, str]) -> dict[str, Usage]:
     return scopes
 
 
-def _cache(ctx: RouterContext) -> dict[int, dict[str, Usage]]:
-    cache = ctx.parts.get("stats_cache")
-    if cache is None:
-        cache = ctx.parts["stats_cache"] = {}
-    return cache  # type: ignore[return-value]
+class Stats:
+    """This replica's side of the stats: a tally of its requests, written once a second, and
+    a cache of sealed hours for readers."""
 
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self.tally = Tally()
+        self._cache: dict[int, dict[str, Usage]] = {}
+        self._sums: dict[tuple[int, int], dict[str, Usage]] = {}
 
-async def read_window(ctx: RouterContext, hours: int = 24, now: float | None = None) -> StatsWindow:
-    """The last `hours` buckets (the current one included); sealed hours come from a cache.
+    def count(self, trace: Trace, now: float | None = None) -> None:
+        """Count one finished request in this replica's tally (the request path: no I/O)."""
+        self.tally.add(trace, now)
 
-    This replica's tally is flushed first, so its own requests are in the answer.
-    """
-    with contextlib.suppress(RedisError, OSError):
-        await flush(ctx)  # on failure the read still shows what Redis has
-    now = time.time() if now is None else now
-    newest = current_hour(now)
-    wanted = list(range(newest - max(1, hours) + 1, newest + 1))
-    cache = _cache(ctx)
-    missing = [h for h in wanted if h not in cache]
-    fetched: dict[int, dict[str, Usage]] = {}
-    if missing:
-        pipe = ctx.redis.pipeline(transaction=False)
-        for hour in missing:
-            pipe.hgetall(ctx.keys.stats(hour))
-        raws: list[Any] = await pipe.execute()
-        for hour, raw in zip(missing, raws, strict=True):
-            fetched[hour] = parse_bucket(raw or {})
-            if now - (hour + 1) * 3600 > SEAL_AFTER_S:
-                cache[hour] = fetched[hour]
-    oldest_kept = newest - int(ctx.settings.stats_retention_days * 24) - 1
-    for hour in [h for h in cache if h < oldest_kept]:
-        del cache[hour]
-    buckets = [(h, cache[h] if h in cache else fetched[h]) for h in wanted]
-    return StatsWindow(buckets, presummed=_presummed(ctx, wanted, cache))
+    async def flush(self) -> int:
+        """Write the tally to Redis in one transaction; returns how many fields it changed.
 
+        On a Redis error the deltas go back into the tally (MULTI/EXEC: none of them was
+        applied) and the error is raised.
+        """
+        core, tally = self._core, self.tally
+        async with tally.lock:
+            pending, tally.pending = tally.pending, {}
+            if not pending:
+                return 0
+            ttl = _ttl(core)
+            pipe = core.redis.pipeline(transaction=True)
+            written = 0
+            for hour, deltas in pending.items():
+                key = core.keys.stats(hour)
+                for name, amount in deltas.items():
+                    if amount:
+                        pipe.hincrby(key, name, amount)
+                        written += 1
+                pipe.expire(key, ttl)
+            try:
+                await pipe.execute()
+            except (RedisError, OSError):
+                tally.merge(pending)
+                raise
+            return written
 
-def _presummed(
-    ctx: RouterContext, wanted: list[int], cache: dict[int, dict[str, Usage]],
-) -> tuple[int, dict[str, Usage]] | None:
-    """Totals of the window's leading sealed hours, summed once per replica and range."""
-    sealed = 0
-    while sealed < len(wanted) and wanted[sealed] in cache:
-        sealed += 1
-    if sealed < 2:
-        return None
-    sums = ctx.parts.get("stats_sums")
-    if not isinstance(sums, dict):
-        sums = ctx.parts["stats_sums"] = {}
-    key = (wanted[0], wanted[sealed - 1])
-    summed = sums.get(key)
-    if summed is None:
-        summed = StatsWindow([(h, cache[h]) for h in wanted[:sealed]]).totals
-        if len(sums) >= SUMS_KEPT:
-            sums.pop(next(iter(sums)))
-        sums[key] = summed
-    return sealed, summed
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            try:
+                await self.flush()
+            except (RedisError, OSError) as exc:
+                log.warning("usage stats not flushed; kept for the next try",
+                            extra={"error": str(exc)})
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Flush the tally every FLUSH_INTERVAL, and once more at shutdown."""
+        try:
+            async with background(self._flush_loop(), "herd-stats-flush"):
+                yield
+        finally:
+            try:
+                await self.flush()
+            except (RedisError, OSError) as exc:
+                log.warning("usage stats lost at shutdown", extra={"error": str(exc)})
+
+    async def read_window(self, hours: int = 24, now: float | None = None) -> StatsWindow:
+        """The last `hours` buckets (the current one included); sealed hours come from a cache.
+
+        This replica's tally is flushed first, so its own requests are in the answer.
+        """
+        core = self._core
+        with contextlib.suppress(RedisError, OSError):
+            await self.flush()  # on failure the read still shows what Redis has
+        now = time.time() if now is None else now
+        newest = current_hour(now)
+        wanted = list(range(newest - max(1, hours) + 1, newest + 1))
+        cache = self._cache
+        missing = [h for h in wanted if h not in cache]
+        fetched: dict[int, dict[str, Usage]] = {}
+        if missing:
+            pipe = core.redis.pipeline(transaction=False)
+            for hour in missing:
+                pipe.hgetall(core.keys.stats(hour))
+            raws: list[Any] = await pipe.execute()
+            for hour, raw in zip(missing, raws, strict=True):
+                fetched[hour] = parse_bucket(raw or {})
+                if now - (hour + 1) * 3600 > SEAL_AFTER_S:
+                    cache[hour] = fetched[hour]
+        oldest_kept = newest - int(core.settings.stats_retention_days * 24) - 1
+        for hour in [h for h in cache if h < oldest_kept]:
+            del cache[hour]
+        buckets = [(h, cache[h] if h in cache else fetched[h]) for h in wanted]
+        return StatsWindow(buckets, presummed=self._presummed(wanted))
+
+    def _presummed(self, wanted: list[int]) -> tuple[int, dict[str, Usage]] | None:
+        """Totals of the window's leading sealed hours, summed once per replica and range."""
+        cache, sums = self._cache, self._sums
+        sealed = 0
+        while sealed < len(wanted) and wanted[sealed] in cache:
+            sealed += 1
+        if sealed < 2:
+            return None
+        key = (wanted[0], wanted[sealed - 1])
+        summed = sums.get(key)
+        if summed is None:
+            summed = StatsWindow([(h, cache[h]) for h in wanted[:sealed]]).totals
+            if len(sums) >= SUMS_KEPT:
+                sums.pop(next(iter(sums)))
+            sums[key] = summed
+        return sealed, summed

@@ -13,17 +13,16 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import pluggy
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from services.router.background import background
-from services.router.context import RouterContext
-from services.router.registry import fleet_of
+from services.router.fleet.background import background
+from services.router.fleet.core import Core
+from services.router.fleet.registry import Fleet
 from shared.models import FleetSnapshot, NodeState
-from shared.plugins import build_plugin_manager
 from shared.routing import (
     LatencyStats,
     NodeFilter,
@@ -43,8 +42,6 @@ __all__ = [
     "Ranked",
     "RoutingEngine",
     "add_latency",
-    "engine_of",
-    "routing_lifecycle",
 ]
 
 log = logging.getLogger("herd.routing")
@@ -112,7 +109,7 @@ class LatencyBatch:
             tps.push(tokens_per_s)
         samples[0] += 1
 
-    def write(self, pipe: Pipeline, ctx: RouterContext) -> int:
+    def write(self, pipe: Pipeline, ctx: Core) -> int:
         """Queue the pending folds on `pipe` and forget them; returns how many pairs."""
         pending, self.pending = self.pending, {}
         for (node_id, model), (lat, ttft, tps, samples) in pending.items():
@@ -192,7 +189,7 @@ class RoutingEngine:
 
     # --- inputs ------------------------------------------------------------------------
 
-    async def refresh_inputs(self, ctx: RouterContext, snapshot: FleetSnapshot) -> None:
+    async def refresh_inputs(self, ctx: Core, snapshot: FleetSnapshot) -> None:
         """Read in-flight leases, queue depths and latency averages for the fleet's pairs."""
         keys = ctx.keys
         pairs: list[tuple[str, str]] = []
@@ -222,10 +219,25 @@ class RoutingEngine:
         queued = {m: int(results[offset + i]) for i, m in enumerate(models) if results[offset + i]}
         self.inputs.replace(in_flight, latency, queued)
 
-    async def run(self, ctx: RouterContext) -> None:
+    @contextlib.asynccontextmanager
+    async def running(self, ctx: Core, fleet: Fleet) -> AsyncIterator[None]:
+        """Keep the scoring inputs fresh; write the last requests' latencies at the end."""
+        with contextlib.suppress(RedisError, OSError):
+            await self.refresh_inputs(ctx, fleet.snapshot())
+        try:
+            async with background(self._refresh_loop(ctx, fleet), "herd-routing-inputs"):
+                yield
+        finally:
+            if self.latency.pending:  # the last requests' figures
+                pipe = ctx.redis.pipeline(transaction=False)
+                self.latency.write(pipe, ctx)
+                with contextlib.suppress(RedisError, OSError):
+                    await pipe.execute()
+
+    async def _refresh_loop(self, ctx: Core, fleet: Fleet) -> None:
         while True:
             try:
-                await self.refresh_inputs(ctx, fleet_of(ctx).snapshot())
+                await self.refresh_inputs(ctx, fleet.snapshot())
             except (RedisError, OSError) as exc:
                 log.warning("routing inputs not refreshed", extra={"error": str(exc)})
             await asyncio.sleep(INPUTS_INTERVAL)
@@ -245,34 +257,10 @@ def _stats(fields: dict[str, str]) -> LatencyStats:
 
 
 def add_latency(
-    pipe: Pipeline, ctx: RouterContext, node_id: str, model: str, *,
+    pipe: Pipeline, ctx: Core, node_id: str, model: str, *,
     latency_ms: float, ttft_ms: float | None, tokens_per_s: float,
 ) -> None:
     """Queue the update of the node:model's decaying averages by one request on `pipe`."""
     batch = LatencyBatch()
     batch.add(node_id, model, latency_ms, ttft_ms, tokens_per_s)
     batch.write(pipe, ctx)
-
-
-def engine_of(ctx: RouterContext) -> RoutingEngine:
-    return cast(RoutingEngine, ctx.parts["routing"])
-
-
-@contextlib.asynccontextmanager
-async def routing_lifecycle(ctx: RouterContext) -> AsyncIterator[None]:
-    """Build the plugin manager once for this replica and keep the scoring inputs fresh."""
-    if ctx.plugins is None:
-        ctx.plugins = build_plugin_manager(ctx.settings.disabled_plugins)
-    engine = RoutingEngine(ctx.plugins)
-    ctx.parts["routing"] = engine
-    with contextlib.suppress(RedisError, OSError):
-        await engine.refresh_inputs(ctx, fleet_of(ctx).snapshot())
-    try:
-        async with background(engine.run(ctx), "herd-routing-inputs"):
-            yield
-    finally:
-        if engine.latency.pending:  # the last requests' figures
-            pipe = ctx.redis.pipeline(transaction=False)
-            engine.latency.write(pipe, ctx)
-            with contextlib.suppress(RedisError, OSError):
-                await pipe.execute()

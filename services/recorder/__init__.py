@@ -1,0 +1,1 @@
+"""The trace recorder: copies the traces stream into latency.db (a process, or a leader job)."""

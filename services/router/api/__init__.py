@@ -1,0 +1,1 @@
+"""Thin HTTP handlers over fleet state: fleet, dashboard, settings, models, usage, events."""

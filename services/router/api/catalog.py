@@ -1,0 +1,87 @@
+"""The fleet's catalogue in Ollama's and OpenAI's shapes: /api/tags, /api/ps, /v1/models,
+and /api/show forwarded to a node that has the model."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+from litestar import MediaType, Request, Response, get, post
+from litestar.datastructures import State
+
+from services.router.context import RouterContext
+from services.router.fleet.catalog import fan_out, merge_ps, merge_tags
+from shared.errors import BadRequest, ModelNotFound, NoNodeAvailable, UpstreamError
+from shared.models import normalize_model
+
+__all__ = ["ROUTES"]
+
+_decode = msgspec.json.Decoder().decode
+
+
+@get("/api/tags")
+async def tags(state: State) -> dict[str, Any]:
+    return {"models": merge_tags(await fan_out(state.herd, "/api/tags"))}
+
+
+@get("/api/ps")
+async def ps(state: State) -> dict[str, Any]:
+    return {"models": merge_ps(await fan_out(state.herd, "/api/ps"))}
+
+
+@get("/v1/models")
+async def openai_models(state: State) -> dict[str, Any]:
+    snapshot = state.herd.fleet.snapshot()
+    created = int(time.time())
+    return {"object": "list", "data": [
+        {"id": name, "object": "model", "created": created, "owned_by": "library"}
+        for name in sorted(snapshot.models())
+    ]}
+
+
+@get("/v1/models/{model:path}")
+async def openai_model(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+    name = str(request.path_params["model"]).lstrip("/")
+    if normalize_model(name) not in state.herd.fleet.snapshot().models():
+        raise ModelNotFound(name)
+    return {"id": name, "object": "model", "created": int(time.time()), "owned_by": "library"}
+
+
+@post("/api/show", status_code=200)
+async def show(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    ctx: RouterContext = state.herd
+    raw = await request.body()
+    try:
+        body = _decode(raw) if raw.strip() else None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"invalid JSON in request body: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    name = body.get("model") or body.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise BadRequest("model is required")
+    model = normalize_model(name)
+    snapshot = ctx.fleet.snapshot()
+    if model not in snapshot.models():
+        raise ModelNotFound(model)
+    nodes = sorted(snapshot.servable_with(model), key=lambda n: n.loaded(model) is None)
+    if not nodes:
+        raise NoNodeAvailable(f"no node with {model} is online")
+    last = ""
+    for node in nodes[:3]:
+        try:
+            status, data = await ctx.nodes.post_whole(
+                node, "/api/show", raw, ctx.settings.connect_timeout + 10)
+        except UpstreamError as exc:
+            last = exc.message
+            continue
+        if status >= 500:
+            last = f"{node.node_id} answered {status}"
+            continue
+        return Response(data, status_code=status, media_type=MediaType.JSON,
+                        headers={"X-Fleet-Node": node.node_id})
+    raise UpstreamError(f"no node answered /api/show for {model}: {last}")
+
+
+ROUTES = [tags, ps, openai_models, openai_model, show]

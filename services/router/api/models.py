@@ -1,0 +1,117 @@
+"""Model management: what each node has, and pulling or deleting models on a chosen node."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from litestar import MediaType, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.response import Stream
+
+from services.router.api.auth import require_admin
+from services.router.context import RouterContext
+from services.router.fleet.pulls import choose_pull_node
+from services.router.fleet.reads import model_management
+from services.router.nodeclient import NodeBroken
+from shared.errors import BadRequest, NodeNotFound, NoNodeAvailable
+from shared.models import NodeState, normalize_model
+
+__all__ = ["ROUTES"]
+
+
+def _node(ctx: RouterContext, node_id: Any) -> NodeState:
+    if not isinstance(node_id, str) or not node_id:
+        raise BadRequest("node_id must be a non-empty string")
+    node = ctx.fleet.snapshot().nodes.get(node_id)
+    if node is None:
+        raise NodeNotFound(f"node {node_id!r} not found")
+    if not node.ollama_url:
+        raise NoNodeAvailable(f"node {node_id!r} has no known Ollama address")
+    return node
+
+
+async def _json_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    try:
+        body = msgspec.json.decode(await request.body())
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    return body
+
+
+def _model(body: dict[str, Any]) -> str:
+    model = body.get("model") or body.get("name")
+    if not isinstance(model, str) or not model.strip():
+        raise BadRequest("model must be a non-empty string")
+    return normalize_model(model)
+
+
+async def _pull(ctx: RouterContext, node: NodeState, model: str,
+                body: dict[str, Any]) -> Response[Any]:
+    """Start the pull on the node and pass its progress through as it arrives."""
+    forward = {k: v for k, v in body.items() if k not in {"node_id", "name", "model"}}
+    stream = forward.get("stream", True) is not False
+    upstream = await ctx.nodes.pull(node, model, forward)
+    headers = {"X-Fleet-Node": node.node_id}
+    ctype = upstream.headers.get("content-type", MediaType.JSON)
+    if upstream.status >= 400 or not stream:
+        try:
+            content = await upstream.read()
+        except (NodeBroken, TimeoutError) as exc:
+            upstream.close()
+            content = msgspec.json.encode({"error": f"pull on {node.node_id} failed: {exc}"})
+            return Response(content, status_code=502, headers=headers, media_type=MediaType.JSON)
+        upstream.release()
+        return Response(content, status_code=upstream.status, headers=headers, media_type=ctype)
+
+    async def relay() -> AsyncIterator[bytes]:
+        try:
+            while chunk := await upstream.readany():
+                yield chunk
+        except (NodeBroken, TimeoutError) as exc:
+            yield msgspec.json.encode({"error": f"pull on {node.node_id} failed: {exc}"}) + b"\n"
+        finally:
+            upstream.close()
+
+    return Stream(relay(), headers=headers, media_type="application/x-ndjson")
+
+
+@get("/dashboard/api/model-management")
+async def management(state: State) -> dict[str, Any]:
+    return model_management(state.herd)
+
+
+async def _pull_request(request: Request[Any, Any, Any], ctx: RouterContext) -> Response[Any]:
+    require_admin(ctx, request)
+    body = await _json_body(request)
+    model = _model(body)
+    node = _node(ctx, body["node_id"]) if body.get("node_id") is not None \
+        else choose_pull_node(ctx, model)
+    return await _pull(ctx, node, model, body)
+
+
+@post("/dashboard/api/pull", status_code=200)
+async def dashboard_pull(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    return await _pull_request(request, state.herd)
+
+
+@post("/api/pull", status_code=200)
+async def ollama_pull(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    """Ollama's pull; Herd puts the model on the roomiest node unless `node_id` names one."""
+    return await _pull_request(request, state.herd)
+
+
+@post("/dashboard/api/delete", status_code=200)
+async def dashboard_delete(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+    ctx: RouterContext = state.herd
+    require_admin(ctx, request)
+    body = await _json_body(request)
+    node, model = _node(ctx, body.get("node_id")), _model(body)
+    await ctx.nodes.delete(node, model)
+    return {"status": "deleted", "model": model, "node_id": node.node_id}
+
+
+ROUTES = [management, dashboard_pull, ollama_pull, dashboard_delete]

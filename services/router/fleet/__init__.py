@@ -1,0 +1,1 @@
+"""Fleet state: registry, slots and queue, routing inputs, stats, traces, events, leader."""

@@ -1,0 +1,161 @@
+"""Reads of the shared state that the APIs and the live events are built from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from services.router.context import RouterContext
+from shared.health import Counters
+from shared.models import FleetSnapshot, NodeState
+
+__all__ = [
+    "QUEUE_FIELDS",
+    "counter_rows",
+    "model_management",
+    "node_view",
+    "read_counters",
+    "read_events",
+    "read_queue_depths",
+    "read_queues",
+]
+
+QUEUE_FIELDS = ("pending", "in_flight", "done", "failed")
+
+
+def _int(value: str | None) -> int:
+    try:
+        return max(0, int(value or 0))
+    except ValueError:
+        return 0
+
+
+async def read_counters(ctx: RouterContext) -> dict[tuple[str, str], Counters]:
+    """The request path's counters per (node, model)."""
+    return {(node_id, model): Counters(**{name: entry[name] for name in QUEUE_FIELDS})
+            for node_id, model, entry in await counter_rows(ctx)}
+
+
+async def counter_rows(ctx: RouterContext) -> list[tuple[str, str, dict[str, int]]]:
+    """Counters per node:model (written by the request path), with each pair's slots."""
+    redis, keys = ctx.redis, ctx.keys
+    pairs = sorted(await redis.smembers(keys.counters_index()))
+    split = [p.split("|", 1) for p in pairs if "|" in p]
+    if not split:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for node_id, model in split:
+        pipe.hgetall(keys.counters(node_id, model))
+    rows = await pipe.execute()
+    nodes = ctx.fleet.snapshot().nodes
+    default = ctx.settings.default_num_parallel
+    out: list[tuple[str, str, dict[str, int]]] = []
+    for (node_id, model), fields in zip(split, rows, strict=True):
+        entry = {name: _int(fields.get(name)) for name in QUEUE_FIELDS}
+        node = nodes.get(node_id)
+        entry["max_concurrent"] = node.slots(default) if node else default
+        out.append((node_id, model, entry))
+    return out
+
+
+async def read_queues(ctx: RouterContext) -> dict[str, dict[str, int]]:
+    """Counters keyed "node:model", as /fleet/status shows them."""
+    return {f"{node}:{model}": entry for node, model, entry in await counter_rows(ctx)}
+
+
+async def read_queue_depths(
+    ctx: RouterContext, snapshot: FleetSnapshot | None = None, extra: set[str] | None = None,
+) -> dict[str, int]:
+    """Waiting requests per model the fleet knows (and any in `extra`)."""
+    models = sorted(set((snapshot or ctx.fleet.snapshot()).models()) | (extra or set()))
+    if not models:
+        return {}
+    pipe = ctx.redis.pipeline(transaction=False)
+    for model in models:
+        pipe.zcard(ctx.keys.wait(model))
+    counts = await pipe.execute()
+    return {m: int(c) for m, c in zip(models, counts, strict=True)}
+
+
+async def read_events(ctx: RouterContext, since: float, limit: int) -> list[dict[str, Any]]:
+    """The newest events (at most `limit`) no older than `since`, newest first."""
+    rows = await ctx.redis.xrevrange(ctx.keys.events(), count=limit)
+    events = []
+    for _, fields in rows:
+        try:
+            event = msgspec.json.decode(fields.get("data", "{}"))
+        except msgspec.DecodeError:
+            continue
+        if isinstance(event, dict):
+            if float(event.get("ts", 0)) < since:
+                break
+            events.append(event)
+    return events
+
+
+def node_view(node: NodeState, now: float, default_parallel: int) -> dict[str, Any]:
+    """One node as /fleet/status shows it (ollama-herd's groups: cpu, memory, disk, ollama)."""
+    return {
+        "node_id": node.node_id,
+        "status": str(node.status),
+        "servable": node.servable,
+        "ollama_url": node.ollama_url,
+        "ollama_up": node.ollama_up,
+        "ollama_error": node.ollama_error,
+        "draining": node.draining,
+        "last_seen": node.last_seen,
+        "seconds_since_heartbeat": round(max(0.0, now - node.last_seen), 3),
+        "router_failures": node.router_failures,
+        "cpu": {"utilization_pct": node.cpu_pct, "cores_physical": node.cores},
+        "memory": {
+            "total_gb": node.memory_total_gb,
+            "used_gb": node.memory_used_gb,
+            "available_gb": node.memory_available_gb,
+            "pressure": node.memory_pressure,
+        },
+        "disk": {"total_gb": node.disk_total_gb, "available_gb": node.disk_available_gb},
+        "gpu": node.gpu,
+        "models_loaded": [
+            {"name": m.name, "size_gb": m.size_gb, "context_length": m.context_length,
+             "requests_active": m.requests_active, "expires_at": m.expires_at}
+            for m in node.models_loaded
+        ],
+        "models_available": list(node.models_available),
+        "num_parallel": node.slots(default_parallel),
+        "num_parallel_reported": node.num_parallel,
+        "max_loaded_models": node.max_loaded_models,
+        "ollama_version": node.ollama_version,
+        "agent_version": node.agent_version,
+        "lan_ip": node.lan_ip,
+    }
+
+
+def model_management(ctx: RouterContext) -> dict[str, Any]:
+    """Per node: installed and loaded models with sizes, and free memory."""
+    snapshot = ctx.fleet.snapshot()
+    nodes = []
+    where: dict[str, list[str]] = {}
+    for node in sorted(snapshot.nodes.values(), key=lambda n: n.node_id):
+        loaded = {m.name: m for m in node.models_loaded}
+        installed = sorted(set(node.models_available) | set(loaded))
+        for model in installed:
+            where.setdefault(model, []).append(node.node_id)
+        nodes.append({
+            "node_id": node.node_id,
+            "status": str(node.status),
+            "servable": node.servable,
+            "memory_total_gb": node.memory_total_gb,
+            "memory_available_gb": node.memory_available_gb,
+            "disk_available_gb": node.disk_available_gb,
+            "installed": [
+                {"name": m, "size_gb": node.model_size_gb(m), "loaded": m in loaded}
+                for m in installed
+            ],
+            "loaded": [
+                {"name": m.name, "size_gb": m.size_gb, "context_length": m.context_length,
+                 "requests_active": m.requests_active, "expires_at": m.expires_at}
+                for m in node.models_loaded
+            ],
+        })
+    return {"nodes": nodes, "models": where}

@@ -1,0 +1,141 @@
+"""Runtime settings: overrides stored in Redis and applied by every replica within a second."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from services.router.fleet.background import background
+from services.router.fleet.core import Core
+from shared.errors import BadRequest
+from shared.settings import RUNTIME_FIELDS, Settings, SettingsError, coerce, setting_fields
+
+__all__ = ["RuntimeSettings", "jsonable", "settings_listing", "validate"]
+
+log = logging.getLogger("herd.settings")
+
+RESYNC_INTERVAL = 0.5  # seconds; a replica that missed a message is at most this stale
+
+
+def jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def settings_listing(settings: Settings) -> list[dict[str, Any]]:
+    """Every runtime setting with its value, default, help and allowed choices."""
+    out = []
+    for f in setting_fields():
+        if f.name not in RUNTIME_FIELDS:
+            continue
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        out.append({
+            "name": f.name,
+            "value": jsonable(getattr(settings, f.name)),
+            "default": jsonable(f.default),
+            "type": kind,
+            "help": f.metadata["help"],
+            "choices": list(f.metadata["choices"]),
+        })
+    return out
+
+
+def validate(changes: Any) -> dict[str, Any]:
+    """A partial settings object → coerced values, or BadRequest naming the bad key."""
+    if not isinstance(changes, dict) or not changes:
+        raise BadRequest("send a non-empty JSON object of settings, e.g. {\"auto_pull\": false}")
+    valid: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name not in RUNTIME_FIELDS:
+            known = any(f.name == name for f in setting_fields())
+            raise BadRequest(
+                f"setting {name!r} cannot be changed at run time" if known
+                else f"unknown setting {name!r}"
+            )
+        try:
+            valid[name] = coerce(name, value)
+        except SettingsError as exc:
+            raise BadRequest(str(exc)) from None
+    return valid
+
+
+class RuntimeSettings:
+    """This replica's view of the stored overrides, applied to `core.settings`."""
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self.applied: dict[str, Any] = {}  # the overrides last applied here
+
+    async def load(self) -> dict[str, Any]:
+        """The stored overrides; a value that no longer validates (older version) is skipped."""
+        core = self._core
+        raw = await core.redis.hgetall(core.keys.settings())
+        out: dict[str, Any] = {}
+        for name, text in raw.items():
+            if name not in RUNTIME_FIELDS:
+                continue
+            try:
+                out[name] = coerce(name, json.loads(text))
+            except (ValueError, SettingsError):
+                log.warning("ignoring stored setting", extra={"setting": name, "value": text})
+        return out
+
+    def apply(self, overrides: dict[str, Any]) -> bool:
+        """Apply stored overrides that differ from those last applied; True if any did.
+
+        Only changes are applied, so a value set directly on core.settings (tests, a plugin)
+        stays until someone stores a new value for that setting.
+        """
+        applied = self.applied
+        changed = {k: v for k, v in overrides.items() if k not in applied or applied[k] != v}
+        if not changed:
+            return False
+        self._core.settings = self._core.settings.replace(**changed)
+        applied.update(changed)
+        return True
+
+    async def save(self, changes: dict[str, Any]) -> None:
+        """Store `changes` for every replica, and apply them here at once."""
+        core = self._core
+        pipe = core.redis.pipeline(transaction=True)
+        pipe.hset(core.keys.settings(), mapping={
+            name: json.dumps(jsonable(value)) for name, value in changes.items()
+        })
+        pipe.publish(core.keys.settings_channel(), ",".join(sorted(changes)))
+        await pipe.execute()
+        self.apply(changes)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Apply stored overrides before serving, then follow the settings channel."""
+        self.apply(await self.load())
+        async with background(self._follow(), "herd-settings-watcher"):
+            yield
+
+    async def _follow(self) -> None:
+        core = self._core
+        while True:
+            pubsub = core.redis.pubsub()
+            try:
+                await pubsub.subscribe(core.keys.settings_channel())
+                while True:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=RESYNC_INTERVAL)
+                    # Re-read on a message and on every quiet interval: a message lost
+                    # while reconnecting costs at most one interval.
+                    if self.apply(await self.load()):
+                        log.info("runtime settings applied",
+                                 extra={"trigger": "message" if message else "resync"})
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("settings watcher lost Redis; retrying", extra={"error": str(exc)})
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()

@@ -1,0 +1,1 @@
+"""The request path: reading and parsing a request, planning retries, forwarding to a node."""
