@@ -1,8 +1,11 @@
 """The one way Herd gets a Redis: the configured URL, or an embedded redis-server it owns.
 
 Every URL form of shared.redisurl works here (TLS, unix sockets, Sentinel). Clients keep TCP
-keepalive on and bound every reply, so a Redis that stops answering without closing the
-socket fails a call instead of hanging it.
+keepalive on and bound connecting by the reply timeout. Replies on redis-py's connections
+are not bounded by a socket timeout: with one, redis-py 7 can swallow a task's cancellation
+that lands inside its timeout block (redis/redis-py#2551), and a replica then hangs in its
+shutdown. The request path's lean connection (shared.fastredis) bounds its replies itself,
+and /healthz bounds its PING.
 
 The embedded server is a child process that dies with its parent (shared.children); a pid
 file also lets the next start reap a server left behind where that is not available. It
@@ -34,6 +37,7 @@ from shared.children import die_with_parent, stop_process
 from shared.redisurl import RedisTarget, parse_redis_url
 
 __all__ = [
+    "REDIS_UNAVAILABLE",
     "EmbeddedRedis",
     "RedisUnavailable",
     "check_redis",
@@ -46,6 +50,17 @@ __all__ = [
 log = logging.getLogger("herd.redis")
 
 _UNIX_SOCKET_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
+
+
+# Errors that mean Redis is away (down, frozen, loading its data, failing over), as opposed
+# to a command it refused: callers answer 503 with Retry-After for these.
+REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,  # BusyLoadingError (LOADING) is one too
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.MasterDownError,
+    OSError,
+)
 
 
 class RedisUnavailable(RuntimeError):
@@ -191,9 +206,6 @@ _KEEPALIVE_OPTIONS = {
     for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
     if hasattr(socket, name)
 }
-# Blocking reads (the recorder's XREADGROUP BLOCK, pub/sub waits) last up to a second or two
-# before Redis answers; the socket timeout must leave them that much on top of a reply.
-_BLOCKING_HEADROOM = 3.0
 
 
 def _client_kwargs(target: RedisTarget, timeout: float) -> dict[str, Any]:
@@ -203,7 +215,6 @@ def _client_kwargs(target: RedisTarget, timeout: float) -> dict[str, Any]:
         "username": target.username,
         "password": target.password,
         "socket_connect_timeout": timeout,
-        "socket_timeout": timeout + _BLOCKING_HEADROOM,
         "socket_keepalive": True,
         "socket_keepalive_options": _KEEPALIVE_OPTIONS,
     }
@@ -262,7 +273,7 @@ def connect(
 ) -> redis.asyncio.Redis:
     """The async client every service uses (replies decoded as str).
 
-    `timeout` bounds connecting and each reply (blocking reads get a few seconds more).
+    `timeout` bounds connecting (with Sentinel, also each question to a Sentinel).
     """
     target = parse_or_explain(url)
     if target.is_sentinel:
@@ -286,7 +297,6 @@ def connect(
         max_connections=max_connections,
         timeout=10,
         socket_connect_timeout=timeout,
-        socket_timeout=timeout + _BLOCKING_HEADROOM,
         health_check_interval=30,
         **tcp,
     )

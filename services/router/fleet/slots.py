@@ -322,11 +322,8 @@ class SlotManager:
             try:
                 await pubsub.subscribe(channel)
                 self._subscribed.set()
-                while True:
-                    # A bounded wait, not listen(): the client's socket timeout (a reply
-                    # bound for a Redis that stops answering) would end an idle listen().
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None and message.get("type") == "message":
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
                         self._wake_oldest(str(message["data"]))
             except RedisError as exc:
                 log.warning("release channel lost; resubscribing", extra={"error": str(exc)})
