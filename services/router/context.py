@@ -53,6 +53,7 @@ class RouterContext(Core):
         ctx.plugins = build_plugin_manager(settings.disabled_plugins)
         ctx.runtime = RuntimeSettings(ctx)
         ctx.fleet = Fleet(ctx)
+        ctx.fleet.rebuild.on_wiped(ctx.runtime.write_back)
         ctx.slots = SlotManager.for_context(ctx)
         ctx.routing = RoutingEngine(ctx.plugins)
         ctx.stats = Stats(ctx)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from litestar import MediaType, Response, get, head
 from litestar.datastructures import State
 
@@ -31,9 +33,12 @@ def version() -> dict[str, str]:
 async def healthz(state: State) -> Response[dict[str, object]]:
     ctx: RouterContext = state.herd
     try:
-        await ctx.redis.ping()
+        # Bounded by the reply timeout: a frozen Redis must fail the check, not hang it.
+        await asyncio.wait_for(ctx.redis.ping(), ctx.settings.redis_timeout)
     except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
-        return Response({"status": "error", "redis": str(exc)}, status_code=503)
+        reason = str(exc) or f"no answer within {ctx.settings.redis_timeout:g} s"
+        return Response({"status": "error", "redis": f"unreachable: {reason}"},
+                        status_code=503)
     return Response({"status": "ok", "version": VERSION, "replica": ctx.replica_id})
 
 
