@@ -1,8 +1,10 @@
 """Capture a PNG of every dashboard page from a running `herd demo`, for docs/dashboard.md.
 
-    .venv/bin/python scripts/screenshots.py [--out docs/screenshots] [--warmup 40]
+    .venv/bin/python scripts/screenshots.py [--out docs/screenshots] [--warmup 150]
 
-Drives Debian's /usr/bin/chromium through Playwright (no browser download).
+Drives Debian's /usr/bin/chromium through Playwright (no browser download). The demo runs
+on its own default ports (11435, 8501) so the pictures show what a user of `herd demo`
+sees; the script stops if something else holds them.
 """
 
 from __future__ import annotations
@@ -28,10 +30,15 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-def free_port() -> int:
+def port_free(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        # As the servers do: a port whose last connections linger in TIME_WAIT is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -49,12 +56,20 @@ def wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyp
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
-    parser.add_argument("--warmup", type=float, default=40.0,
-                        help="Seconds of demo traffic before the first picture.")
+    parser.add_argument("--warmup", type=float, default=150.0,
+                        help="Seconds of demo traffic before the first picture (Trends draws "
+                             "complete minutes only: give it a few).")
+    parser.add_argument("--port", type=int, default=11435, help="The demo router's port.")
+    parser.add_argument("--dashboard-port", type=int, default=8501,
+                        help="The demo dashboard's port.")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    port, dash = free_port(), free_port()
+    port, dash = args.port, args.dashboard_port
+    busy = [p for p in (port, dash) if not port_free(p)]
+    if busy:
+        raise SystemExit(f"port(s) {busy} in use: stop what holds them or pass --port / "
+                         "--dashboard-port")
     router = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
         demo = subprocess.Popen(
@@ -77,7 +92,7 @@ def main() -> int:
 
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-                page = browser.new_page(viewport={"width": 1440, "height": 1000})
+                page = browser.new_page(viewport={"width": 1440, "height": 1300})
                 for index, (file, title, _icon) in enumerate(PAGES):
                     path = "" if index == 0 else file.removesuffix(".py")
                     page.goto(f"http://127.0.0.1:{dash}/{path}")

@@ -39,17 +39,22 @@ class SimNode:
     tokens_per_s: float
     num_parallel: int
     max_loaded_models: int
+    cpu_cores: int
+    disk_gb: float
 
 
 # Three unlike machines, so routing has real choices: a big box with the large models, a
 # mid-size one, and a small one that can only hold the small models. Loads take about a
 # second per few GB: long enough to see cold loads in the charts, short enough not to bore.
+# The big box may keep all four of its models loaded: with room for three it evicted one
+# for another all the time, and Health reported it thrashing on every model it holds.
 NODES = (
     SimNode("gpu-large", 48.0, ("llama3.1:8b", "qwen3:14b", "llama3.2:3b",
-                                "nomic-embed-text"), 90.0, 4, 3),
+                                "nomic-embed-text"), 90.0, 4, 4, 32, 2000.0),
     SimNode("gpu-medium", 24.0, ("llama3.2:3b", "qwen3:8b", "llama3.1:8b",
-                                 "nomic-embed-text"), 50.0, 4, 3),
-    SimNode("laptop", 10.0, ("llama3.2:3b", "llama3.2:1b", "nomic-embed-text"), 25.0, 2, 2),
+                                 "nomic-embed-text"), 50.0, 4, 3, 16, 1000.0),
+    SimNode("laptop", 10.0, ("llama3.2:3b", "llama3.2:1b", "nomic-embed-text"), 25.0, 2, 2,
+            8, 500.0),
 )
 
 # (weight, kind, model, tag): the mix of the background load. Small models dominate, as on
@@ -148,13 +153,15 @@ class Demo:
                 "--memory-gb", str(node.memory_gb), "--tokens-per-s", str(node.tokens_per_s),
                 "--num-parallel", str(node.num_parallel),
                 "--max-loaded-models", str(node.max_loaded_models),
+                "--cpu-cores", str(node.cpu_cores), "--disk-gb", str(node.disk_gb),
                 "--load-seconds-per-gb", "0.3", "--load-base-seconds", "0.3",
                 "--response-tokens", "16-80", "--seed", str(index + 1),
             ))
+            # No --memory-gb or --num-parallel: the agent asks its simulator (/sim/node)
+            # for the machine it models, as it would ask nothing of a real Ollama.
             self.spawn(f"node-{node.name}", _python_module(
                 "services.node.cli", "--router-url", self.router_url,
                 "--ollama-host", f"http://127.0.0.1:{sim_port}", "--node-id", node.name,
-                "--num-parallel", str(node.num_parallel), "--memory-gb", str(node.memory_gb),
                 "--no-mdns", "--data-dir", str(self.data_dir),
             ))
 

@@ -24,6 +24,7 @@ __all__ = [
     "Severity",
     "StatsWindow",
     "Usage",
+    "counted",
     "health_score",
     "run_checks",
     "sort_findings",
@@ -341,6 +342,11 @@ class FunctionCheck:
 
     def check(self, view: HealthView) -> list[Finding]:
         return self.fn(view)
+
+
+def counted(count: int, singular: str, plural: str = "") -> str:
+    """"1 request", "3 requests", "1 copy" / "2 copies" (pass the plural when not +s)."""
+    return f"{count:,} {singular if count == 1 else (plural or singular + 's')}"
 
 
 def sort_findings(findings: Iterable[Finding]) -> list[Finding]:

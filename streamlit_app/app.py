@@ -14,10 +14,10 @@ __all__: list[str] = []
 HERE = Path(__file__).parent
 
 
-@st.fragment(run_every="2s")
+@st.fragment(run_every="1s")
 def router_status() -> None:
     cfg = data.config()
-    reply = data.fleet_status()
+    reply, _ = data.live_fleet()
     if reply.unreachable:
         st.error(f"Router unreachable: {cfg.router_url} — retrying")
     else:

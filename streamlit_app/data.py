@@ -6,8 +6,11 @@ import argparse
 import json
 import math
 import sys
+import threading
+import time
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -18,6 +21,8 @@ from shared.settings import Settings
 __all__ = [
     "DEFAULT_ROUTER_URL",
     "Config",
+    "LiveFeed",
+    "LiveView",
     "Reply",
     "apps",
     "benchmarks",
@@ -29,10 +34,13 @@ __all__ = [
     "fleet_status",
     "fmt",
     "health",
+    "live",
+    "live_fleet",
     "load_model",
     "model_management",
     "models",
     "parse_config",
+    "parse_sse",
     "pick",
     "pull_model",
     "recommendations",
@@ -149,7 +157,9 @@ def _request(
 
 
 @st.cache_data(ttl=LIVE_TTL, show_spinner=False, max_entries=64)
-def _live(url: str, token: str, path: str, params: tuple[tuple[str, Any], ...] = ()) -> Reply:
+def _live(url: str, token: str, path: str, params: tuple[tuple[str, Any], ...] = (),
+          epoch: str = "") -> Reply:
+    # `epoch` is only part of the cache key: a new one reads afresh (something happened).
     return _request(Config(url, token), "GET", path, params=dict(params))
 
 
@@ -178,8 +188,9 @@ def fleet_queue() -> Reply:
     return _live(*_where(), "/fleet/queue")
 
 
-def health() -> Reply:
-    return _live(*_where(), "/dashboard/api/health")
+def health(epoch: str = "") -> Reply:
+    """The health report; a new `epoch` (the live stream's version) skips the cache."""
+    return _live(*_where(), "/dashboard/api/health", (), epoch)
 
 
 def traces(limit: int = 50) -> Reply:
@@ -329,3 +340,157 @@ def fmt(value: Any, unit: str = "", digits: int = 1) -> str:
     else:
         text = str(value)
     return f"{text} {unit}".rstrip() if unit else text
+
+
+# --- live: the router's server-sent events, followed by one thread per dashboard process
+EVENTS_PATH = "/dashboard/events"
+FEED_SIZE = 50  # events kept for the overview's feed, newest first
+FEED_IDLE_S = 60.0  # a feed nobody has read for this long disconnects; a read restarts it
+RECONNECT_S = 1.0
+FIRST_WAIT_S = 3.0  # how long a page's first draw waits for the stream's first snapshot
+# The router sends a snapshot at least every 2 s, so a read silent for 10 s is a dead link.
+STREAM_TIMEOUT = httpx.Timeout(5.0, connect=2.0, read=10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveView:
+    """What the stream has said so far: the latest fleet snapshot and the newest events.
+
+    `version` grows with every node status change and every event, so a page can re-read
+    what it derives from them (health findings) only when something happened.
+    """
+
+    fleet: dict[str, Any] | None = None
+    events: tuple[dict[str, Any], ...] = ()
+    connected: bool = False
+    error: str = ""
+    version: int = 0
+    received_at: float = 0.0
+
+
+def parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
+    """(event name, data) for each server-sent event in a stream of lines."""
+    name = "message"
+    data: list[str] = []
+    for raw in lines:
+        line = raw.rstrip("\r")
+        if not line:
+            if data:
+                yield name, "\n".join(data)
+            name, data = "message", []
+            continue
+        if line.startswith(":"):
+            continue  # a comment, e.g. a keep-alive
+        field_name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field_name == "event":
+            name = value
+        elif field_name == "data":
+            data.append(value)
+
+
+class LiveFeed:
+    """Follows the router's `/dashboard/events` in a daemon thread and keeps its latest state.
+
+    Pages read `view()` from their fragments several times a second without any HTTP:
+    one connection per dashboard process carries every browser tab's updates.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self._lock = threading.Lock()
+        self._tried = threading.Event()  # set once the first connection attempt ended
+        self._view = LiveView()
+        self._events: deque[dict[str, Any]] = deque(maxlen=FEED_SIZE)
+        self._thread: threading.Thread | None = None
+        self._last_read = time.monotonic()
+
+    def view(self, wait: float = 0.0) -> LiveView:
+        """The latest state; with `wait`, block up to that long for the first snapshot."""
+        with self._lock:
+            self._last_read = time.monotonic()
+            if self._thread is None or not self._thread.is_alive():
+                self._tried.clear()
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="herd-dashboard-events")
+                self._thread.start()
+            current = self._view
+        if wait > 0 and current.fleet is None:
+            self._tried.wait(wait)
+            with self._lock:
+                current = self._view
+        return current
+
+    def _idle(self) -> bool:
+        with self._lock:
+            return time.monotonic() - self._last_read > FEED_IDLE_S
+
+    def _update(self, **changes: Any) -> None:
+        with self._lock:
+            self._view = replace(self._view, **changes)
+
+    def _run(self) -> None:
+        while not self._idle():
+            try:
+                self._follow()
+                error = "the router ended the event stream"
+            except httpx.HTTPError as exc:
+                error = _unreachable(self.cfg, exc).error
+            except Exception as exc:  # noqa: BLE001 - a daemon thread must never die of it
+                error = f"event stream failed: {type(exc).__name__}: {exc}"
+            self._update(connected=False, error=error)
+            self._tried.set()
+            time.sleep(RECONNECT_S)
+
+    def _follow(self) -> None:
+        url = self.cfg.router_url + EVENTS_PATH
+        with httpx.stream("GET", url, headers={**self.cfg.headers(), "Accept":
+                                               "text/event-stream"},
+                          timeout=STREAM_TIMEOUT) as response:
+            if response.status_code != 200:
+                response.read()
+                raise httpx.HTTPStatusError(
+                    _decode(response).error, request=response.request, response=response)
+            self._update(connected=True, error="")
+            for name, raw in parse_sse(response.iter_lines()):
+                self._receive(name, raw)
+                self._tried.set()
+                if self._idle():
+                    return
+
+    def _receive(self, name: str, raw: str) -> None:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return
+        if not isinstance(body, dict):
+            return
+        with self._lock:
+            view = self._view
+            if name == "fleet":
+                moved = body.get("reason") not in ("periodic", None)
+                self._view = replace(view, fleet=body, received_at=time.time(),
+                                     version=view.version + int(moved))
+            elif name == "event":
+                self._events.appendleft(body)
+                self._view = replace(view, events=tuple(self._events),
+                                     version=view.version + 1)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _feed(url: str, token: str) -> LiveFeed:
+    return LiveFeed(Config(url, token))
+
+
+def live(wait: float = FIRST_WAIT_S) -> LiveView:
+    """The live state of the router this dashboard follows (starting the feed if need be)."""
+    return _feed(*_where()).view(wait)
+
+
+def live_fleet() -> tuple[Reply, LiveView]:
+    """The fleet as the stream last showed it; a plain read when the stream has nothing yet
+    (the router is unreachable, or too old to stream), so the page still says why."""
+    view = live()
+    if view.fleet is not None and view.connected:
+        return Reply(view.fleet, "", 200), view
+    return fleet_status(), view

@@ -14,7 +14,9 @@ from streamlit_app import data
 __all__ = [
     "TIME_COLUMNS",
     "ago",
+    "complete_only",
     "empty_fleet",
+    "event_line",
     "find_records",
     "frame",
     "per_minute",
@@ -34,6 +36,14 @@ _STATUS_ICONS = {"online": ":green[:material/check_circle:]",
                  "draining": ":blue[:material/pause_circle:]"}
 _SEVERITY_ICONS = {"critical": ":red[:material/error:]", "warning": ":orange[:material/warning:]",
                    "info": ":blue[:material/info:]"}
+
+
+_EVENT_ICONS = {"retry": ":orange[:material/replay:]",
+                "context_protection": ":blue[:material/shield:]",
+                "zombie_reaped": ":orange[:material/cleaning_services:]",
+                "auto_pull": ":blue[:material/download:]",
+                "model_loaded": ":green[:material/upload:]",
+                "model_unloaded": ":gray[:material/download_done:]"}
 
 
 def status_icon(status: Any) -> str:
@@ -197,3 +207,56 @@ def ago(timestamp: Any) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min ago"
     return f"{seconds / 3600:.1f} h ago"
+
+
+def _clock(timestamp: Any) -> str:
+    if not isinstance(timestamp, int | float) or isinstance(timestamp, bool):
+        return data.EMPTY
+    return dt.datetime.fromtimestamp(float(timestamp), dt.UTC).strftime("%H:%M:%S")
+
+
+def event_line(event: Mapping[str, Any]) -> str:
+    """One line of the overview's event feed (markdown): UTC time, icon, what happened."""
+    kind = str(event.get("kind", "event"))
+    node = f"**{event.get('node_id') or '?'}**"
+    model = f"`{event.get('model') or '?'}`"
+    icon = _EVENT_ICONS.get(kind, ":gray[:material/info:]")
+    if kind == "node_status":
+        icon = status_icon(event.get("new"))
+        text = f"{node} {event.get('old') or '?'} → {event.get('new') or '?'}"
+    elif kind == "retry":
+        text = f"retry: {model} failed on {node} ({event.get('reason') or 'error'}), " \
+               "sent to another node"
+    elif kind == "zombie_reaped":
+        count = event.get("count", 1)
+        text = f"{count} zombie slot{'' if count == 1 else 's'} of {model} on {node} reaped"
+    elif kind == "auto_pull":
+        stage = event.get("stage") or "?"
+        text = f"auto-pull of {model} on {node}: {stage}"
+        if event.get("error"):
+            text += f" ({event['error']})"
+    elif kind in {"model_loaded", "model_unloaded"}:
+        text = f"{model} {kind.removeprefix('model_')} on {node}"
+    elif event.get("message"):
+        text = str(event["message"])
+    else:
+        details = ", ".join(f"{k}={v}" for k, v in event.items() if k not in {"kind", "ts"})
+        text = f"{kind}: {details}" if details else kind
+    return f"`{_clock(event.get('ts'))}` {icon} {text}"
+
+
+def complete_only(
+    df: pd.DataFrame, width_s: float, now: float | None = None,
+) -> tuple[pd.DataFrame, pd.Series | None]:
+    """The rows of time buckets that have ended, and the current (partial) one, if any.
+
+    A chart of counts that drew the running bucket would show a fall in traffic that is
+    only the bucket not being over yet.
+    """
+    if df.empty or not isinstance(df.index, pd.DatetimeIndex):
+        return df, None
+    moment = dt.datetime.now(dt.UTC).timestamp() if now is None else now
+    cutoff = pd.Timestamp(moment - width_s, unit="s", tz="UTC")
+    ended = df.index <= cutoff
+    partial = df[~ended]
+    return df[ended], (partial.iloc[-1] if not partial.empty else None)

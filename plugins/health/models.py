@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.health import Finding, FunctionCheck, HealthCheck, HealthView, Severity
+from shared.health import Finding, FunctionCheck, HealthCheck, HealthView, Severity, counted
 from shared.hookspecs import hookimpl
 
 __all__ = ["herd_register_health_checks"]
@@ -21,9 +21,9 @@ def model_thrashing(view: HealthView) -> list[Finding]:
         findings.append(Finding(
             check_id="model_thrashing", severity=severity,
             title=f"{model} keeps reloading on {node_id}",
-            description=f"{model} was cold-loaded {usage.cold_loads} times on {node_id} in the "
-            f"last {hours} h ({usage.load_ms_sum / 1000:.1f} s spent loading, "
-            f"{usage.requests} requests): it is evicted between requests"
+            description=f"{model} was cold-loaded {counted(usage.cold_loads, 'time')} on "
+            f"{node_id} in the last {hours} h ({usage.load_ms_sum / 1000:.1f} s spent "
+            f"loading, {counted(usage.requests, 'request')}): it is evicted between requests"
             f"{' by ' + others if others else ''}.",
             fix=f"Give {node_id} room for {model} alongside its other models "
             "(OLLAMA_MAX_LOADED_MODELS, a longer OLLAMA_KEEP_ALIVE), or keep that model on "

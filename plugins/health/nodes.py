@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.health import Finding, FunctionCheck, HealthCheck, HealthView, Severity
+from shared.health import Finding, FunctionCheck, HealthCheck, HealthView, Severity, counted
 from shared.hookspecs import hookimpl
 from shared.models import NodeStatus
 
@@ -44,7 +44,7 @@ def degraded_nodes(view: HealthView) -> list[Finding]:
         data = {"last_seen": node.last_seen, "router_failures": node.router_failures}
         if node.status is NodeStatus.DEGRADED:
             if node.router_failures:
-                why = f"requests to it failed {node.router_failures} times in a row"
+                why = f"requests to it failed {counted(node.router_failures, 'time')} in a row"
                 fix = f"Look at the Ollama log on {node.node_id}; Herd sends it work again " \
                       "once a heartbeat reports its Ollama healthy."
             else:
@@ -126,7 +126,8 @@ def underutilised_nodes(view: HealthView) -> list[Finding]:
             findings.append(Finding(
                 check_id="underutilised_nodes", severity=Severity.INFO,
                 title=f"Node {node.node_id} is barely used",
-                description=f"{node.node_id} served {served} of the fleet's {fleet} requests "
+                description=f"{node.node_id} served {served} of the fleet's "
+                f"{counted(fleet, 'request')} "
                 f"in the last {view.settings.health_window_hours} h (a fair share is "
                 f"{fair:.0f}). It has {models}.",
                 fix=f"Pull the models clients ask for onto {node.node_id}, or retire it.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from shared.health import Finding, FunctionCheck, HealthCheck, HealthView, Severity
+from shared.health import Finding, FunctionCheck, HealthCheck, HealthView, Severity, counted
 from shared.hookspecs import hookimpl
 
 __all__ = ["herd_register_health_checks"]
@@ -29,7 +29,8 @@ def queue_saturation(view: HealthView) -> list[Finding]:
         findings.append(Finding(
             check_id="queue_saturation", severity=severity,
             title=f"Queue for {model} is {'full' if depth >= bound else 'filling up'}",
-            description=f"{depth} requests wait for {model} (the bound is {bound}); recent "
+            description=f"{counted(depth, 'request')} {'waits' if depth == 1 else 'wait'} "
+            f"for {model} (the bound is {bound}); recent "
             f"requests waited {wait_ms / 1000:.1f} s on average (timeout "
             f"{view.settings.queue_timeout:.0f} s). New requests get 503 at the bound.",
             fix=f"Load {model} on more nodes (see recommendations), raise the nodes' "
@@ -54,7 +55,7 @@ def zombie_requests(view: HealthView) -> list[Finding]:
     return [Finding(
         check_id="zombie_requests", severity=severity,
         title="Requests were reaped as zombies",
-        description=f"{total} slot leases expired without a release in the last "
+        description=f"{counted(total, 'slot lease')} expired without a release in the last "
         f"{view.settings.health_window_hours} h ({nodes}): a router replica died or stalled "
         "mid-request, and the slot was given back when its lease lapsed.",
         fix="Look for router replicas that restarted or were killed (OOM, deploys without "

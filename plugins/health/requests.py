@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from shared.health import Finding, FunctionCheck, HealthCheck, HealthView, Severity, Usage
+from shared.health import (
+    Finding,
+    FunctionCheck,
+    HealthCheck,
+    HealthView,
+    Severity,
+    Usage,
+    counted,
+)
 from shared.hookspecs import hookimpl
 
 __all__ = ["herd_register_health_checks"]
@@ -26,7 +34,8 @@ def request_timeouts(view: HealthView) -> list[Finding]:
             findings.append(Finding(
                 check_id="request_timeouts", severity=Severity.WARNING,
                 title=f"Requests time out on {node_id}",
-                description=f"{usage.timeouts} of {usage.requests} requests on {node_id} "
+                description=f"{usage.timeouts} of {counted(usage.requests, 'request')} on "
+                f"{node_id} "
                 f"({rate:.1f}%) timed out in the last {view.settings.health_window_hours} h.",
                 fix=f"{node_id} is too slow for its load: route less to it (weights), give "
                 "its models more memory, or raise FLEET_STALE_TIMEOUT if long generations "
@@ -49,10 +58,11 @@ def error_rate(view: HealthView) -> list[Finding]:
         findings.append(Finding(
             check_id="error_rate", severity=severity,
             title=f"High error rate on {node_id}",
-            description=f"{failed} of {usage.requests + usage.attempt_failures} attempts on "
+            description=f"{failed} of "
+            f"{counted(usage.requests + usage.attempt_failures, 'attempt')} on "
             f"{node_id} failed ({rate:.1f}%) in the last "
-            f"{view.settings.health_window_hours} h; {usage.attempt_failures} were retried "
-            "elsewhere.",
+            f"{view.settings.health_window_hours} h; {usage.attempt_failures} "
+            f"{'was' if usage.attempt_failures == 1 else 'were'} retried elsewhere.",
             fix=f"Read the Ollama log on {node_id} (journalctl -u ollama): out-of-memory, a "
             "corrupt model or a GPU fault are common causes. Drain it until fixed.",
             node_id=node_id,
@@ -77,8 +87,9 @@ def retry_rate(view: HealthView) -> list[Finding]:
     return [Finding(
         check_id="retry_rate", severity=Severity.WARNING,
         title="Many requests need a retry",
-        description=f"{fleet.retried_requests} of {fleet.requests} requests ({rate:.1f}%) were "
-        f"retried on another node; failed first attempts came from {named}.",
+        description=f"{fleet.retried_requests} of {counted(fleet.requests, 'request')} "
+        f"({rate:.1f}%) {'was' if fleet.retried_requests == 1 else 'were'} retried on "
+        f"another node; failed first attempts came from {named}.",
         fix="Fix or drain the nodes named; each retry adds the failed attempt's time to "
         "the client's wait.",
         data={"retry_rate_pct": round(rate, 2), "retries": fleet.retries,
@@ -97,8 +108,9 @@ def client_disconnects(view: HealthView) -> list[Finding]:
     return [Finding(
         check_id="client_disconnects", severity=Severity.WARNING,
         title="Clients give up or streams break",
-        description=f"{fleet.disconnects} client disconnects and {fleet.incomplete} "
-        f"incomplete streams in {fleet.requests} requests ({rate:.1f}%).",
+        description=f"{counted(fleet.disconnects, 'client disconnect')} and "
+        f"{counted(fleet.incomplete, 'incomplete stream')} in "
+        f"{counted(fleet.requests, 'request')} ({rate:.1f}%).",
         fix="Disconnects: clients time out before the answer; raise their timeout or add "
         "capacity (queue waits). Incomplete: nodes fail mid-stream; check error_rate findings.",
         data={"client_disconnects": fleet.disconnects, "incomplete": fleet.incomplete,
@@ -117,8 +129,9 @@ def connection_failures(view: HealthView) -> list[Finding]:
         findings.append(Finding(
             check_id="connection_failures", severity=Severity.WARNING,
             title=f"Cannot connect to {node_id}",
-            description=f"Routers failed to connect to {url} {usage.connection_failures} times "
-            f"in the last {view.settings.health_window_hours} h.",
+            description=f"Routers failed to connect to {url} "
+            f"{counted(usage.connection_failures, 'time')} in the last "
+            f"{view.settings.health_window_hours} h.",
             fix=f"Make Ollama on {node_id} listen beyond loopback (OLLAMA_HOST=0.0.0.0) and "
             "open its port to the routers; check the address herd-node reports.",
             node_id=node_id,

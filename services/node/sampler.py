@@ -26,6 +26,8 @@ __all__ = [
     "default_num_parallel",
     "fixed_memory",
     "memory_pressure",
+    "modelled_machine",
+    "resolve_max_loaded_models",
     "resolve_num_parallel",
 ]
 
@@ -82,16 +84,71 @@ def _env_int(environ: Mapping[str, str], name: str) -> int | None:
     return value if value > 0 else None
 
 
+def _positive_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 \
+        else None
+
+
 def resolve_num_parallel(
-    flag: int, environ: Mapping[str, str], available_gb: float
+    flag: int, environ: Mapping[str, str], available_gb: float,
+    simulated: Mapping[str, Any] | None = None,
 ) -> tuple[int, str]:
-    """The slots per model and where the figure came from: flag, env, or Ollama's default."""
+    """The slots per model and where the figure came from: flag, the simulator's own
+    figure, env, or Ollama's default."""
     if flag > 0:
         return flag, "flag"
+    from_sim = _positive_int((simulated or {}).get("num_parallel"))
+    if from_sim is not None:
+        return from_sim, "sim"
     from_env = _env_int(environ, "OLLAMA_NUM_PARALLEL")
     if from_env is not None:
         return from_env, "env"
     return default_num_parallel(available_gb), "default"
+
+
+def resolve_max_loaded_models(
+    environ: Mapping[str, str], gpus: int, simulated: Mapping[str, Any] | None = None,
+) -> int:
+    """A simulator says what it runs with; else OLLAMA_MAX_LOADED_MODELS; else Ollama's
+    default. The environment is only the agent's guess at the server's: the server's own
+    word wins when it can give one."""
+    return (_positive_int((simulated or {}).get("max_loaded_models"))
+            or _env_int(environ, "OLLAMA_MAX_LOADED_MODELS")
+            or default_max_loaded_models(gpus))
+
+
+def _section(value: Any, names: Iterable[str]) -> dict[str, float] | None:
+    if not isinstance(value, Mapping):
+        return None
+    out: dict[str, float] = {}
+    for name in names:
+        item = value.get(name)
+        if not isinstance(item, int | float) or isinstance(item, bool) or item < 0:
+            return None
+        out[name] = float(item)
+    return out
+
+
+def modelled_machine(machine: Mapping[str, Any], simulated: Mapping[str, Any]) -> dict[str, Any]:
+    """The machine section with a simulator's modelled CPU, memory and disk in place of the
+    host's (each section only when the simulator gave it whole). Several simulated nodes
+    on one host then look like the different machines they model."""
+    out = dict(machine)
+    cpu = _section(simulated.get("cpu"), ("cores_physical", "cores_logical",
+                                          "utilization_pct"))
+    if cpu is not None:
+        out["cpu"] = {"cores_physical": int(cpu["cores_physical"]),
+                      "cores_logical": int(cpu["cores_logical"]),
+                      "utilization_pct": cpu["utilization_pct"]}
+    memory = _section(simulated.get("memory"), ("total_gb", "used_gb", "available_gb"))
+    if memory is not None:
+        out["memory"] = {**memory,
+                         "pressure": memory_pressure(memory["available_gb"], memory["total_gb"]),
+                         "swap_used_gb": 0.0, "swap_total_gb": 0.0}  # no swap is modelled
+    disk = _section(simulated.get("disk"), ("total_gb", "used_gb", "available_gb"))
+    if disk is not None:
+        out["disk"] = disk
+    return out
 
 
 class GpuSampler:
@@ -162,6 +219,7 @@ class Sampler:
         self._client = httpx.AsyncClient(base_url=self.ollama_host, timeout=timeout)
         self._gpu = GpuSampler()
         self._process = psutil.Process()
+        self._simulator: bool | None = None  # None: not asked yet
         psutil.cpu_percent(interval=None)  # the first call only starts the measurement
 
     async def aclose(self) -> None:
@@ -193,6 +251,33 @@ class Sampler:
             "version": str(version_body.get("version", "")),
         }
 
+    async def simulated(self) -> dict[str, Any] | None:
+        """What a `herd sim` says it models (GET /sim/node); None beside a real Ollama.
+
+        Asked until the server first answers: a real Ollama says 404 and is not asked again,
+        so the probe costs one request over the agent's life.
+        """
+        if self._simulator is False:
+            return None
+        try:
+            response = await self._client.get("/sim/node")
+        except httpx.HTTPError:
+            return None  # down for now: ask again with the next heartbeat
+        body: Any = None
+        if response.status_code == 200:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+        if not isinstance(body, dict) or body.get("simulated") is not True:
+            if response.status_code < 500:
+                if self._simulator is None:
+                    log.debug("not a simulator", extra={"status": response.status_code})
+                self._simulator = False
+            return None
+        self._simulator = True
+        return body
+
     def machine(self) -> dict[str, Any]:
         vm = psutil.virtual_memory()
         swap = psutil.swap_memory()
@@ -222,15 +307,16 @@ class Sampler:
 
     async def sample(self, node_id: str, router_host: str = "") -> dict[str, Any]:
         """One heartbeat (without `draining`, which the agent adds)."""
-        ollama = await self.ollama()
+        ollama, simulated = await asyncio.gather(self.ollama(), self.simulated())
         machine = self.machine()
+        if simulated is not None:
+            machine = modelled_machine(machine, simulated)
         if self._memory_gb > 0:
             machine["memory"].update(fixed_memory(
                 self._memory_gb, (m["size_gb"] for m in ollama["models_loaded"])))
         num_parallel, source = resolve_num_parallel(
-            self._flag, self._environ, machine["memory"]["available_gb"])
-        max_loaded = _env_int(self._environ, "OLLAMA_MAX_LOADED_MODELS") or \
-            default_max_loaded_models(self._gpu.count)
+            self._flag, self._environ, machine["memory"]["available_gb"], simulated)
+        max_loaded = resolve_max_loaded_models(self._environ, self._gpu.count, simulated)
         ollama.update(num_parallel=num_parallel, num_parallel_source=source,
                       max_loaded_models=max_loaded, requests_active=0)
         payload: dict[str, Any] = {

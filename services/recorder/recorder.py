@@ -29,7 +29,7 @@ from redis.exceptions import RedisError, ResponseError
 from shared.keys import Keys
 from shared.models import Trace, TraceStatus, decode_trace
 
-__all__ = ["GROUP", "Recorder", "TraceDB"]
+__all__ = ["GROUP", "UNROUTED", "Recorder", "TraceDB"]
 
 log = logging.getLogger("herd.recorder")
 
@@ -112,6 +112,11 @@ CREATE INDEX IF NOT EXISTS idx_benchmark_runs_timestamp ON benchmark_runs(timest
 # Columns an ollama-herd latency.db may lack (it added them over time).
 _LATE_COLUMNS = (("tags", "TEXT"), ("finish_reason", "TEXT"), ("estimated_tokens", "INTEGER"))
 
+# node_id of requests that never reached a node (rejected before routing: bad model, full
+# queue, no node able to serve it). An operator's GROUP BY node_id then shows a named row
+# instead of an empty one; the parentheses keep it apart from any real node name.
+UNROUTED = "(unrouted)"
+
 _TRACE_COLUMNS = (
     "request_id", "model", "original_model", "node_id", "score", "scores_breakdown",
     "status", "latency_ms", "time_to_first_token_ms", "prompt_tokens", "completion_tokens",
@@ -143,7 +148,8 @@ def _json_or_null(value: Any) -> str | None:
 def trace_row(trace: Trace) -> tuple[Any, ...]:
     """The request_traces values of one trace, in _TRACE_COLUMNS order."""
     return (
-        trace.request_id, trace.model, trace.original_model or trace.model, trace.node_id,
+        trace.request_id, trace.model, trace.original_model or trace.model,
+        trace.node_id or UNROUTED,
         trace.score, _json_or_null(trace.scores_breakdown), str(trace.status),
         trace.latency_ms, trace.time_to_first_token_ms, trace.prompt_tokens,
         trace.completion_tokens, trace.retry_count, int(trace.fallback_used),

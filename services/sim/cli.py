@@ -44,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--max-loaded-models", type=int, default=_D.max_loaded_models,
                    help="At most this many models loaded at once; least recently used "
                         f"idle models are evicted (default {_D.max_loaded_models}).")
+    m.add_argument("--cpu-cores", type=int, default=_D.cpu_cores,
+                   help="CPU cores the modelled machine has; its CPU use is one core per "
+                        "running request or loading model, reported on /sim/node "
+                        f"(default {_D.cpu_cores}).")
+    m.add_argument("--disk-gb", type=float, default=_D.disk_gb,
+                   help="Disk size of the modelled machine in GB; the installed models use "
+                        f"it, as /sim/node reports (default {_D.disk_gb:g}).")
     m.add_argument("--num-parallel", type=int, default=_D.num_parallel,
                    help="Requests served at once per model (slots); more wait in the node's "
                         f"queue, first come first served (default {_D.num_parallel}).")
@@ -97,6 +104,10 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     models = tuple(parse_models(args.models))
     if not models:
         raise ValueError("--models lists no model")
+    if args.cpu_cores < 1:
+        raise ValueError("--cpu-cores must be at least 1")
+    if args.disk_gb <= 0:
+        raise ValueError("--disk-gb must be positive")
     try:
         keep_alive = parse_keep_alive(args.keep_alive, 300.0)
     except ValueError as exc:
@@ -106,6 +117,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         host=args.host, port=args.port, control_port=args.control_port,
         node_name=args.node_name, models=models, memory_gb=args.memory_gb,
         max_loaded_models=args.max_loaded_models, num_parallel=args.num_parallel,
+        cpu_cores=args.cpu_cores, disk_gb=args.disk_gb,
         default_num_ctx=args.default_num_ctx, keep_alive=keep_alive,
         load_seconds_per_gb=args.load_seconds_per_gb, load_base_seconds=args.load_base_seconds,
         prompt_tps=args.prompt_tps, tokens_per_s=args.tokens_per_s,

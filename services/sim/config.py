@@ -24,6 +24,8 @@ class SimConfig:
         default_factory=lambda: tuple(parse_models(DEFAULT_MODELS)))
     memory_gb: float = 24.0
     max_loaded_models: int = 3
+    cpu_cores: int = 8
+    disk_gb: float = 512.0
     num_parallel: int = 4
     default_num_ctx: int = 4096
     keep_alive: float = 300.0  # seconds; negative = forever, 0 = unload when idle

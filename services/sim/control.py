@@ -1,4 +1,4 @@
-"""The simulator's own endpoints: /sim/stats, /sim/reset and /sim/fault."""
+"""The simulator's own endpoints: /sim/node, /sim/stats, /sim/reset and /sim/fault."""
 
 from __future__ import annotations
 
@@ -7,12 +7,40 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from services.sim.engine import Engine
+from services.sim.catalogue import GB
+from services.sim.engine import Engine, RunnerState
 from services.sim.faults import FaultMode, FaultState
 from services.sim.listing import ps_body
 from services.sim.stats import Stats
 
-__all__ = ["ROUTES", "stats_body"]
+__all__ = ["ROUTES", "node_body", "stats_body"]
+
+
+def node_body(app: web.Application) -> dict[str, Any]:
+    """The machine this simulator models, in the heartbeat's own field names and units
+    (decimal GB), so a node agent beside it reports the modelled machine, not the host.
+
+    CPU use is a model too: a running request or a loading model keeps one core busy.
+    """
+    engine: Engine = app["engine"]
+    config = engine.config
+    loading = sum(r.state is RunnerState.LOADING for r in engine.runners.values())
+    busy = min(config.cpu_cores, engine.active + loading)
+    memory_total = engine.memory_total / GB
+    memory_used = engine.memory_used / GB
+    disk_used = sum(spec.size for spec in engine.installed.values()) / GB
+    return {
+        "node_name": config.node_name,
+        "simulated": True,
+        "max_loaded_models": config.max_loaded_models,
+        "num_parallel": config.num_parallel,
+        "cpu": {"cores_physical": config.cpu_cores, "cores_logical": config.cpu_cores,
+                "utilization_pct": round(100.0 * busy / config.cpu_cores, 1)},
+        "memory": {"total_gb": round(memory_total, 2), "used_gb": round(memory_used, 2),
+                   "available_gb": round(max(0.0, memory_total - memory_used), 2)},
+        "disk": {"total_gb": round(config.disk_gb, 2), "used_gb": round(disk_used, 2),
+                 "available_gb": round(max(0.0, config.disk_gb - disk_used), 2)},
+    }
 
 
 def stats_body(app: web.Application) -> dict[str, Any]:
@@ -54,6 +82,10 @@ async def _json(request: web.Request) -> dict[str, Any]:
     return body
 
 
+async def get_node(request: web.Request) -> web.Response:
+    return web.json_response(node_body(request.app))
+
+
 async def get_stats(request: web.Request) -> web.Response:
     return web.json_response(stats_body(request.app))
 
@@ -91,6 +123,7 @@ async def set_fault(request: web.Request) -> web.Response:
 
 
 ROUTES = [
+    web.get("/sim/node", get_node),
     web.get("/sim/stats", get_stats),
     web.post("/sim/reset", reset),
     web.get("/sim/fault", get_fault),

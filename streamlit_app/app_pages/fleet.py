@@ -1,4 +1,5 @@
-"""Fleet Overview: one card per node (status, CPU, memory, loaded models), queues, in flight."""
+"""Fleet Overview: one card per node (status, CPU, memory, loaded models), queues, in flight,
+and the fleet's events as they happen; drawn from the router's live stream."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from streamlit_app import data, widgets
 from streamlit_app.data import fmt, pick
 
 CARDS_PER_ROW = 3
+FEED_ROWS = 15
 
 
 def loaded_models(node: Any) -> list[dict[str, Any]]:
@@ -60,36 +62,62 @@ def queue_rows(queues: Any) -> list[dict[str, Any]]:
     return rows
 
 
-@st.fragment(run_every="2s")
+def live_caption(view: data.LiveView) -> None:
+    if view.connected:
+        st.caption(f":green[:material/sensors:] Live: updated {widgets.ago(view.received_at)}"
+                   " from the router's event stream")
+    else:
+        st.caption(f":orange[:material/sensors_off:] Live updates paused "
+                   f"({view.error or 'connecting'}); showing a plain read, retrying")
+
+
+@st.fragment(run_every="1s")
 def live() -> None:
-    reply = data.fleet_status()
+    # From the stream's latest snapshot: no request to the router per refresh.
+    reply, view = data.live_fleet()
     if widgets.problem(reply, "the fleet status"):
         return
     body = reply.data
     fleet = pick(body, "fleet", default={})
     nodes = widgets.records(pick(body, "nodes", default=[]), key_name="node_id")
+    live_caption(view)
     cols = st.columns(4)
     cols[0].metric("Nodes online", f"{fmt(pick(fleet, 'nodes_online'))} / "
                                    f"{fmt(pick(fleet, 'nodes_total'))}")
     cols[1].metric("Models loaded", fmt(pick(fleet, "models_loaded")))
     cols[2].metric("Requests in flight", fmt(pick(fleet, "requests_active")))
-    waiting = sum(int(q.get("pending") or 0) for q in widgets.records(pick(body, "queues")))
+    waiting = pick(fleet, "requests_waiting", default=sum(
+        int(q.get("pending") or 0) for q in widgets.records(pick(body, "queues"))))
     cols[3].metric("Waiting", fmt(waiting))
     if not nodes:
         widgets.empty_fleet()
-        return
     for start in range(0, len(nodes), CARDS_PER_ROW):
         row = st.columns(CARDS_PER_ROW)
         for column, node in zip(row, nodes[start:start + CARDS_PER_ROW], strict=False):
             with column:
                 node_card(node)
-    st.subheader("Queues")
-    rows = queue_rows(pick(body, "queues", default={}))
-    if rows:
-        # A plain table: a handful of rows, and its cells stay readable text in the page.
-        st.table(widgets.frame(rows).set_index("node:model"))
-    else:
-        st.caption("No node:model has served a request yet.")
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        st.subheader("Queues")
+        rows = queue_rows(pick(body, "queues", default={}))
+        if rows:
+            # A plain table: a handful of rows, and its cells stay readable text in the page.
+            st.table(widgets.frame(rows).set_index("node:model"))
+        else:
+            st.caption("No node:model has served a request yet.")
+    with right:
+        events(view)
+
+
+def events(view: data.LiveView) -> None:
+    st.subheader("Latest events")
+    if not view.events:
+        st.caption("Nothing has happened yet. Node status changes, retries, context "
+                   "protection, reaped zombies, pulls and model loads appear here as they "
+                   "happen." if view.connected else "Waiting for the router's event stream.")
+        return
+    st.markdown("  \n".join(widgets.event_line(e) for e in view.events[:FEED_ROWS]))
+    st.caption("Newest first; times in UTC.")
 
 
 st.title("Fleet Overview")

@@ -1,7 +1,13 @@
-"""Health: the fleet's score, its vitals, and each finding by severity with its fix."""
+"""Health: the fleet's score, its vitals, and each finding by severity with its fix.
+
+It follows the router's live stream: node counts come from its latest snapshot, and the
+findings are read again as soon as the stream reports a change (a node going offline, a
+retry, a model loading), besides every HEALTH_PERIOD.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import streamlit as st
@@ -10,6 +16,8 @@ from streamlit_app import data, widgets
 from streamlit_app.data import fmt, pick
 
 SEVERITIES = ("critical", "warning", "info")
+HEALTH_PERIOD = 10  # seconds between reads of the findings when nothing happens
+LIVE_COUNTS = ("nodes_online", "nodes_degraded", "nodes_offline")
 VITALS = (
     ("Nodes online", "nodes_online", ""),
     ("Degraded", "nodes_degraded", ""),
@@ -38,12 +46,15 @@ def finding(item: Any) -> None:
         st.caption(f"check: {fmt(pick(item, 'check_id'))} · severity: {severity}")
 
 
-@st.fragment(run_every="5s")
+@st.fragment(run_every="1s")
 def live() -> None:
-    reply = data.health()
+    view = data.live()
+    reply = data.health(epoch=f"{view.version}:{int(time.time() // HEALTH_PERIOD)}")
     if widgets.problem(reply, "fleet health"):
         return
-    vitals = pick(reply.data, "vitals", default={})
+    vitals = dict(pick(reply.data, "vitals", default={}))
+    fleet = pick(view.fleet, "fleet", default={}) if view.connected else {}
+    vitals.update({k: fleet[k] for k in LIVE_COUNTS if k in fleet})
     score = pick(vitals, "health_score")
     st.metric("Health score", fmt(score, "/ 100"))
     if isinstance(score, int | float):

@@ -1,4 +1,8 @@
-"""Trends: requests, latency and tokens over time, from the router's hourly statistics."""
+"""Trends: requests, latency and tokens over time, from the router's hourly statistics.
+
+Charts draw complete minutes (and hours) only: the running one would look like a fall in
+traffic that is only the bucket not being over. Its figures so far are said in words.
+"""
 
 from __future__ import annotations
 
@@ -37,11 +41,21 @@ def recent() -> None:
     reply = data.traces(RECENT_TRACES)
     if widgets.problem(reply, "recent requests"):
         return
-    df = widgets.per_minute(widgets.find_records(reply.data, ("traces",)))
+    traces = widgets.find_records(reply.data, ("traces",))
+    df = widgets.per_minute(traces)
+    if df is not None and len(traces) >= RECENT_TRACES:
+        df = df.iloc[1:]  # the oldest minute is cut by the limit: only part of it is here
     if df is None:
         st.info("No requests yet: the charts fill in as requests pass through the router.")
         return
-    st.caption(f"The last {RECENT_TRACES} requests, per minute.")
+    df, partial = widgets.complete_only(df, 60)
+    so_far = "" if partial is None else (
+        f" This minute so far (not drawn until it ends): {int(partial['requests']):,} "
+        f"requests, {int(partial['errors']):,} errors.")
+    if df.empty:
+        st.info("No complete minute yet: the charts start when the first one ends." + so_far)
+        return
+    st.caption(f"The last {RECENT_TRACES} requests, per complete minute.{so_far}")
     left, right = st.columns(2)
     with left:
         st.markdown("**Requests and errors**")
@@ -63,12 +77,21 @@ def hourly() -> None:
     if df is None or df.empty:
         st.info("No hourly statistics yet.")
         return
-    df = widgets.trim_idle(df)
-    for title, part in chart_groups(df):
-        st.markdown(f"**{title}**")
-        st.line_chart(part)
+    numbers = widgets.trim_idle(df)
+    df, partial = widgets.complete_only(df, 3600)
+    # Idle hours before the first request are no trend: a young fleet has no complete hour.
+    df = widgets.trim_idle(df) if df.ne(0).any(axis=None) else df.iloc[0:0]
+    if partial is not None and "requests" in partial.index:
+        st.caption(f"This hour so far (drawn when it ends): {int(partial['requests']):,} "
+                   "requests.")
+    if df.empty:
+        st.info("No complete hour yet: the recent minutes above show the traffic so far.")
+    else:
+        for title, part in chart_groups(df):
+            st.markdown(f"**{title}**")
+            st.line_chart(part)
     with st.expander("Numbers"):
-        st.dataframe(df, width="stretch")
+        st.dataframe(numbers, width="stretch")
 
 
 st.title("Trends")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.test_dashboard_pages import LiveFleet, start_fleet
@@ -55,5 +57,36 @@ def test_fleet_overview_in_chromium_shows_node_names(
             assert "nodes online" in body.lower(), body
             page.screenshot(path=str(tmp_path / "fleet.png"))
             assert (tmp_path / "fleet.png").stat().st_size > 10_000
+        finally:
+            browser.close()
+
+
+def test_an_event_reaches_the_open_page_without_a_reload(
+    dashboard_fleet: tuple[LiveFleet, int], tmp_path: Path,
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    fleet, port = dashboard_fleet
+    # Statuses move within seconds here, so the agent's silence shows quickly.
+    quick = httpx.post(fleet.url + "/dashboard/api/settings", timeout=10,
+                       json={"heartbeat_timeout": 2.5, "heartbeat_offline": 4.0})
+    assert quick.status_code == 200, quick.text
+    agent = next(p for p in fleet.procs
+                 if "herd-node" in p.args[0] and "browser-node-2" in p.args)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
+            page.get_by_text("Latest events").first.wait_for(timeout=45_000)
+            page.get_by_text("browser-node-2").first.wait_for(timeout=45_000)
+            # A mark in the page's own memory: a reload would wipe it.
+            page.evaluate("window.__herdMark = 'still here'")
+            agent.kill()  # the node falls silent: degraded, then offline
+            page.get_by_text(re.compile(r"browser-node-2 \w+ → offline")).first.wait_for(
+                timeout=30_000)
+            assert page.evaluate("window.__herdMark") == "still here"
+            page.screenshot(path=str(tmp_path / "event.png"), full_page=True)
         finally:
             browser.close()

@@ -56,12 +56,17 @@ def test_demo_runs_a_loaded_fleet_and_ctrl_c_stops_every_child(tmp_path: Path) -
         status = httpx.get(url + "/fleet/status", timeout=10).json()
         assert {n["node_id"] for n in status["nodes"]} == {"gpu-large", "gpu-medium", "laptop"}
         assert status["fleet"]["nodes_online"] == 3
-        # each agent reports its simulated machine's memory (--memory-gb), not the host's
+        # each agent reports the machine its simulator models (/sim/node), not the host
         memory = {n["node_id"]: n["memory"] for n in status["nodes"]}
         assert {name: m["total_gb"] for name, m in memory.items()} == \
             {n.name: n.memory_gb for n in NODES}
         for m in memory.values():
             assert abs(m["available_gb"] - (m["total_gb"] - m["used_gb"])) < 0.02, memory
+        reported = {n["node_id"]: (n["max_loaded_models"], n["num_parallel_reported"],
+                                   n["cpu"]["cores_physical"], n["disk"]["total_gb"])
+                    for n in status["nodes"]}
+        assert reported == {n.name: (n.max_loaded_models, n.num_parallel, n.cpu_cores,
+                                     n.disk_gb) for n in NODES}
         assert f"http://localhost:{dashboard_port}" in proc.output()
         assert "from openai import OpenAI" in proc.output()
         assert "curl -s" in proc.output()

@@ -169,8 +169,12 @@ def test_live_events_follow_node_status_at_once(fleet: Fleet) -> None:
         lines = response.iter_lines()
 
         def next_event() -> dict[str, Any]:
+            """The next fleet snapshot (event entries of the feed come between them)."""
+            kind = ""
             for line in lines:
-                if line.startswith("data:"):
+                if line.startswith("event:"):
+                    kind = line[6:].strip()
+                elif line.startswith("data:") and kind == "fleet":
                     data: dict[str, Any] = json.loads(line[5:])
                     return data
             raise AssertionError("stream ended")

@@ -130,6 +130,8 @@ async def test_compat_queries_on_the_file(
         make_trace(4, node_id="beta", retry_count=0, timestamp=day + 3600 * 13 + 7,
                    status=TraceStatus.CLIENT_DISCONNECTED),
         make_trace(5, node_id="gamma", retry_count=0, timestamp=day + 3600 * 23),
+        make_trace(6, node_id="", retry_count=0, timestamp=day + 3600 * 23 + 1,
+                   status=TraceStatus.REJECTED, error_message="model not found"),
     ]
     await push(redis, settings, traces)
     recorder = Recorder(redis, keys, db, "r", retention_days=1e6)
@@ -145,8 +147,8 @@ async def test_compat_queries_on_the_file(
     assert rows(db, "PRAGMA journal_mode") == [("wal",)]
     # ollama-herd's columns
     assert sorted(rows(db, "SELECT node_id, SUM(retry_count), COUNT(*) FROM request_traces "
-                           "GROUP BY node_id")) == [("alpha", 2, 2), ("beta", 1, 2),
-                                                    ("gamma", 0, 1)]
+                           "GROUP BY node_id")) == [("(unrouted)", 0, 1), ("alpha", 2, 2),
+                                                    ("beta", 1, 2), ("gamma", 0, 1)]
     # seed/ollama-load-balancer-skill.txt
     failed = rows(db, "SELECT request_id, model, status, error_message, latency_ms/1000.0 as "
                       "secs FROM request_traces WHERE status='failed' ORDER BY timestamp DESC "
@@ -157,10 +159,10 @@ async def test_compat_queries_on_the_file(
     assert retries[0] == ("alpha", 2, 2)
     hours = rows(db, "SELECT CAST((timestamp % 86400) / 3600 AS INTEGER) as hour, COUNT(*) as "
                      "requests FROM request_traces GROUP BY hour ORDER BY hour")
-    assert hours == [(1, 2), (13, 2), (23, 1)]
+    assert hours == [(1, 2), (13, 2), (23, 2)]
     tags = rows(db, "SELECT j.value, COUNT(*) FROM request_traces, json_each(request_traces.tags)"
                     " AS j GROUP BY j.value")
-    assert tags == [("app", 5)]
+    assert tags == [("app", 6)]
     assert rows(db, "SELECT COUNT(*) FROM latency_observations") == [(3,)]
     assert rows(db, "SELECT COUNT(*) FROM benchmark_runs") == [(0,)]
 

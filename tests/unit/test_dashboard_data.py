@@ -130,3 +130,43 @@ def test_trim_idle_drops_the_quiet_start() -> None:
     df = pd.DataFrame({"requests": [0, 0, 0, 4, 0, 7]})
     assert list(widgets.trim_idle(df)["requests"]) == [0, 4, 0, 7]
     assert len(widgets.trim_idle(pd.DataFrame({"requests": [0, 0]}))) == 1
+
+
+def test_server_sent_events_are_parsed_by_name_and_data() -> None:
+    lines = ["retry: 2000", "", "id: 1", "event: fleet", 'data: {"reason": "initial"}', "",
+             ": keep-alive", "event: event", 'data: {"kind": "retry",', 'data: "x": 1}', "",
+             'data: {"plain": true}', "", "event: unfinished", "data: {}"]
+    assert list(data.parse_sse(iter(lines))) == [
+        ("fleet", '{"reason": "initial"}'), ("event", '{"kind": "retry",\n"x": 1}'),
+        ("message", '{"plain": true}')]
+
+
+def test_event_lines_say_what_happened() -> None:
+    ts = 1_700_000_000.0  # 22:13:20 UTC
+    assert widgets.event_line({"kind": "node_status", "ts": ts, "node_id": "gpu-1",
+                               "old": "online", "new": "offline"}) == \
+        "`22:13:20` :red[:material/cancel:] **gpu-1** online → offline"
+    retry = widgets.event_line({"kind": "retry", "ts": ts, "node_id": "gpu-2",
+                                "model": "qwen3:8b", "reason": "HTTP 500"})
+    assert "retry: `qwen3:8b` failed on **gpu-2** (HTTP 500)" in retry
+    assert "1 zombie slot of `m` on **n** reaped" in widgets.event_line(
+        {"kind": "zombie_reaped", "ts": ts, "node_id": "n", "model": "m", "count": 1})
+    assert "`m` loaded on **n**" in widgets.event_line(
+        {"kind": "model_loaded", "ts": ts, "node_id": "n", "model": "m"})
+    assert widgets.event_line({"kind": "context_protection", "ts": ts,
+                               "message": "stripped num_ctx"}).endswith("stripped num_ctx")
+    assert widgets.event_line({"kind": "new_kind", "a": 1}) == \
+        "`—` :gray[:material/info:] new_kind: a=1"
+
+
+def test_complete_only_holds_back_the_running_bucket() -> None:
+    index = pd.to_datetime([0, 60, 120], unit="s", utc=True)
+    df = pd.DataFrame({"requests": [5, 7, 1]}, index=index)
+    done, partial = widgets.complete_only(df, 60, now=150.0)
+    assert list(done["requests"]) == [5, 7]
+    assert partial is not None and partial["requests"] == 1
+    done, partial = widgets.complete_only(df, 60, now=180.0)  # the last minute just ended
+    assert list(done["requests"]) == [5, 7, 1] and partial is None
+    hours = pd.DataFrame({"requests": [3]}, index=pd.to_datetime([0], unit="s", utc=True))
+    done, partial = widgets.complete_only(hours, 3600, now=1800.0)
+    assert done.empty and partial is not None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from plugins.health import nodes, queues, requests
+from plugins.health import models, nodes, queues, requests
+from services.router.fleet.health import _node_advice
 from services.router.fleet.stats import increments, parse_bucket
 from shared.health import (
     Finding,
@@ -13,11 +14,12 @@ from shared.health import (
     Severity,
     StatsWindow,
     Usage,
+    counted,
     health_score,
     run_checks,
     sort_findings,
 )
-from shared.models import FleetSnapshot, NodeState, NodeStatus, Trace, TraceStatus
+from shared.models import FleetSnapshot, LoadedModel, NodeState, NodeStatus, Trace, TraceStatus
 from shared.settings import Settings
 
 SETTINGS = Settings.load(environ={})
@@ -139,3 +141,36 @@ def test_zombies_counted_within_the_window() -> None:
     ]
     found = queues.zombie_requests(view(events=events, now=100_000.0))
     assert [(f.severity, f.data["reaped"]) for f in found] == [("info", 2)]
+
+
+def test_counts_read_as_english_at_one_and_at_many() -> None:
+    assert (counted(1, "request"), counted(2, "request")) == ("1 request", "2 requests")
+    assert (counted(1, "copy", "copies"), counted(0, "copy", "copies")) == ("1 copy", "0 copies")
+    assert counted(12_345, "time") == "12,345 times"
+    one = {"health_zombie_reaps": 9, "health_thrash_loads": 1,
+           "health_min_requests": 1, "health_connection_failures": 1}
+    settings = Settings.load(environ={f"FLEET_{k.upper()}": str(v) for k, v in one.items()})
+    zombie = [{"kind": "zombie_reaped", "ts": 99_990.0, "node_id": "a", "count": 1}]
+    found = queues.zombie_requests(view(events=zombie, now=100_000.0, settings=settings))
+    assert found[0].description.startswith("1 slot lease expired "), found[0].description
+    scopes = {"nm:a|m": Usage(requests=1, cold_loads=1, load_ms_sum=500.0),
+              "n:a": Usage(connection_failures=1)}
+    thrash = models.model_thrashing(view(scopes=scopes, settings=settings))
+    assert "cold-loaded 1 time on a" in thrash[0].description
+    assert "1 request)" in thrash[0].description
+    refused = requests.connection_failures(view(scopes=scopes, settings=settings))
+    assert " 1 time in the last" in refused[0].description
+    waiting = queues.queue_saturation(view(queue_depths={"m": 1000}))
+    assert waiting[0].description.startswith("1,000 requests wait for m")
+
+
+def test_recommendation_reasons_count_in_english() -> None:
+    node = NodeState(node_id="a", ollama_url="", memory_total_gb=64.0,
+                     memory_available_gb=60.0, models_available=("x", "y"),
+                     models_loaded=(LoadedModel(name="x", size_gb=1.0),))
+    stats = StatsWindow([(1000, {"nm:a|x": Usage(requests=1)})])
+    advice = _node_advice(node, stats=stats, fleet_demand={"y": 8}, copies={"y": 1},
+                          roomiest={}, min_requests=1)
+    reasons = {r["model"]: r["reason"] for r in advice}
+    assert reasons["x"].startswith("served 1 request here")
+    assert reasons["y"].startswith("8 requests in 24 h across only 1 loaded copy;")

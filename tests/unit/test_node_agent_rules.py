@@ -11,6 +11,8 @@ from services.node.sampler import (
     default_max_loaded_models,
     fixed_memory,
     memory_pressure,
+    modelled_machine,
+    resolve_max_loaded_models,
     resolve_num_parallel,
 )
 from shared.settings import Settings
@@ -77,3 +79,35 @@ def test_memory_gb_flag_and_variable_reach_the_settings() -> None:
     assert settings_from_args(args).node_memory_gb == 12.5
     assert Settings.load(environ={"FLEET_NODE_MEMORY_GB": "16"}).node_memory_gb == 16.0
     assert Settings.load(environ={}).node_memory_gb == 0.0
+
+
+SIM_NODE = {"simulated": True, "max_loaded_models": 2, "num_parallel": 3,
+            "cpu": {"cores_physical": 12, "cores_logical": 12, "utilization_pct": 25.0},
+            "memory": {"total_gb": 10.0, "used_gb": 9.5, "available_gb": 0.5},
+            "disk": {"total_gb": 100.0, "used_gb": 7.0, "available_gb": 93.0}}
+
+
+def test_a_simulators_figures_replace_the_hosts() -> None:
+    host = {"arch": "x86_64", "cpu": {"cores_physical": 2, "cores_logical": 4,
+                                      "utilization_pct": 80.0},
+            "memory": {"total_gb": 64.0, "used_gb": 1.0, "available_gb": 63.0,
+                       "pressure": "normal", "swap_used_gb": 1.0, "swap_total_gb": 2.0},
+            "disk": {"total_gb": 1.0, "used_gb": 0.5, "available_gb": 0.5}}
+    out = modelled_machine(host, SIM_NODE)
+    assert out["cpu"] == {"cores_physical": 12, "cores_logical": 12, "utilization_pct": 25.0}
+    assert out["memory"]["total_gb"] == 10.0 and out["memory"]["pressure"] == "critical"
+    assert out["disk"] == SIM_NODE["disk"]
+    assert out["arch"] == "x86_64" and host["cpu"]["cores_physical"] == 2  # host untouched
+    # A section the simulator gives in part (or not at all) keeps the host's figures.
+    partial = modelled_machine(host, {"cpu": {"cores_physical": 12}, "disk": "big"})
+    assert partial["cpu"] == host["cpu"] and partial["disk"] == host["disk"]
+
+
+def test_a_simulators_word_on_slots_and_loaded_models() -> None:
+    env = {"OLLAMA_NUM_PARALLEL": "6", "OLLAMA_MAX_LOADED_MODELS": "5"}
+    assert resolve_num_parallel(0, env, 20.0, SIM_NODE) == (3, "sim")
+    assert resolve_num_parallel(8, env, 20.0, SIM_NODE) == (8, "flag")
+    assert resolve_num_parallel(0, env, 20.0, {"num_parallel": True}) == (6, "env")
+    assert resolve_max_loaded_models(env, 0, SIM_NODE) == 2
+    assert resolve_max_loaded_models(env, 0, None) == 5
+    assert resolve_max_loaded_models({}, 1, {"max_loaded_models": 0}) == 3

@@ -157,3 +157,8 @@ def test_every_flag_is_documented_and_defaults_match_the_config() -> None:
          "--fault", "slow:factor=3"]))
     assert tuned.model_names() == ["qwen3:8b"] and tuned.keep_alive == 10.0
     assert tuned.response_tokens == (5, 9) and tuned.fault == "slow"
+    machine = config_from_args(parser.parse_args(["--cpu-cores", "32", "--disk-gb", "2000"]))
+    assert (machine.cpu_cores, machine.disk_gb) == (32, 2000.0)
+    for wrong in (["--cpu-cores", "0"], ["--disk-gb", "-1"]):
+        with pytest.raises(ValueError, match=wrong[0]):
+            config_from_args(parser.parse_args(wrong))

@@ -1,4 +1,10 @@
-"""GET /dashboard/events: server-sent events with the fleet and its queues, live."""
+"""GET /dashboard/events: server-sent events with the fleet, its queues and its events, live.
+
+Two kinds of message: `fleet` (a snapshot: at once, every EVENT_PERIOD, and as soon as a
+node's status or loaded models change) and `event` (one entry of the fleet's events
+stream: node status changes, retries, context protection, reaped zombies, pulls; the
+newest EVENT_BACKLOG at once, then each as it is appended, by any replica).
+"""
 
 from __future__ import annotations
 
@@ -20,11 +26,42 @@ __all__ = ["EVENT_PERIOD", "ROUTES", "fleet_event", "sse_stream"]
 
 EVENT_PERIOD = 2.0  # seconds between snapshots when nothing changes
 WATCH_INTERVAL = 0.2  # how often the (in-memory) snapshot is compared for status changes
+EVENT_BACKLOG = 20  # events a new subscriber gets at once, so its feed starts filled
+EVENT_BATCH = 100  # events read per poll at most; a burst beyond it follows on the next
 
 
 def _signature(snapshot: FleetSnapshot) -> tuple[tuple[str, str, bool], ...]:
     """What counts as a node status change: the set of nodes and their statuses."""
     return tuple(sorted((n.node_id, str(n.status), n.servable) for n in snapshot.nodes.values()))
+
+
+def _loaded(snapshot: FleetSnapshot) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The models each node has loaded (a load or an unload is worth a snapshot at once)."""
+    return tuple(sorted((n.node_id, tuple(sorted(m.name for m in n.models_loaded)))
+                        for n in snapshot.nodes.values()))
+
+
+def _event_message(entry: Any) -> ServerSentEventMessage:
+    return ServerSentEventMessage(data=msgspec.json.encode(entry).decode(), event="event")
+
+
+def _decoded(rows: list[Any]) -> list[Any]:
+    return [msgspec.json.decode(fields["data"]) for _, fields in rows]
+
+
+async def _events_after(ctx: RouterContext, last_id: str) -> tuple[str, list[Any]]:
+    """Events appended after `last_id` (oldest first), and the id to read after next."""
+    rows = await ctx.redis.xrange(ctx.keys.events(), min=f"({last_id}", count=EVENT_BATCH)
+    if not rows:
+        return last_id, []
+    return str(rows[-1][0]), _decoded(rows)
+
+
+async def _latest_events(ctx: RouterContext) -> tuple[str, list[Any]]:
+    """The newest EVENT_BACKLOG events (oldest first) and the id the stream follows from:
+    one read, so nothing appended meanwhile is sent twice or lost."""
+    rows = await ctx.redis.xrevrange(ctx.keys.events(), count=EVENT_BACKLOG)
+    return (str(rows[0][0]) if rows else "0-0"), _decoded(rows[::-1])
 
 
 async def fleet_event(ctx: RouterContext, reason: str) -> dict[str, Any]:
@@ -40,6 +77,8 @@ async def fleet_event(ctx: RouterContext, reason: str) -> dict[str, Any]:
             "nodes_online": sum(n.status is NodeStatus.ONLINE for n in nodes),
             "nodes_degraded": sum(n.status is NodeStatus.DEGRADED for n in nodes),
             "nodes_offline": sum(n.status is NodeStatus.OFFLINE for n in nodes),
+            "models_loaded": sum(len(n.models_loaded) for n in nodes
+                                 if n.status is not NodeStatus.OFFLINE),  # as /fleet/status
             "requests_active": sum(q.get("in_flight", 0) for q in queues.values()),
             "requests_waiting": sum(waiting.values()),
         },
@@ -51,25 +90,35 @@ async def fleet_event(ctx: RouterContext, reason: str) -> dict[str, Any]:
 
 
 async def sse_stream(ctx: RouterContext) -> AsyncIterator[ServerSentEventMessage]:
-    """A snapshot at once, then every EVENT_PERIOD, and at once when a node's status moves."""
+    """A snapshot at once, then every EVENT_PERIOD, and at once when a node's status moves;
+    the latest events at once, then each new one within WATCH_INTERVAL."""
     seen = _signature(ctx.fleet.snapshot())
+    seen_loaded = _loaded(ctx.fleet.snapshot())
     reason = "initial"
     sequence = 0
+    last_id, backlog = await _latest_events(ctx)
     while True:
         sequence += 1
         body = await fleet_event(ctx, reason)
         yield ServerSentEventMessage(
             data=msgspec.json.encode(body).decode(), event="fleet", id=sequence)
+        for entry in backlog:
+            yield _event_message(entry)
+        backlog = []
         deadline = time.monotonic() + EVENT_PERIOD
         reason = "periodic"
         while time.monotonic() < deadline:
             await asyncio.sleep(WATCH_INTERVAL)
             if ctx.stopping:
                 return  # the browser's EventSource reconnects, to another replica if need be
-            current = _signature(ctx.fleet.snapshot())
-            if current != seen:
-                seen = current
-                reason = "node_status"
+            last_id, entries = await _events_after(ctx, last_id)
+            for entry in entries:
+                yield _event_message(entry)
+            snapshot = ctx.fleet.snapshot()
+            current, loaded = _signature(snapshot), _loaded(snapshot)
+            if current != seen or loaded != seen_loaded:
+                reason = "node_status" if current != seen else "models_loaded"
+                seen, seen_loaded = current, loaded
                 break
 
 

@@ -1,4 +1,9 @@
-"""The router's own small endpoints: Ollama's root, the version, and a liveness probe."""
+"""The router's own small endpoints: Ollama's root, the version, and a liveness probe.
+
+Ollama answers HEAD on `/`, `/api/version` and `/api/tags` (200, no body), and health
+checks and clients probe with it, so the router does too. HEAD /api/tags does not ask the
+nodes: a probe says the router is up, not what the fleet holds.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +24,14 @@ def root() -> str:
     return "Ollama is running"
 
 
-@head("/", sync_to_thread=False)
+@head("/", media_type=MediaType.TEXT, sync_to_thread=False)
 def root_head() -> Response[None]:
-    return Response(None, status_code=200)
+    return Response(None, status_code=200, media_type=MediaType.TEXT)
+
+
+@head(["/api/version", "/api/tags"], media_type=MediaType.JSON, sync_to_thread=False)
+def api_head() -> Response[None]:
+    return Response(None, status_code=200, media_type=MediaType.JSON)
 
 
 @get("/api/version", sync_to_thread=False)
@@ -42,4 +52,4 @@ async def healthz(state: State) -> Response[dict[str, object]]:
     return Response({"status": "ok", "version": VERSION, "replica": ctx.replica_id})
 
 
-ROUTES = [root, root_head, version, healthz]
+ROUTES = [root, root_head, api_head, version, healthz]

@@ -13,6 +13,7 @@ from services.router.fleet.reads import read_counters, read_events, read_queue_d
 from shared.health import (
     HealthView,
     StatsWindow,
+    counted,
     health_score,
     run_checks,
 )
@@ -81,7 +82,7 @@ def _node_advice(
         served = usage.requests if usage else 0
         cold = usage.cold_loads if usage else 0
         if served:
-            reason = f"served {served} requests here in the last 24 h"
+            reason = f"served {counted(served, 'request')} here in the last 24 h"
             if cold > 1:
                 reason += f" and was cold-loaded {cold} times: keeping it resident saves reloads"
             advice.append({"action": "keep", "model": loaded.name, "reason": reason,
@@ -103,11 +104,13 @@ def _node_advice(
         if not fits or tight:
             continue
         if copies.get(model, 0) == 0 and roomiest.get(model) == node.node_id:
-            reason = (f"{demand} requests in 24 h and not loaded on any node; this node has "
+            reason = (f"{counted(demand, 'request')} in 24 h and not loaded on any node; "
+                      "this node has "
                       f"the most free memory ({node.memory_available_gb:.1f} GB)")
         elif node.has_model(model) and per_copy >= 2 * min_requests:
-            reason = (f"{demand} requests in 24 h across only {copies.get(model, 0)} loaded "
-                      f"copies; it is installed here and fits in the free "
+            loaded_copies = counted(copies.get(model, 0), "loaded copy", "loaded copies")
+            reason = (f"{counted(demand, 'request')} in 24 h across only {loaded_copies}; "
+                      "it is installed here and fits in the free "
                       f"{node.memory_available_gb:.1f} GB")
         else:
             continue

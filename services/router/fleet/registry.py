@@ -111,6 +111,7 @@ class Fleet:
             state_json = state_encoder.encode(known).decode()
             good = known.ollama_up
         draining = bool(payload.get("draining") is True)
+        before = self._snapshot.nodes.get(node_id)
         old, new, now = await ctx.scripts.run(
             "node_heartbeat",
             [keys.node(node_id), keys.nodes(), keys.node_alive(node_id)],
@@ -128,7 +129,23 @@ class Fleet:
         self._put(node)
         if old != new:
             await self._emit(node_id, old or "unknown", new)
+        if before is not None and not draining_only:
+            await self._emit_models(before, node)
         return node
+
+    async def _emit_models(self, before: NodeState, after: NodeState) -> None:
+        """One event per model the node loaded or unloaded since its previous heartbeat (a
+        node's first heartbeat is its node_status event, not a load of everything)."""
+        was = {m.name for m in before.models_loaded}
+        now = {m.name for m in after.models_loaded}
+        for loaded in after.models_loaded:
+            if loaded.name not in was:
+                await emit(self._ctx.redis, self._ctx.keys, "model_loaded",
+                           node_id=after.node_id, model=loaded.name, size_gb=loaded.size_gb,
+                           context_length=loaded.context_length)
+        for name in sorted(was - now):
+            await emit(self._ctx.redis, self._ctx.keys, "model_unloaded",
+                       node_id=after.node_id, model=name)
 
     async def record_failure(self, node_id: str, reason: str) -> None:
         """A request to this node failed before any output: it loses standing fleet-wide."""

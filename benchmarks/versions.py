@@ -1,0 +1,81 @@
+"""The overhead benchmark for two versions of Herd, side by side in one run.
+
+Checks out `--base` (a git revision) into a temporary worktree, then runs
+benchmarks/overhead.py alternately from that tree and from this one, `--rounds` times each,
+and prints the median of every figure per version. Alternating spreads a shared machine's
+noise over both versions alike. Both versions run in this checkout's virtualenv: the
+base's packages come first on PYTHONPATH.
+
+Run: .venv/bin/python benchmarks/versions.py --base b8f63be [--rounds 3] [--requests 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# What overhead.py prints, as (name, pattern); each pattern's group is the figure.
+FIGURES = [
+    ("added p50 ms", r"added latency\s+p50 ([+-][\d.]+) ms"),
+    ("added p99 ms", r"added latency .* p99 ([+-][\d.]+) ms"),
+    ("added TTFT ms", r"stream TTFT p50 .* added ([+-][\d.]+) ms"),
+    ("c=32 ratio", r"ratio ([\d.]+)"),
+    ("router CPU ms/req", r"router CPU\s+([\d.]+) ms"),
+]
+
+
+def run_once(tree: Path, requests: int, seconds: float) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    out = subprocess.run(
+        [sys.executable, str(tree / "benchmarks" / "overhead.py"), "--requests", str(requests),
+         "--seconds", str(seconds)],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    ).stdout
+    figures = {}
+    for name, pattern in FIGURES:
+        found = re.search(pattern, out)
+        if found:
+            figures[name] = float(found.group(1))
+    if len(figures) != len(FIGURES):
+        raise SystemExit(f"overhead.py from {tree} printed no figures:\n{out}")
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", required=True, help="the git revision to compare against")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="herd-base-") as tmp:
+        base = Path(tmp) / "base"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base),
+                        args.base], check=True, capture_output=True)
+        try:
+            runs: dict[str, list[dict[str, float]]] = {"base": [], "this": []}
+            for round_ in range(args.rounds):
+                for label, tree in (("base", base), ("this", ROOT)):
+                    runs[label].append(run_once(tree, args.requests, args.seconds))
+                    print(f"round {round_ + 1} {label}: {runs[label][-1]}", flush=True)
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
+                           check=False, capture_output=True)
+    print(f"\nmedians of {args.rounds} rounds      base ({args.base})   this")
+    for name, _ in FIGURES:
+        before = statistics.median(r[name] for r in runs["base"])
+        after = statistics.median(r[name] for r in runs["this"])
+        print(f"{name:<22} {before:>12.2f} {after:>10.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
