@@ -5,7 +5,10 @@ simulators by heartbeat, then measures in one run:
   1. latency of a small non-streaming /api/chat at concurrency 1 (p50, p99),
   2. time to first byte of a streaming /api/chat (p50, p99),
   3. requests/s at concurrency 32.
-Run: .venv/bin/python benchmarks/overhead.py [--requests 1000] [--seconds 4]
+With `--key plain` every request carries a client key without limits (checked from the
+replica's memory), with `--key limited` a key with limits too high to reach (one Lua call
+per request to count it): the cost of access control on the request path.
+Run: .venv/bin/python benchmarks/overhead.py [--requests 1000] [--seconds 4] [--key limited]
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ CHAT = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"
                    "stream": False}).encode()
 STREAM = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
                      "stream": True}).encode()
+
+
+# Sent with every request (to the simulator too, which ignores it): the client key, if any.
+HEADERS: dict[str, str] = {}
 
 
 def pct(values: list[float], p: float) -> float:
@@ -77,7 +84,7 @@ async def throughput(url: str, concurrency: int, seconds: float) -> tuple[float,
     connector = aiohttp.TCPConnector(limit=0)
     done = 0
     errors: dict[int, str] = {}
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with aiohttp.ClientSession(connector=connector, headers=HEADERS) as session:
         deadline = time.perf_counter() + seconds
 
         async def worker() -> None:
@@ -116,7 +123,7 @@ async def measure(
     profile: str | None = None,
 ) -> dict[str, float]:
     results: dict[str, float] = {}
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=HEADERS) as session:
         for name, url in (("direct", direct), ("router", routed)):
             await latency(session, url, 50)  # warm the pools and the router's inputs
             lat = await latency(session, url, n)
@@ -153,6 +160,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each c=32 run")
     parser.add_argument("--profile", default="",
                         help="write a py-spy profile of the router at c=32 here (.svg/.json/.txt)")
+    parser.add_argument("--key", choices=("none", "plain", "limited"), default="none",
+                        help="send a client key: none, one without limits, or one with limits")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="herd-bench-"))
     redis = EmbeddedRedis(tmp / "redis")
@@ -175,6 +184,12 @@ def main() -> int:
         sim.wait_http(f"{sim_url}/api/version")
         router.wait_http(f"{router_url}/healthz")
         register(router_url, sim_url, "bench")
+        if args.key != "none":
+            limits = 10**9 if args.key == "limited" else 0
+            made = httpx.post(f"{router_url}/dashboard/api/keys", json={
+                "app": "bench", "requests_per_minute": limits, "tokens_per_minute": limits})
+            assert made.status_code == 201, made.text
+            HEADERS["Authorization"] = f"Bearer {made.json()['key']}"
         r = asyncio.run(measure(sim_url, router_url, args.requests, args.seconds, router.pid,
                                 args.profile or None))
     finally:

@@ -60,6 +60,7 @@ def main() -> int:
         base = Path(tmp) / "base"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base),
                         args.base], check=True, capture_output=True)
+        print(f"base tree: {base}", flush=True)
         try:
             runs: dict[str, list[dict[str, float]]] = {"base": [], "this": []}
             for round_ in range(args.rounds):

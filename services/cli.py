@@ -28,6 +28,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "dashboard": ("services.dashboard", "Run the dashboard alone, reading a router's API."),
     "demo": ("services.demo", "Start a whole simulated fleet with its dashboard, in one command."),
     "recorder": ("services.recorder.cli", "Copy the fleet's traces into one latency.db, alone."),
+    "keys": ("services.keys", "Create, list or revoke client keys (admin token from "
+                              "FLEET_ADMIN_TOKEN)."),
 }
 
 # CLI flag dest -> settings field. Flags left unset (None) keep the environment's value.

@@ -278,7 +278,8 @@ class Demo:
                 jobs.append(asyncio.create_task(self.drive_load(client)))
             await self.stopping.wait()
             await asyncio.gather(*jobs, return_exceptions=True)
-        print(f"herd demo: stopping ({self.requests_sent} requests sent, "
+        sent = "1 request" if self.requests_sent == 1 else f"{self.requests_sent} requests"
+        print(f"herd demo: stopping ({sent} sent, "
               f"{self.requests_failed} failed)", flush=True)
         return 1 if self.failure else 0
 

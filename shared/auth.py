@@ -18,5 +18,7 @@ def require_bearer(authorization: str, token: str, message: str) -> None:
     if not token:
         return
     scheme, _, value = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
+    # bytes: compare_digest refuses a str with non-ASCII characters (a header may hold any)
+    given = value.strip().encode("utf-8", "replace")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given, token.encode()):
         raise Unauthorized(message)

@@ -6,12 +6,16 @@ from typing import Any
 
 __all__ = [
     "BadRequest",
+    "Conflict",
+    "Forbidden",
     "HerdError",
     "ModelNotFound",
     "NoNodeAvailable",
     "NodeNotFound",
+    "NotFound",
     "PayloadTooLarge",
     "QueueFull",
+    "RateLimited",
     "StateRebuilding",
     "StateUnavailable",
     "Unauthorized",
@@ -45,6 +49,24 @@ class Unauthorized(HerdError):
     openai_code = "invalid_api_key"
 
 
+class Forbidden(HerdError):
+    status_code = 403
+    openai_type = "invalid_request_error"
+    openai_code = "forbidden"
+
+
+class RateLimited(HerdError):
+    """A client key is over its requests or tokens per minute; Retry-After says when the
+    minute ends. OpenAI's own 429 has this type and code, so its client backs off."""
+
+    status_code = 429
+    openai_type = "requests"
+    openai_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
 class ModelNotFound(HerdError):
     status_code = 404
     openai_type = "invalid_request_error"
@@ -53,6 +75,16 @@ class ModelNotFound(HerdError):
     def __init__(self, model: str) -> None:
         super().__init__(f'model "{model}" not found, try pulling it first')
         self.model = model
+
+
+class NotFound(HerdError):
+    status_code = 404
+    openai_type = "invalid_request_error"
+
+
+class Conflict(HerdError):
+    status_code = 409
+    openai_type = "invalid_request_error"
 
 
 class NodeNotFound(HerdError):

@@ -344,6 +344,12 @@ class FastPipeline:
             command += [key, value]
         self._commands.append(tuple(command))
 
+    def incrby(self, name: str, amount: int = 1) -> None:
+        self._commands.append(("INCRBY", name, amount))
+
+    def expire(self, name: str, time: int) -> None:
+        self._commands.append(("EXPIRE", name, time))
+
     def __len__(self) -> int:
         return len(self._commands)
 

@@ -101,6 +101,27 @@ class Keys:
         """The running benchmark's id, with a TTL its progress renews: one run at a time."""
         return f"{self.prefix}benchmark-lock"
 
+    # --- client keys (writer: the keys API; last-used times and rate counters: routers)
+    def client_keys(self) -> str:
+        """Hash: app -> JSON of its key's SHA-256 digest, limits and creation time.
+
+        Never the secret itself: the secret is shown once, when the key is created.
+        """
+        return f"{self.prefix}client-keys"
+
+    def client_keys_used(self) -> str:
+        """Hash: app -> when a request last used its key (epoch seconds), written in batches."""
+        return f"{self.prefix}client-keys-used"
+
+    def rate_requests(self, app: str, minute: int) -> str:
+        """Counter with a TTL: requests an app's key made in one minute (epoch minutes)."""
+        return f"{self.prefix}rate:req|{minute}|{app}"
+
+    def rate_tokens(self, app: str, minute: int) -> str:
+        """Counter with a TTL: tokens (prompt + completion) an app's requests that ended in
+        one minute used, as the nodes reported them."""
+        return f"{self.prefix}rate:tok|{minute}|{app}"
+
     # --- coordination
     def leader(self) -> str:
         """Lease lock held by the replica that runs fleet-wide background jobs."""
@@ -123,6 +144,10 @@ class Keys:
     def settings_channel(self) -> str:
         """Announces that runtime settings changed."""
         return f"{self.prefix}ch:settings"
+
+    def keys_channel(self) -> str:
+        """Announces that a client key was created or revoked: replicas reload their view."""
+        return f"{self.prefix}ch:client-keys"
 
     def match(self) -> str:
         """SCAN pattern covering every key under the prefix (for tests and cleanup)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ __all__ = [
     "decode_trace",
     "encode_trace",
     "normalize_model",
+    "valid_model_name",
 ]
 
 
@@ -26,6 +28,17 @@ class NodeStatus(enum.StrEnum):
     ONLINE = "online"
     DEGRADED = "degraded"
     OFFLINE = "offline"
+
+
+# Ollama's names: [host/][namespace/]model[:tag], or a digest after '@'. Anything else (a
+# space, '<', a control character that would split a header, '..') is refused before it
+# reaches a node, a header or a Redis key.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}")
+
+
+def valid_model_name(name: str) -> bool:
+    """Whether `name` (already stripped) has the shape of an Ollama model name."""
+    return _MODEL_NAME.fullmatch(name) is not None and ".." not in name and "//" not in name
 
 
 def normalize_model(name: str) -> str:

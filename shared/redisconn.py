@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
@@ -42,6 +43,7 @@ __all__ = [
     "RedisUnavailable",
     "check_redis",
     "connect",
+    "mask_url",
     "parse_or_explain",
     "redis_server_binary",
     "redis_url_for",
@@ -200,6 +202,20 @@ class EmbeddedRedis:
         self.stop()
 
 
+def mask_url(url: str) -> str:
+    """`url` with any password replaced by '***', for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparsable Redis URL>"
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 # Linux's keepalive probes: a peer gone silent while idle is noticed in ~25 s, not ~2 h.
 _KEEPALIVE_OPTIONS = {
     getattr(socket, name): value
@@ -240,7 +256,7 @@ def parse_or_explain(url: str) -> RedisTarget:
     try:
         return parse_redis_url(url)
     except ValueError as exc:
-        raise RedisUnavailable(f"invalid Redis URL: {exc}") from exc
+        raise RedisUnavailable(f"invalid Redis URL {mask_url(url)!r}: {exc}") from None
 
 
 def check_redis(url: str, timeout: float = 3.0) -> None:
@@ -259,11 +275,11 @@ def check_redis(url: str, timeout: float = 3.0) -> None:
                 url, socket_connect_timeout=timeout, socket_timeout=timeout
             )
     except (ValueError, redis.RedisError) as exc:
-        raise RedisUnavailable(f"invalid Redis URL {target.redacted()}: {exc}") from exc
+        raise RedisUnavailable(f"invalid Redis URL {target.redacted()}: {exc}") from None
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise RedisUnavailable(f"cannot reach Redis at {target.redacted()}: {exc}") from exc
+        raise RedisUnavailable(f"cannot reach Redis at {target.redacted()}: {exc}") from None
     finally:
         client.close()
 

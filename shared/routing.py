@@ -48,6 +48,9 @@ class RouteRequest:
     raw: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
     client_ip: str = ""
+    # The app of the client key the request came with ("" without a key): it tags the
+    # request in usage and traces, and is what fairness between apps is keyed by.
+    app: str = ""
     tags: list[str] = field(default_factory=list)
     estimated_tokens: int = 0
     # num_ctx the client asked for, kept after context protection strips it from the body

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 import typing
@@ -85,10 +86,13 @@ class Settings:
     )
     dashboard_port: int = _setting(8501, "Port of the Streamlit dashboard started by herd.")
     admin_token: str = _setting(
-        "", "Bearer token required to change settings or pull/delete models. Empty: no check."
+        "", "Bearer token required to change settings, pull/delete models, manage client keys "
+        "and start benchmarks; also accepted as a client credential. Empty: those changes are "
+        "accepted only from loopback clients."
     )
     client_token: str = _setting(
-        "", "Bearer token required on inference requests. Empty: no check."
+        "", "Bearer token accepted on inference requests, shared by every app. Empty: "
+        "inference needs a client key once any exists (herd keys), else no check."
     )
     node_token: str = _setting(
         "", "Bearer token a node agent must send with its heartbeats. Empty: no check."
@@ -331,6 +335,8 @@ def coerce(name: str, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError
             result = float(value)
+            if not math.isfinite(result):  # NaN compares false with every bound
+                raise ValueError
         elif kind is str:
             if not isinstance(value, str):
                 raise ValueError

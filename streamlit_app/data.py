@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import streamlit as st
@@ -20,6 +21,7 @@ from shared.settings import Settings
 
 __all__ = [
     "DEFAULT_ROUTER_URL",
+    "LIVE_EVERY",
     "Config",
     "LiveFeed",
     "LiveView",
@@ -268,6 +270,22 @@ def start_benchmark(options: Mapping[str, Any]) -> Reply:
     return reply
 
 
+# --- client keys (admin only; never cached: a secret is shown once, a revocation at once)
+def client_keys() -> Reply:
+    return _request(config(), "GET", "/dashboard/api/keys")
+
+
+def create_key(app: str, requests_per_minute: int = 0, tokens_per_minute: int = 0) -> Reply:
+    """A new key for `app`; the reply holds its secret, which no later read returns."""
+    return _request(config(), "POST", "/dashboard/api/keys", body={
+        "app": app, "requests_per_minute": int(requests_per_minute),
+        "tokens_per_minute": int(tokens_per_minute)})
+
+
+def revoke_key(app: str) -> Reply:
+    return _request(config(), "DELETE", f"/dashboard/api/keys/{quote(app, safe='')}")
+
+
 def pull_model(model: str, node_id: str) -> Iterator[dict[str, Any]]:
     """Yield the node's pull progress lines as they arrive; errors come as {"error": ...}."""
     cfg = config()
@@ -348,6 +366,9 @@ FEED_SIZE = 50  # events kept for the overview's feed, newest first
 FEED_IDLE_S = 60.0  # a feed nobody has read for this long disconnects; a read restarts it
 RECONNECT_S = 1.0
 FIRST_WAIT_S = 3.0  # how long a page's first draw waits for the stream's first snapshot
+# How often live tiles redraw from the feed's state (no request): a change shows on the page
+# within this plus the router's 0.2 s watch interval.
+LIVE_EVERY = 0.5
 # The router sends a snapshot at least every 2 s, so a read silent for 10 s is a dead link.
 STREAM_TIMEOUT = httpx.Timeout(5.0, connect=2.0, read=10.0)
 
@@ -471,7 +492,8 @@ class LiveFeed:
                 moved = body.get("reason") not in ("periodic", None)
                 self._view = replace(view, fleet=body, received_at=time.time(),
                                      version=view.version + int(moved))
-            elif name == "event":
+            elif name == "event" and body not in self._events:
+                # A reconnection starts with the latest events again: keep each one once.
                 self._events.appendleft(body)
                 self._view = replace(view, events=tuple(self._events),
                                      version=view.version + 1)

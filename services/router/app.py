@@ -18,12 +18,14 @@ from services.router.api import (
     events,
     fleet,
     health,
+    keys,
     meta,
     metrics,
     models,
     usage,
 )
 from services.router.api import settings as settings_api
+from services.router.api.auth import LOOPBACK_ONLY
 from services.router.api.errors import EXCEPTION_HANDLERS
 from services.router.context import RouterContext
 from services.router.fleet.benchmarks import stop_runs
@@ -43,6 +45,7 @@ async def running(ctx: RouterContext) -> AsyncIterator[None]:
     reverse when it ends."""
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(ctx.runtime.running())  # parts start with overrides
+        await stack.enter_async_context(ctx.client_keys.running())  # before inference
         await stack.enter_async_context(ctx.fleet.running())  # others read its snapshot
         await stack.enter_async_context(ctx.slots.running())  # before a request can wait
         await stack.enter_async_context(ctx.routing.running(ctx, ctx.fleet))
@@ -66,6 +69,8 @@ def create_app(settings: Settings, redis_url: str) -> Litestar:
         app.state.herd = ctx
         async with running(ctx):
             log.info("router ready", extra={"replica": ctx.replica_id})
+            if not settings.admin_token:
+                log.warning(LOOPBACK_ONLY)
             try:
                 yield
             finally:
@@ -77,7 +82,7 @@ def create_app(settings: Settings, redis_url: str) -> Litestar:
         route_handlers=[
             *meta.ROUTES, *fleet.ROUTES, *dashboard_link.ROUTES,
             *health.ROUTES, *metrics.ROUTES, *settings_api.ROUTES, *models.ROUTES,
-            *usage.ROUTES, *events.ROUTES, *benchmarks.ROUTES,
+            *usage.ROUTES, *events.ROUTES, *benchmarks.ROUTES, *keys.ROUTES,
             *exchange.ROUTES, *catalog.ROUTES,
         ],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from services.recorder.recorder import Recorder
 from services.router.fleet.core import Core
+from services.router.fleet.keys import ClientKeys
 from services.router.fleet.leader import Leader, LeaderJob
 from services.router.fleet.reaper import reaper_job, retention_job
 from services.router.fleet.registry import Fleet
@@ -34,6 +35,7 @@ class RouterContext(Core):
 
     plugins: pluggy.PluginManager = field(init=False)
     runtime: RuntimeSettings = field(init=False)
+    client_keys: ClientKeys = field(init=False)
     fleet: Fleet = field(init=False)
     slots: SlotManager = field(init=False)
     routing: RoutingEngine = field(init=False)
@@ -52,6 +54,7 @@ class RouterContext(Core):
         ctx = super().create(settings, redis, fast)
         ctx.plugins = build_plugin_manager(settings.disabled_plugins)
         ctx.runtime = RuntimeSettings(ctx)
+        ctx.client_keys = ClientKeys(ctx)
         ctx.fleet = Fleet(ctx)
         ctx.fleet.rebuild.on_wiped(ctx.runtime.write_back)
         ctx.slots = SlotManager.for_context(ctx)

@@ -16,10 +16,11 @@ from services.dashboard import dashboard_for
 from services.router.app import create_app, with_fast_paths
 from services.router.context import RouterContext
 from shared.logs import setup_logging
+from shared.mdns import advertised_addresses
 from shared.redisconn import RedisUnavailable, redis_url_for
 from shared.settings import Settings
 
-__all__ = ["serve"]
+__all__ = ["node_command", "serve"]
 
 log = logging.getLogger("herd.router")
 
@@ -47,6 +48,21 @@ class _Server(uvicorn.Server):
         yield
 
 
+def node_command(settings: Settings) -> str:
+    """The exact line that joins a machine's Ollama to this router.
+
+    The node token goes in the agent's environment, never on its command line (where `ps`
+    and shell history would show it): `FLEET_NODE_TOKEN="$FLEET_NODE_TOKEN"` hands the
+    variable of the shell it is pasted into to the agent without spelling out its value.
+    """
+    address = advertised_addresses(settings.host, settings.mdns_interfaces)[0]
+    host = f"[{address}]" if ":" in address else address
+    command = f"herd-node --router-url http://{host}:{settings.port}"
+    if settings.node_token:
+        command = f'FLEET_NODE_TOKEN="$FLEET_NODE_TOKEN" {command}'
+    return command
+
+
 def serve(settings: Settings) -> int:
     """Serve until SIGINT/SIGTERM; returns the process exit code."""
     data = settings.data_path
@@ -68,6 +84,10 @@ def serve(settings: Settings) -> int:
             )
             server = _Server(config, app)
             log.info("herd listening", extra={"host": settings.host, "port": settings.port})
+            join = node_command(settings)
+            note = (" (with FLEET_NODE_TOKEN set to this router's node token)"
+                    if settings.node_token else "")
+            print(f"herd: on each Ollama machine run{note}:\n  {join}", flush=True)
             # The dashboard is a child that dies with herd; it retries until the API is up.
             with dashboard_for(settings):
                 server.run()

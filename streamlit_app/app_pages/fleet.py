@@ -71,7 +71,7 @@ def live_caption(view: data.LiveView) -> None:
                    f"({view.error or 'connecting'}); showing a plain read, retrying")
 
 
-@st.fragment(run_every="1s")
+@st.fragment(run_every=data.LIVE_EVERY)
 def live() -> None:
     # From the stream's latest snapshot: no request to the router per refresh.
     reply, view = data.live_fleet()

@@ -46,7 +46,7 @@ def finding(item: Any) -> None:
         st.caption(f"check: {fmt(pick(item, 'check_id'))} · severity: {severity}")
 
 
-@st.fragment(run_every="1s")
+@st.fragment(run_every=data.LIVE_EVERY)
 def live() -> None:
     view = data.live()
     reply = data.health(epoch=f"{view.version}:{int(time.time() // HEALTH_PERIOD)}")

@@ -103,3 +103,56 @@ if not widgets.problem(reply, "settings"):
                 st.success("Saved: " + ", ".join(f"{k} = {v!r}" for k, v in changes.items()))
             else:
                 st.error(f"The router refused the change: {saved.error}")
+
+
+def key_rows(body: Any) -> list[dict[str, Any]]:
+    """One row per client key for the table: limits spelled out, times readable."""
+    rows = []
+    for key in widgets.records(pick(body, "keys", default=[]), key_name="app"):
+        rows.append({
+            "app": key.get("app"),
+            "requests/min": key.get("requests_per_minute") or "no limit",
+            "tokens/min": key.get("tokens_per_minute") or "no limit",
+            "created": widgets.ago(key.get("created")),
+            "last used": widgets.ago(key.get("last_used")) if key.get("last_used") else "never",
+        })
+    return rows
+
+
+st.header("Client keys")
+st.caption("One key per app. Once any key exists, inference needs a key (or the client or "
+           "admin token), and the key's app names its requests in usage and traces. Limits "
+           "hold across every replica; 0 means no limit.")
+keys_reply = data.client_keys()
+if not widgets.problem(keys_reply, "client keys"):
+    rows = key_rows(keys_reply.data)
+    if rows:
+        st.dataframe(widgets.frame(rows), hide_index=True, width="stretch")
+    else:
+        st.info("No client keys yet: inference is open unless FLEET_CLIENT_TOKEN is set.")
+    with st.form("key_create", clear_on_submit=True):
+        left, middle, right = st.columns(3)
+        app = left.text_input("App", placeholder="chatbot", key="key_app")
+        rpm = middle.number_input("Requests per minute", min_value=0, value=0, step=1,
+                                      key="key_rpm")
+        tpm = right.number_input("Tokens per minute", min_value=0, value=0, step=1,
+                                      key="key_tpm")
+        create = st.form_submit_button("Create key", key="key_create_button")
+    if create:
+        made = data.create_key(app.strip(), int(rpm), int(tpm))
+        if made.ok and isinstance(made.data, dict):
+            st.success(f"Key for {made.data.get('app')}: copy it now, it is not shown again.")
+            st.code(str(made.data.get("key", "")), language=None)
+        else:
+            st.error(f"The router refused: {made.error}")
+    if rows:
+        with st.form("key_revoke"):
+            gone = st.selectbox("Revoke the key of", [str(r["app"]) for r in rows],
+                                key="key_revoke_app")
+            revoke = st.form_submit_button("Revoke", key="key_revoke_button")
+        if revoke:
+            done = data.revoke_key(gone)
+            if done.ok:
+                st.success(f"Revoked {gone}: every replica refuses its key within a second.")
+            else:
+                st.error(f"The router refused: {done.error}")

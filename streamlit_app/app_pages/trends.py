@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from shared.health import counted
 from streamlit_app import data, widgets
 
 RECENT_TRACES = 500
@@ -50,8 +51,9 @@ def recent() -> None:
         return
     df, partial = widgets.complete_only(df, 60)
     so_far = "" if partial is None else (
-        f" This minute so far (not drawn until it ends): {int(partial['requests']):,} "
-        f"requests, {int(partial['errors']):,} errors.")
+        f" This minute so far (not drawn until it ends): "
+        f"{counted(int(partial['requests']), 'request')}, "
+        f"{counted(int(partial['errors']), 'error')}.")
     if df.empty:
         st.info("No complete minute yet: the charts start when the first one ends." + so_far)
         return
@@ -82,8 +84,8 @@ def hourly() -> None:
     # Idle hours before the first request are no trend: a young fleet has no complete hour.
     df = widgets.trim_idle(df) if df.ne(0).any(axis=None) else df.iloc[0:0]
     if partial is not None and "requests" in partial.index:
-        st.caption(f"This hour so far (drawn when it ends): {int(partial['requests']):,} "
-                   "requests.")
+        st.caption("This hour so far (drawn when it ends): "
+                   f"{counted(int(partial['requests']), 'request')}.")
     if df.empty:
         st.info("No complete hour yet: the recent minutes above show the traffic so far.")
     else:

@@ -30,6 +30,7 @@ class Fleet:
     sims: dict[str, tuple[Proc, str, int]] = field(default_factory=dict)  # id -> proc, url, par
     # /sim/* on a second port: it keeps answering while the 'refuse' fault closes the main one
     control: dict[str, str] = field(default_factory=dict)
+    node_token: str = ""  # sent with heartbeats when the router wants one
 
     def heartbeat(self, node_id: str) -> dict[str, Any]:
         """Post a heartbeat describing what the simulator really has (disk and memory)."""
@@ -49,7 +50,8 @@ class Fleet:
             } for m in ps],
             "num_parallel": parallel,
         })
-        answer = httpx.post(f"{self.url}/heartbeat", json=payload, timeout=5)
+        headers = {"Authorization": f"Bearer {self.node_token}"} if self.node_token else {}
+        answer = httpx.post(f"{self.url}/heartbeat", json=payload, headers=headers, timeout=5)
         assert answer.status_code == 200, answer.text
         return payload
 
@@ -79,7 +81,7 @@ class Fleet:
 @contextlib.contextmanager
 def start_fleet(
     tmp: Path, redis_url: str, nodes: dict[str, list[str]], *, parallel: int = 2,
-    env: dict[str, str] | None = None,
+    env: dict[str, str] | None = None, node_token: str = "",
 ) -> Iterator[Fleet]:
     """Simulators (id -> extra flags), a router on loopback, each node registered."""
     procs: list[Proc] = []
@@ -109,7 +111,8 @@ def start_fleet(
         )
         procs.append(router)
         router.wait_http(f"http://127.0.0.1:{port}/healthz")
-        fleet = Fleet(f"http://127.0.0.1:{port}", router, data_dir, prefix, sims, control)
+        fleet = Fleet(f"http://127.0.0.1:{port}", router, data_dir, prefix, sims, control,
+                      node_token)
         fleet.heartbeat_all()
         yield fleet
     finally:

@@ -81,12 +81,18 @@ def test_an_event_reaches_the_open_page_without_a_reload(
             page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
             page.get_by_text("Latest events").first.wait_for(timeout=45_000)
             page.get_by_text("browser-node-2").first.wait_for(timeout=45_000)
-            # A mark in the page's own memory: a reload would wipe it.
-            page.evaluate("window.__herdMark = 'still here'")
+            health = browser.new_page(viewport={"width": 1400, "height": 1400})
+            health.goto(f"http://127.0.0.1:{port}/health", wait_until="domcontentloaded")
+            health.get_by_text("Health score").first.wait_for(timeout=45_000)
+            # A mark in each page's own memory: a reload would wipe it.
+            for open_page in (page, health):
+                open_page.evaluate("window.__herdMark = 'still here'")
             agent.kill()  # the node falls silent: degraded, then offline
             page.get_by_text(re.compile(r"browser-node-2 \w+ → offline")).first.wait_for(
                 timeout=30_000)
-            assert page.evaluate("window.__herdMark") == "still here"
+            health.get_by_text("Node browser-node-2 is offline").first.wait_for(timeout=30_000)
+            for open_page in (page, health):
+                assert open_page.evaluate("window.__herdMark") == "still here"
             page.screenshot(path=str(tmp_path / "event.png"), full_page=True)
         finally:
             browser.close()

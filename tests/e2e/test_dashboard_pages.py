@@ -263,6 +263,32 @@ def test_settings_form_refuses_json_that_is_not_an_object(
     assert any("not JSON" in e.value for e in at.error)
 
 
+def test_keys_section_creates_shows_once_lists_and_revokes(
+    fleet: LiveFleet, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    try:
+        at = page(fleet.url, "settings", monkeypatch)
+        at.text_input(key="key_app").set_value("dash-app")
+        at.number_input(key="key_rpm").set_value(30)
+        at.button(key="key_create_button").click().run()
+        assert not at.exception
+        assert any("dash-app" in s.value and "not shown again" in s.value
+                   for s in at.success), texts(at)
+        secret = at.code[-1].value
+        assert secret.startswith("herd-")
+        listed = fleet.get("/dashboard/api/keys").json()["keys"]
+        assert [(k["app"], k["requests_per_minute"]) for k in listed] == [("dash-app", 30)]
+        at = page(fleet.url, "settings", monkeypatch)  # a later visit: listed, secret gone
+        assert "dash-app" in list(at.dataframe[-1].value["app"])
+        assert secret not in texts(at) and all(secret not in c.value for c in at.code)
+        at.selectbox(key="key_revoke_app").select("dash-app")
+        at.button(key="key_revoke_button").click().run()
+        assert any("Revoked dash-app" in s.value for s in at.success), texts(at)
+        assert fleet.get("/dashboard/api/keys").json()["keys"] == []
+    finally:  # inference in this module's fleet stays open for the other tests
+        httpx.delete(f"{fleet.url}/dashboard/api/keys/dash-app", timeout=10)
+
+
 def test_benchmark_button_starts_a_run_that_is_then_listed(
     fleet: LiveFleet, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

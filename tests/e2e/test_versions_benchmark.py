@@ -26,7 +26,9 @@ def test_versions_prints_medians_for_both() -> None:
         row = re.search(rf"^{re.escape(figure)}\s+(\S+)\s+(\S+)$", table, re.M)
         assert row is not None, table
         assert all(float(value) == float(value) for value in row.groups())  # numbers, not NaN
-    # the temporary worktree is gone again
+    # its temporary worktree is gone again
+    base = re.search(r"^base tree: (\S+)$", done.stdout, re.M)
+    assert base is not None, done.stdout
     listed = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True,
                             text=True, check=True).stdout
-    assert "herd-base-" not in listed
+    assert base.group(1) not in listed and not Path(base.group(1)).exists()

@@ -48,8 +48,9 @@ def trace(node: str, model: str = "llama3.2:3b", **fields: Any) -> Trace:
 
 @pytest.fixture
 async def client(settings: Settings, redis_url: str) -> AsyncIterator[AsyncTestClient[Any]]:
-    fast = settings.replace(heartbeat_timeout=0.5, heartbeat_offline=1.0)
+    fast = settings.replace(heartbeat_timeout=0.5, heartbeat_offline=1.0, admin_token="adm1n")
     async with AsyncTestClient(create_app(fast, redis_url)) as test_client:
+        test_client.headers["Authorization"] = "Bearer adm1n"  # not loopback: changes need it
         yield test_client
 
 

@@ -15,6 +15,9 @@ from services.router.context import RouterContext
 from shared.keys import Keys
 from shared.settings import RUNTIME_FIELDS, Settings
 
+# The in-process client's address is not loopback: with no admin token it may change nothing.
+ADMIN = {"Authorization": "Bearer adm1n"}
+
 
 def replica_settings(client: AsyncTestClient[Any]) -> Settings:
     ctx: RouterContext = client.app.state.herd
@@ -37,6 +40,7 @@ async def test_listing_has_every_runtime_setting(settings: Settings, redis_url: 
 async def test_change_reaches_the_other_replica_within_a_second(
     settings: Settings, redis_url: str, redis: Redis, keys: Keys,
 ) -> None:
+    settings = settings.replace(admin_token="adm1n")
     async with (
         AsyncTestClient(create_app(settings, redis_url)) as one,
         AsyncTestClient(create_app(settings, redis_url)) as two,
@@ -45,6 +49,7 @@ async def test_change_reaches_the_other_replica_within_a_second(
         response = await one.post(
             "/dashboard/api/settings",
             json={"auto_pull": True, "max_retries": 5, "context_protection": "warn"},
+            headers=ADMIN,
         )
         assert response.status_code == 200, response.text
         assert response.json()["updated"] == {
@@ -66,7 +71,9 @@ async def test_change_reaches_the_other_replica_within_a_second(
 
 
 async def test_bad_input_is_a_400_naming_the_key(settings: Settings, redis_url: str) -> None:
+    settings = settings.replace(admin_token="adm1n")
     async with AsyncTestClient(create_app(settings, redis_url)) as client:
+        client.headers.update(ADMIN)
         cases = [
             ({"nonsense": 1}, "nonsense"),
             ({"max_retries": "many"}, "max_retries"),
@@ -98,3 +105,14 @@ async def test_admin_token_required_when_set(settings: Settings, redis_url: str)
                                   headers={"Authorization": "Bearer s3cret"})
         assert right.status_code == 200
         assert replica_settings(client).auto_pull is True
+
+
+async def test_without_admin_token_only_loopback_may_change(
+    settings: Settings, redis_url: str,
+) -> None:
+    async with AsyncTestClient(create_app(settings, redis_url)) as client:
+        response = await client.post("/dashboard/api/settings", json={"auto_pull": True})
+        assert response.status_code == 403
+        assert "FLEET_ADMIN_TOKEN" in response.json()["error"]
+        assert replica_settings(client).auto_pull is False
+        assert (await client.get("/dashboard/api/settings")).status_code == 200  # reads: open

@@ -46,12 +46,13 @@ async def test_redis_back_empty_is_rebuilt_not_404(
     own_redis: RedisProc, settings: Settings, keys: Keys
 ) -> None:
     replica = settings.replace(redis_url=own_redis.url, heartbeat_timeout=30.0,
-                               redis_timeout=1.0)
+                               redis_timeout=1.0, admin_token="adm1n")
     heartbeat = json.loads(EXAMPLE.read_text())
     heartbeat["ollama_host"] = f"http://127.0.0.1:{free_port()}"  # nothing listens: a 502
     async with AsyncTestClient(create_app(replica, own_redis.url)) as client:
         assert (await client.post("/heartbeat", json=heartbeat)).status_code == 200
-        changed = await client.post("/dashboard/api/settings", json={"max_retries": 5})
+        changed = await client.post("/dashboard/api/settings", json={"max_retries": 5},
+                                    headers={"Authorization": "Bearer adm1n"})
         assert changed.status_code == 200
 
         own_redis.kill()

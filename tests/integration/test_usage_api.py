@@ -21,7 +21,9 @@ from tests.helpers import make_trace as trace
 
 @pytest.fixture
 async def client(settings: Settings, redis_url: str) -> AsyncIterator[AsyncTestClient[Any]]:
-    async with AsyncTestClient(create_app(settings, redis_url)) as test_client:
+    admin = settings.replace(admin_token="adm1n")
+    async with AsyncTestClient(create_app(admin, redis_url)) as test_client:
+        test_client.headers["Authorization"] = "Bearer adm1n"  # not loopback: changes need it
         yield test_client
 
 

@@ -170,3 +170,18 @@ def test_complete_only_holds_back_the_running_bucket() -> None:
     hours = pd.DataFrame({"requests": [3]}, index=pd.to_datetime([0], unit="s", utc=True))
     done, partial = widgets.complete_only(hours, 3600, now=1800.0)
     assert done.empty and partial is not None
+
+
+def test_live_feed_keeps_each_event_once_and_counts_changes() -> None:
+    feed = data.LiveFeed(data.Config("http://127.0.0.1:1"))  # never started: no thread
+    retry = '{"kind": "retry", "ts": 1.5, "node_id": "a"}'
+    feed._receive("fleet", '{"reason": "initial", "fleet": {"nodes_online": 1}}')
+    feed._receive("fleet", '{"reason": "periodic", "fleet": {"nodes_online": 1}}')
+    feed._receive("event", retry)
+    feed._receive("event", retry)  # the backlog again, after a reconnection
+    feed._receive("event", '{"kind": "node_status", "ts": 2.0, "node_id": "a"}')
+    feed._receive("event", "not json")
+    view = feed._view
+    assert [e["kind"] for e in view.events] == ["node_status", "retry"]
+    assert view.version == 1 + 2  # the initial snapshot and two distinct events
+    assert view.fleet == {"reason": "periodic", "fleet": {"nodes_online": 1}}

@@ -1,21 +1,46 @@
-"""Who may call what: the admin token for mutations, the node token for heartbeats."""
+"""Who may call what: the admin token for mutations, the node token for heartbeats.
+
+With no admin token set, a mutation (settings, pull, delete, keys, benchmark start) is
+accepted only from this machine: a fresh install on a LAN is then not open to anyone who
+can reach its port, and the operator on the box can still use the dashboard and the CLI.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from litestar import Request
 
 from services.router.context import RouterContext
 from shared.auth import require_bearer
+from shared.errors import Forbidden
 
-__all__ = ["require_admin", "require_node"]
+__all__ = ["LOOPBACK_ONLY", "is_loopback", "require_admin", "require_node"]
+
+LOOPBACK_ONLY = ("no FLEET_ADMIN_TOKEN is set: settings, pulls, deletes, client keys and "
+                 "benchmark starts are accepted only from this machine (loopback)")
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def require_admin(ctx: RouterContext, request: Request[Any, Any, Any]) -> None:
-    """401 unless the request carries `Authorization: Bearer <admin_token>` (when one is set)."""
-    require_bearer(request.headers.get("authorization", ""), ctx.settings.admin_token,
-                   "this endpoint needs Authorization: Bearer <admin token>")
+    """401 unless the request carries `Authorization: Bearer <admin_token>`; with no admin
+    token, 403 unless it comes from a loopback address."""
+    token = ctx.settings.admin_token
+    if token:
+        require_bearer(request.headers.get("authorization", ""), token,
+                       "this endpoint needs Authorization: Bearer <admin token>")
+        return
+    client = request.client
+    if client is None or not is_loopback(client.host):
+        raise Forbidden("changes are accepted only from the router's own machine until "
+                        "FLEET_ADMIN_TOKEN is set; then send Authorization: Bearer <admin token>")
 
 
 def require_node(ctx: RouterContext, request: Request[Any, Any, Any]) -> None:

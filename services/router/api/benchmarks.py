@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from litestar import Request, get, post
 from litestar.datastructures import State
 
 from services.router.api.auth import require_admin
 from services.router.context import RouterContext
 from services.router.fleet.benchmarks import list_runs, start_run
-from shared.errors import BadRequest
+from shared.bodies import decode_object
 
 __all__ = ["ROUTES"]
 
@@ -26,12 +25,7 @@ async def start_benchmark(request: Request[Any, Any, Any], state: State) -> dict
     ctx: RouterContext = state.herd
     require_admin(ctx, request)
     raw = await request.body()
-    try:
-        body = msgspec.json.decode(raw) if raw.strip() else {}
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
+    body = decode_object(raw) if raw.strip() else {}
     return await start_run(ctx, body)
 
 

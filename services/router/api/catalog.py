@@ -12,8 +12,9 @@ from litestar.datastructures import State
 
 from services.router.context import RouterContext
 from services.router.fleet.catalog import fan_out, merge_ps, merge_tags
+from shared.bodies import decode_object
 from shared.errors import BadRequest, ModelNotFound, NoNodeAvailable, UpstreamError
-from shared.models import normalize_model
+from shared.models import normalize_model, valid_model_name
 
 __all__ = ["ROUTES"]
 
@@ -52,15 +53,12 @@ async def openai_model(request: Request[Any, Any, Any], state: State) -> dict[st
 async def show(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     ctx: RouterContext = state.herd
     raw = await request.body()
-    try:
-        body = _decode(raw) if raw.strip() else None
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"invalid JSON in request body: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
+    body = decode_object(raw)
     name = body.get("model") or body.get("name")
     if not isinstance(name, str) or not name.strip():
         raise BadRequest("model is required")
+    if not valid_model_name(name.strip()):
+        raise BadRequest("model is not a valid model name")
     model = normalize_model(name)
     snapshot = ctx.fleet.snapshot()
     if model not in snapshot.models():

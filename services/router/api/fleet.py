@@ -5,14 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import msgspec
 from litestar import Request, get, post
 from litestar.datastructures import State
 
 from services.router.api.auth import require_node
 from services.router.context import RouterContext
 from services.router.fleet.reads import counter_rows, node_view, read_queue_depths, read_queues
-from shared.errors import BadRequest
+from shared.bodies import decode_json
 from shared.models import NodeStatus
 
 __all__ = ["ROUTES"]
@@ -23,10 +22,7 @@ async def heartbeat(request: Request[Any, Any, Any], state: State) -> dict[str, 
     ctx: RouterContext = state.herd
     require_node(ctx, request)
     body = await request.body()
-    try:
-        payload = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"heartbeat body is not valid JSON: {exc}") from exc
+    payload = decode_json(body, "heartbeat body")
     source = request.client.host if request.client else ""
     node = await ctx.fleet.ingest_heartbeat(payload, source)
     return {"status": "ok", "node_status": str(node.status)}

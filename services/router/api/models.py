@@ -15,8 +15,9 @@ from services.router.context import RouterContext
 from services.router.fleet.pulls import choose_pull_node
 from services.router.fleet.reads import model_management
 from services.router.nodeclient import NodeBroken
+from shared.bodies import decode_object
 from shared.errors import BadRequest, NodeNotFound, NoNodeAvailable
-from shared.models import NodeState, normalize_model
+from shared.models import NodeState, normalize_model, valid_model_name
 
 __all__ = ["ROUTES"]
 
@@ -33,19 +34,15 @@ def _node(ctx: RouterContext, node_id: Any) -> NodeState:
 
 
 async def _json_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    try:
-        body = msgspec.json.decode(await request.body())
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
-    return body
+    return decode_object(await request.body())
 
 
 def _model(body: dict[str, Any]) -> str:
     model = body.get("model") or body.get("name")
     if not isinstance(model, str) or not model.strip():
         raise BadRequest("model must be a non-empty string")
+    if not valid_model_name(model.strip()):
+        raise BadRequest("model is not a valid model name")
     return normalize_model(model)
 
 

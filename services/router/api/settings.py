@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from litestar import Request, get, post
 from litestar.datastructures import State
 
 from services.router.api.auth import require_admin
 from services.router.context import RouterContext
 from services.router.fleet.runtime import jsonable, settings_listing, validate
-from shared.errors import BadRequest
+from shared.bodies import decode_json
 
 __all__ = ["ROUTES"]
 
@@ -29,10 +28,7 @@ async def get_settings(state: State) -> dict[str, Any]:
 async def post_settings(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
     ctx: RouterContext = state.herd
     require_admin(ctx, request)
-    try:
-        changes = msgspec.json.decode(await request.body())
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    changes = decode_json(await request.body())
     valid = validate(changes)
     await ctx.runtime.save(valid)
     return {"updated": {k: jsonable(v) for k, v in valid.items()}, **_body(ctx)}

@@ -20,7 +20,7 @@ import msgspec
 
 from services.router.context import RouterContext
 from shared.errors import BadRequest, NoNodeAvailable
-from shared.models import normalize_model
+from shared.models import normalize_model, valid_model_name
 
 __all__ = ["list_runs", "start_run", "stop_runs"]
 
@@ -58,12 +58,10 @@ async def _save(ctx: RouterContext, run: dict[str, Any]) -> None:
 
 
 async def _one(client: httpx.AsyncClient, url: str, payload: bytes, run: dict[str, Any],
-               *, latencies: list[float], speeds: list[float]) -> None:
+               *, headers: dict[str, str], latencies: list[float], speeds: list[float]) -> None:
     started = time.perf_counter()
     try:
-        response = await client.post(url, content=payload, headers={
-            "Content-Type": "application/json", "X-Herd-Tags": "benchmark",
-        })
+        response = await client.post(url, content=payload, headers=headers)
     except httpx.HTTPError:
         run["failed"] += 1
         return
@@ -89,6 +87,12 @@ async def _execute(ctx: RouterContext, run: dict[str, Any], prompt: str) -> None
         "options": {"num_predict": run["max_tokens"]},
     })
     url = _own_url(ctx) + "/api/generate"
+    headers = {"Content-Type": "application/json", "X-Herd-Tags": "benchmark"}
+    # Once client keys exist, the run needs a credential like any client: the admin token
+    # (or the shared client token) is one.
+    token = ctx.settings.admin_token or ctx.settings.client_token
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     queue: asyncio.Queue[int] = asyncio.Queue()
     for index in range(run["requests"]):
         queue.put_nowait(index)
@@ -96,7 +100,8 @@ async def _execute(ctx: RouterContext, run: dict[str, Any], prompt: str) -> None
     async def worker(client: httpx.AsyncClient) -> None:
         while not queue.empty():
             queue.get_nowait()
-            await _one(client, url, payload, run, latencies=latencies, speeds=speeds)
+            await _one(client, url, payload, run, headers=headers, latencies=latencies,
+                       speeds=speeds)
 
     async def report() -> None:
         while True:
@@ -138,9 +143,6 @@ async def _execute(ctx: RouterContext, run: dict[str, Any], prompt: str) -> None
 
 async def start_run(ctx: RouterContext, body: dict[str, Any]) -> dict[str, Any]:
     """Validate, register the run as active, and start it in the background."""
-    active = await _active(ctx)
-    if active:
-        raise BadRequest(f"benchmark {active[0]['run_id']} is still running")
     snapshot = ctx.fleet.snapshot()
     model = body.get("model")
     if model is None:
@@ -153,6 +155,8 @@ async def start_run(ctx: RouterContext, body: dict[str, Any]) -> dict[str, Any]:
         model = max(set(candidates), key=candidates.count)
     if not isinstance(model, str) or not model.strip():
         raise BadRequest("model must be a non-empty string")
+    if not valid_model_name(model.strip()):
+        raise BadRequest("model is not a valid model name")
     prompt = body.get("prompt", "Write one sentence about herding llamas.")
     if not isinstance(prompt, str):
         raise BadRequest("prompt must be a string")
@@ -169,6 +173,10 @@ async def start_run(ctx: RouterContext, body: dict[str, Any]) -> dict[str, Any]:
         "started_at": time.time(),
         "replica_id": ctx.replica_id,
     }
+    # Fields first, so a bad one is named even while another run goes on.
+    active = await _active(ctx)
+    if active:
+        raise BadRequest(f"benchmark {active[0]['run_id']} is still running")
     # The check above reads; this claims. Two starts racing on two replicas: one wins.
     claimed = await ctx.redis.set(ctx.keys.benchmark_lock(), run["run_id"], nx=True,
                                   px=int(STALE_AFTER_S * 1000))

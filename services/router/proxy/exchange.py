@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from services.router.context import RouterContext
 from services.router.fleet import metrics, traces
 from services.router.fleet.events import EVENTS_MAXLEN, emit
+from services.router.fleet.keys import KeyRecord
 from services.router.fleet.pulls import pull_for_request
 from services.router.fleet.routing import Ranked
 from services.router.nodeclient import NodeBroken, NodeResponse
@@ -44,7 +45,6 @@ from services.router.proxy.request import (
     parse_request,
     read_body,
 )
-from shared.auth import require_bearer
 from shared.errors import (
     HerdError,
     ModelNotFound,
@@ -75,6 +75,7 @@ class Exchange:
         "finished",
         "headers",
         "hold",
+        "key",
         "path",
         "ranked",
         "receive",
@@ -98,6 +99,7 @@ class Exchange:
         self.ctx: RouterContext = scope["app"].state.herd
         self.path: str = scope["path"]
         self.headers: dict[str, str] = {}
+        self.key: KeyRecord | None = None  # the client key the request came with
         self.request: RouteRequest | None = None
         self.trace: Trace | None = None
         self.hold: tuple[str, str, str] | None = None  # node, model, slot id
@@ -124,7 +126,9 @@ class Exchange:
             if raw is None:
                 return  # the client left while sending
             client = self.scope.get("client")
-            request = parse_request(raw, self.path, self.headers, client[0] if client else "")
+            request = parse_request(raw, self.path, self.headers, client[0] if client else "",
+                                    app=self.key.app if self.key is not None else "")
+            await self.ctx.client_keys.admit(self.key)
         except HerdError as exc:
             await self._send_error(exc)
             return
@@ -153,8 +157,7 @@ class Exchange:
                 return
 
     def _authorize(self) -> None:
-        require_bearer(self.headers.get("authorization", ""), self.ctx.settings.client_token,
-                       "missing or wrong bearer token")
+        self.key = self.ctx.client_keys.authenticate(self.headers.get("authorization", ""))
 
     # --- routing and forwarding ---------------------------------------------------------
 
@@ -425,6 +428,7 @@ class Exchange:
                                    trace.time_to_first_token_ms,
                                    self.usage.tokens_per_s if self.usage else 0.0)
         traces.add_trace(pipe, ctx, trace)
+        ctx.client_keys.add_usage(pipe, self.key, trace.prompt_tokens + trace.completion_tokens)
         ctx.stats.count(trace)
         if self.request is not None:
             for note in self.request.notes:

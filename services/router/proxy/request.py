@@ -10,11 +10,11 @@ import os
 from collections.abc import Mapping
 from typing import Literal, cast
 
-import msgspec
 from litestar.types import Receive, Scope
 
+from shared.bodies import decode_json
 from shared.errors import BadRequest, HerdError, PayloadTooLarge
-from shared.models import normalize_model
+from shared.models import normalize_model, valid_model_name
 from shared.routing import RouteRequest
 
 __all__ = [
@@ -38,8 +38,6 @@ ENDPOINTS: dict[str, tuple[Api, str]] = {
     "/v1/completions": ("openai", "completions"),
     "/v1/embeddings": ("openai", "embeddings"),
 }
-
-_decode = msgspec.json.Decoder().decode
 
 
 class MethodNotAllowed(HerdError):
@@ -78,15 +76,15 @@ async def read_body(receive: Receive, headers: Mapping[str, str], limit_mb: floa
 
 
 def parse_request(
-    raw: bytes, path: str, headers: Mapping[str, str], client_ip: str,
+    raw: bytes, path: str, headers: Mapping[str, str], client_ip: str, app: str = "",
 ) -> RouteRequest:
-    """The body as a RouteRequest, or BadRequest saying what is wrong with it."""
+    """The body as a RouteRequest, or BadRequest saying what is wrong with it.
+
+    `app` is the app of the client key the request came with: it is the request's first tag.
+    """
     if not raw.strip():
         raise BadRequest("missing request body")
-    try:
-        body = _decode(raw)
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"invalid JSON in request body: {exc}") from None
+    body = decode_json(raw)
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     model = body.get("model")
@@ -94,8 +92,12 @@ def parse_request(
         raise BadRequest("model is required")
     if not isinstance(model, str):
         raise BadRequest("model must be a string")
+    if not valid_model_name(model.strip()):  # before it reaches a node, a header or a key
+        raise BadRequest("model is not a valid model name")
     api, endpoint = ENDPOINTS[path]
     return RouteRequest(
+        app=app,
+        tags=[app] if app else [],
         request_id=os.urandom(16).hex(),  # uuid4().hex's shape at half the cost
         api=api,
         endpoint=endpoint,

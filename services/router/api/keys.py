@@ -1,0 +1,51 @@
+"""Client keys: POST/GET /dashboard/api/keys and DELETE /dashboard/api/keys/{app}, admin only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, delete, get, post
+from litestar.datastructures import State
+
+from services.router.api.auth import require_admin
+from services.router.api.schemas import KeyCreated, KeyInfo, KeyList, KeyRevoked
+from services.router.context import RouterContext
+from services.router.fleet.keys import valid_app, validate_new_key
+from shared.bodies import decode_json
+
+__all__ = ["ROUTES"]
+
+
+@post("/dashboard/api/keys", status_code=201)
+async def create_key(request: Request[Any, Any, Any], state: State) -> KeyCreated:
+    """A key for one app; the answer is the only place its secret ever appears."""
+    ctx: RouterContext = state.herd
+    require_admin(ctx, request)
+    app, rpm, tpm = validate_new_key(decode_json(await request.body()))
+    secret, record = await ctx.client_keys.create(app, rpm, tpm)
+    return KeyCreated(key=secret, app=record.app, requests_per_minute=record.requests_per_minute,
+                      tokens_per_minute=record.tokens_per_minute, created=record.created)
+
+
+@get("/dashboard/api/keys")
+async def list_keys(request: Request[Any, Any, Any], state: State) -> KeyList:
+    ctx: RouterContext = state.herd
+    require_admin(ctx, request)
+    return KeyList(keys=[
+        KeyInfo(app=k.app, requests_per_minute=k.requests_per_minute,
+                tokens_per_minute=k.tokens_per_minute, created=k.created, last_used=k.last_used)
+        for k in await ctx.client_keys.listing()
+    ])
+
+
+@delete("/dashboard/api/keys/{app:str}", status_code=200)
+async def revoke_key(request: Request[Any, Any, Any], state: State) -> KeyRevoked:
+    """Every replica refuses the key within a second (fleet/keys.py)."""
+    ctx: RouterContext = state.herd
+    require_admin(ctx, request)
+    app = valid_app(request.path_params["app"])
+    await ctx.client_keys.revoke(app)
+    return KeyRevoked(app=app)
+
+
+ROUTES = [create_key, list_keys, revoke_key]
