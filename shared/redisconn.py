@@ -133,8 +133,9 @@ def _running(pid: int) -> bool:
 class EmbeddedRedis:
     """A private redis-server under <data dir>/redis/ with an append-only file."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, persist: bool = True) -> None:
         self.dir = data_dir / "redis"
+        self.persist = persist  # False: nothing on disk (benchmarks comparing versions)
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -150,7 +151,7 @@ class EmbeddedRedis:
             # The AOF alone: an fsync a second loses at most a second of writes on a crash,
             # and a graceful stop (SIGTERM) writes everything. No RDB snapshots besides.
             "--save", "",
-            "--appendonly", "yes",
+            "--appendonly", "yes" if self.persist else "no",
             "--appendfsync", "everysec",
             "--daemonize", "no",
             "--loglevel", "warning",
