@@ -28,13 +28,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "dashboard": ("services.dashboard", "Run the dashboard alone, reading a router's API."),
     "demo": ("services.demo", "Start a whole simulated fleet with its dashboard, in one command."),
     "recorder": ("services.recorder.cli", "Copy the fleet's traces into one latency.db, alone."),
+    "bench": ("services.bench.cli", "Measure a fleet through its router; the dashboard keeps it."),
     "keys": ("services.keys", "Create, list or revoke client keys (admin token from "
                               "FLEET_ADMIN_TOKEN)."),
 }
 
 # CLI flag dest -> settings field. Flags left unset (None) keep the environment's value.
 FLAG_FIELDS = (
-    "host", "port", "redis_url", "data_dir", "log_level", "mdns_enabled",
+    "host", "port", "workers", "redis_url", "data_dir", "log_level", "mdns_enabled",
     "dashboard_enabled", "dashboard_port", "router_urls", "node_ollama_host", "node_id",
     "num_parallel", "node_memory_gb", "mdns_interfaces", "fleet_name",
 )
@@ -63,6 +64,9 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
                         help="Address to listen on (FLEET_HOST, default 0.0.0.0).")
     parser.add_argument("--port", type=int, default=None,
                         help="Port to listen on (FLEET_PORT, default 11435).")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="Router processes on that port, each a full replica "
+                             "(FLEET_WORKERS, default 1). About one per core.")
     parser.add_argument("--redis-url", dest="redis_url", default=None,
                         help="Shared Redis, e.g. redis://10.0.0.5:6379/0 (FLEET_REDIS_URL). "
                              "Without it herd starts an embedded Redis of its own.")

@@ -126,20 +126,43 @@ class FleetSnapshot:
     _servable: dict[str, tuple[NodeState, ...]] = field(
         default_factory=dict, compare=False, repr=False)
 
+    _warm: dict[str, tuple[tuple[NodeState, ...], tuple[NodeState, ...]]] = field(
+        default_factory=dict, compare=False, repr=False)
+    _models: list[frozenset[str]] = field(default_factory=list, compare=False, repr=False)
+
     def servable_with(self, model: str) -> list[NodeState]:
+        return list(self._servable_with(model))
+
+    def _servable_with(self, model: str) -> tuple[NodeState, ...]:
         found = self._servable.get(model)
         if found is None:
             found = tuple(n for n in self.nodes.values() if n.servable and n.has_model(model))
             if len(self._servable) < 1024:  # clients can ask for any name; stay bounded
                 self._servable[model] = found
-        return list(found)
+        return found
 
-    def models(self) -> set[str]:
-        names: set[str] = set()
-        for node in self.nodes.values():
-            names.update(node.models_available)
-            names.update(m.name for m in node.models_loaded)
-        return names
+    def warm_and_cold(
+        self, model: str
+    ) -> tuple[tuple[NodeState, ...], tuple[NodeState, ...]]:
+        """The servable nodes with `model`: those that have it loaded, and the others."""
+        found = self._warm.get(model)
+        if found is None:
+            nodes = self._servable_with(model)
+            found = (tuple(n for n in nodes if n.loaded(model) is not None),
+                     tuple(n for n in nodes if n.loaded(model) is None))
+            if len(self._warm) < 1024:
+                self._warm[model] = found
+        return found
+
+    def models(self) -> frozenset[str]:
+        """Every model some node has, loaded or on disk (asked per request: cached)."""
+        if not self._models:
+            names: set[str] = set()
+            for node in self.nodes.values():
+                names.update(node.models_available)
+                names.update(m.name for m in node.models_loaded)
+            self._models.append(frozenset(names))
+        return self._models[0]
 
 
 class TraceStatus(enum.StrEnum):

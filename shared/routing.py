@@ -98,12 +98,14 @@ class RoutingInputs:
     arriving together spreads out instead of piling on the node that looked idle.
     """
 
-    __slots__ = ("_base", "_local", "_node_base", "best", "latency", "queued", "sessions")
+    __slots__ = ("_base", "_local", "_node_base", "_node_local", "best", "latency", "queued",
+                 "sessions")
 
     def __init__(self) -> None:
         self._base: dict[tuple[str, str], int] = {}
         self._node_base: dict[str, int] = {}
         self._local: dict[tuple[str, str], int] = {}
+        self._node_local: dict[str, int] = {}  # _local summed per node: asked per candidate
         self.latency: dict[tuple[str, str], LatencyStats] = {}
         self.queued: dict[str, int] = {}
         # model -> the best figures any node has for it, the yardstick of the latency scorer
@@ -122,7 +124,7 @@ class RoutingInputs:
         for (node_id, _), count in in_flight.items():
             node_base[node_id] = node_base.get(node_id, 0) + count
         self._base, self._node_base = in_flight, node_base
-        self._local = {}
+        self._local, self._node_local = {}, {}
         self.latency, self.queued = latency, queued
         best: dict[str, LatencyStats] = {}
         for (_, model), stats in latency.items():
@@ -137,10 +139,12 @@ class RoutingInputs:
     def started(self, node_id: str, model: str) -> None:
         key = (node_id, model)
         self._local[key] = self._local.get(key, 0) + 1
+        self._node_local[node_id] = self._node_local.get(node_id, 0) + 1
 
     def finished(self, node_id: str, model: str) -> None:
         key = (node_id, model)
         self._local[key] = self._local.get(key, 0) - 1
+        self._node_local[node_id] = self._node_local.get(node_id, 0) - 1
 
     def in_flight(self, node_id: str, model: str) -> int:
         key = (node_id, model)
@@ -158,8 +162,7 @@ class RoutingInputs:
             sessions.popitem(last=False)
 
     def node_in_flight(self, node_id: str) -> int:
-        local = sum(v for (n, _), v in self._local.items() if n == node_id) if self._local else 0
-        return max(0, self._node_base.get(node_id, 0) + local)
+        return max(0, self._node_base.get(node_id, 0) + self._node_local.get(node_id, 0))
 
 
 @dataclass(slots=True)
@@ -169,6 +172,8 @@ class ScoringContext:
     settings: Settings
     snapshot: FleetSnapshot
     inputs: RoutingInputs = field(default_factory=RoutingInputs)
+    # nodes this request already failed on (retries): the engine skips them
+    excluded: frozenset[str] = frozenset()
 
     def slots(self, node: NodeState) -> int:
         return node.slots(self.settings.default_num_parallel)

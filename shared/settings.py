@@ -50,6 +50,10 @@ class Settings:
     # --- the router process
     host: str = _setting("0.0.0.0", "Address the router listens on.")
     port: int = _setting(11435, "Port the router listens on.")
+    workers: int = _setting(
+        1, "Router processes serving the one port (SO_REUSEPORT), each a full replica. Only "
+        "the first advertises over mDNS; one dashboard per host.",
+    )
     redis_url: str = _setting(
         "",
         "Redis shared by all router replicas: redis://, rediss:// (TLS), unix:// or "
@@ -156,6 +160,12 @@ class Settings:
     weight_failures: float = _setting(
         20.0, "Scorer weight: no recent failures the routers saw on the node.", runtime=True
     )
+    routing_candidates: int = _setting(
+        8, "Nodes a request considers when more than this many can serve its model: a "
+        "shortlist (its conversation's node, then nodes with the model loaded and a free "
+        "slot, taken in turn) is scored, and every node only when the shortlist is full. "
+        "0: score every node.", runtime=True,
+    )
 
     # --- the node registry
     heartbeat_interval: float = _setting(5.0, "Seconds between a node agent's heartbeats.")
@@ -252,6 +262,11 @@ class Settings:
     )
     disabled_plugins: tuple[str, ...] = _setting(
         (), "Comma list of plugin names that are not registered."
+    )
+    plugins: tuple[str, ...] = _setting(
+        (), "Comma list of plugins to register by import path, `module` or `module:object`, "
+        "besides the built-ins and installed entry points (e.g. "
+        "plugins.routing.baselines:round_robin).",
     )
 
     @property

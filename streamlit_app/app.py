@@ -21,8 +21,8 @@ def router_status() -> None:
     if reply.unreachable:
         st.error(f"Router unreachable: {cfg.router_url} — retrying")
     else:
-        online = data.dig(reply.data, "fleet", "nodes_online")
-        total = data.dig(reply.data, "fleet", "nodes_total")
+        online = reply.data.fleet.nodes_online if reply.data else None
+        total = reply.data.fleet.nodes_total if reply.data else None
         st.success(f"Router {cfg.router_url} · {data.fmt(online)}/{data.fmt(total)} "
                    "nodes online")
 

@@ -1,9 +1,14 @@
-"""The dashboard's one door to the router: its HTTP API, read with short caches, never Redis."""
+"""The dashboard's one door to the router: its HTTP API, read with short caches, never Redis.
+
+Every answer is decoded into the router's own response structs (`shared/schemas.py`), the
+same classes the router's OpenAPI document describes, so pages use typed fields. An answer
+that does not decode (a router of another version) is shown as an error saying so.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import math
 import sys
 import threading
@@ -11,12 +16,37 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
+import msgspec
 import streamlit as st
 
+from shared.schemas import (
+    AppsReport,
+    BenchmarkList,
+    BenchmarkRun,
+    DeleteAnswer,
+    ErrorAnswer,
+    FleetEvent,
+    FleetQueue,
+    FleetStatus,
+    HealthReport,
+    KeyCreated,
+    KeyList,
+    KeyRevoked,
+    ModelManagement,
+    ModelsReport,
+    OpenAIErrorAnswer,
+    PullProgress,
+    Recommendations,
+    SettingsListing,
+    SettingsUpdate,
+    TraceList,
+    TrendsReport,
+    UsageReport,
+)
 from shared.settings import Settings
 
 __all__ = [
@@ -29,8 +59,8 @@ __all__ = [
     "apps",
     "benchmarks",
     "config",
+    "decode",
     "delete_model",
-    "dig",
     "error_message",
     "fleet_queue",
     "fleet_status",
@@ -43,7 +73,6 @@ __all__ = [
     "models",
     "parse_config",
     "parse_sse",
-    "pick",
     "pull_model",
     "recommendations",
     "refresh",
@@ -63,6 +92,8 @@ SLOW_TTL = 10.0
 TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 PULL_TIMEOUT = httpx.Timeout(None, connect=5.0)
 EMPTY = "—"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +128,11 @@ def config() -> Config:
 
 
 @dataclass(frozen=True, slots=True)
-class Reply:
-    """One answer from the router: its JSON, or why there is none (status 0: unreachable)."""
+class Reply(Generic[T]):
+    """One answer from the router: its decoded body, or why there is none (status 0:
+    unreachable). `data` is None exactly when `error` says why."""
 
-    data: Any = None
+    data: T | None = None
     error: str = ""
     status: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -115,21 +147,20 @@ class Reply:
 
 
 def error_message(body: Any, status: int) -> str:
-    """The human part of an error body in any of the shapes the router uses."""
-    if isinstance(body, Mapping):
-        err = body.get("error")
-        if isinstance(err, Mapping):  # OpenAI's error object
-            err = err.get("message")
-        if err is None:
-            err = body.get("detail") or body.get("message")
-        if err:
-            return f"{err} (HTTP {status})"
+    """The human part of an error body: Ollama's shape, OpenAI's, or whatever a server that
+    is not a Herd router sent."""
+    with contextlib.suppress(msgspec.ValidationError):
+        return f"{msgspec.convert(body, ErrorAnswer).error} (HTTP {status})"
+    with contextlib.suppress(msgspec.ValidationError):
+        return f"{msgspec.convert(body, OpenAIErrorAnswer).error.message} (HTTP {status})"
+    if isinstance(body, Mapping) and (other := body.get("detail") or body.get("message")):
+        return f"{other} (HTTP {status})"
     if isinstance(body, str) and body.strip():
         return f"{body.strip()[:300]} (HTTP {status})"
     return f"the router answered HTTP {status}"
 
 
-def _decode(response: httpx.Response) -> Reply:
+def _decode(response: httpx.Response) -> Reply[Any]:
     try:
         body: Any = response.json()
     except ValueError:
@@ -139,7 +170,7 @@ def _decode(response: httpx.Response) -> Reply:
     return Reply(body, "", response.status_code)
 
 
-def _unreachable(cfg: Config, exc: Exception) -> Reply:
+def _unreachable(cfg: Config, exc: Exception) -> Reply[Any]:
     reason = type(exc).__name__ if not str(exc) else str(exc)
     return Reply(None, f"cannot reach the router at {cfg.router_url}: {reason}", 0)
 
@@ -147,7 +178,7 @@ def _unreachable(cfg: Config, exc: Exception) -> Reply:
 def _request(
     cfg: Config, method: str, path: str, *,
     params: Mapping[str, Any] | None = None, body: Any = None,
-) -> Reply:
+) -> Reply[Any]:
     try:
         response = httpx.request(
             method, cfg.router_url + path, params=dict(params or {}), json=body,
@@ -160,13 +191,14 @@ def _request(
 
 @st.cache_data(ttl=LIVE_TTL, show_spinner=False, max_entries=64)
 def _live(url: str, token: str, path: str, params: tuple[tuple[str, Any], ...] = (),
-          epoch: str = "") -> Reply:
+          epoch: str = "") -> Reply[Any]:
     # `epoch` is only part of the cache key: a new one reads afresh (something happened).
     return _request(Config(url, token), "GET", path, params=dict(params))
 
 
 @st.cache_data(ttl=SLOW_TTL, show_spinner=False, max_entries=64)
-def _slow(url: str, token: str, path: str, params: tuple[tuple[str, Any], ...] = ()) -> Reply:
+def _slow(url: str, token: str, path: str,
+          params: tuple[tuple[str, Any], ...] = ()) -> Reply[Any]:
     return _request(Config(url, token), "GET", path, params=dict(params))
 
 
@@ -181,72 +213,86 @@ def refresh() -> None:
     _slow.clear()
 
 
+def decode(reply: Reply[Any], shape: type[T]) -> Reply[T]:
+    """The reply's JSON as `shape`, or an error saying the router answered something else."""
+    if not reply.ok:
+        return Reply(None, reply.error, reply.status, reply.extra)
+    try:
+        body = msgspec.convert(reply.data, shape)
+    except msgspec.ValidationError as exc:
+        return Reply(None, f"the router's answer is not what this dashboard reads ({exc}); "
+                     "are the router and the dashboard the same version?", reply.status,
+                     reply.extra)
+    return Reply(body, "", reply.status, reply.extra)
+
+
 # --- reads
-def fleet_status() -> Reply:
-    return _live(*_where(), "/fleet/status")
+def fleet_status() -> Reply[FleetStatus]:
+    return decode(_live(*_where(), "/fleet/status"), FleetStatus)
 
 
-def fleet_queue() -> Reply:
-    return _live(*_where(), "/fleet/queue")
+def fleet_queue() -> Reply[FleetQueue]:
+    return decode(_live(*_where(), "/fleet/queue"), FleetQueue)
 
 
-def health(epoch: str = "") -> Reply:
+def health(epoch: str = "") -> Reply[HealthReport]:
     """The health report; a new `epoch` (the live stream's version) skips the cache."""
-    return _live(*_where(), "/dashboard/api/health", (), epoch)
+    return decode(_live(*_where(), "/dashboard/api/health", (), epoch), HealthReport)
 
 
-def traces(limit: int = 50) -> Reply:
-    return _live(*_where(), "/dashboard/api/traces", (("limit", int(limit)),))
+def traces(limit: int = 50) -> Reply[TraceList]:
+    return decode(_live(*_where(), "/dashboard/api/traces", (("limit", int(limit)),)),
+                  TraceList)
 
 
-def usage() -> Reply:
-    return _live(*_where(), "/dashboard/api/usage")
+def usage() -> Reply[UsageReport]:
+    return decode(_live(*_where(), "/dashboard/api/usage"), UsageReport)
 
 
-def apps() -> Reply:
-    return _live(*_where(), "/dashboard/api/apps")
+def apps() -> Reply[AppsReport]:
+    return decode(_live(*_where(), "/dashboard/api/apps"), AppsReport)
 
 
-def trends() -> Reply:
-    return _live(*_where(), "/dashboard/api/trends")
+def trends() -> Reply[TrendsReport]:
+    return decode(_live(*_where(), "/dashboard/api/trends"), TrendsReport)
 
 
-def models() -> Reply:
-    return _live(*_where(), "/dashboard/api/models")
+def models() -> Reply[ModelsReport]:
+    return decode(_live(*_where(), "/dashboard/api/models"), ModelsReport)
 
 
-def recommendations() -> Reply:
-    return _slow(*_where(), "/dashboard/api/recommendations")
+def recommendations() -> Reply[Recommendations]:
+    return decode(_slow(*_where(), "/dashboard/api/recommendations"), Recommendations)
 
 
-def model_management() -> Reply:
-    return _live(*_where(), "/dashboard/api/model-management")
+def model_management() -> Reply[ModelManagement]:
+    return decode(_live(*_where(), "/dashboard/api/model-management"), ModelManagement)
 
 
-def router_settings() -> Reply:
-    return _slow(*_where(), "/dashboard/api/settings")
+def router_settings() -> Reply[SettingsListing]:
+    return decode(_slow(*_where(), "/dashboard/api/settings"), SettingsListing)
 
 
-def benchmarks() -> Reply:
-    return _live(*_where(), "/dashboard/api/benchmarks")
+def benchmarks() -> Reply[BenchmarkList]:
+    return decode(_live(*_where(), "/dashboard/api/benchmarks"), BenchmarkList)
 
 
 # --- writes (never cached; each clears the caches so the next read shows the change)
-def save_settings(changes: Mapping[str, Any]) -> Reply:
+def save_settings(changes: Mapping[str, Any]) -> Reply[SettingsUpdate]:
     reply = _request(config(), "POST", "/dashboard/api/settings", body=dict(changes))
     refresh()
-    return reply
+    return decode(reply, SettingsUpdate)
 
 
-def delete_model(model: str, node_id: str) -> Reply:
+def delete_model(model: str, node_id: str) -> Reply[DeleteAnswer]:
     reply = _request(
         config(), "POST", "/dashboard/api/delete", body={"model": model, "node_id": node_id}
     )
     refresh()
-    return reply
+    return decode(reply, DeleteAnswer)
 
 
-def load_model(model: str, node_id: str = "") -> Reply:
+def load_model(model: str, node_id: str = "") -> Reply[Any]:
     """Warm a model: an empty generate, the way Ollama itself loads without generating."""
     body: dict[str, Any] = {"model": model, "prompt": "", "stream": False}
     headers = {"X-Herd-Node": node_id} if node_id else {}
@@ -264,30 +310,35 @@ def load_model(model: str, node_id: str = "") -> Reply:
     return Reply(reply.data, reply.error, reply.status, {"node": served})
 
 
-def start_benchmark(options: Mapping[str, Any]) -> Reply:
+def start_benchmark(options: Mapping[str, Any]) -> Reply[BenchmarkRun]:
     reply = _request(config(), "POST", "/dashboard/api/benchmarks", body=dict(options))
     refresh()
-    return reply
+    return decode(reply, BenchmarkRun)
 
 
 # --- client keys (admin only; never cached: a secret is shown once, a revocation at once)
-def client_keys() -> Reply:
-    return _request(config(), "GET", "/dashboard/api/keys")
+def client_keys() -> Reply[KeyList]:
+    return decode(_request(config(), "GET", "/dashboard/api/keys"), KeyList)
 
 
-def create_key(app: str, requests_per_minute: int = 0, tokens_per_minute: int = 0) -> Reply:
+def create_key(app: str, requests_per_minute: int = 0,
+               tokens_per_minute: int = 0) -> Reply[KeyCreated]:
     """A new key for `app`; the reply holds its secret, which no later read returns."""
-    return _request(config(), "POST", "/dashboard/api/keys", body={
+    return decode(_request(config(), "POST", "/dashboard/api/keys", body={
         "app": app, "requests_per_minute": int(requests_per_minute),
-        "tokens_per_minute": int(tokens_per_minute)})
+        "tokens_per_minute": int(tokens_per_minute)}), KeyCreated)
 
 
-def revoke_key(app: str) -> Reply:
-    return _request(config(), "DELETE", f"/dashboard/api/keys/{quote(app, safe='')}")
+def revoke_key(app: str) -> Reply[KeyRevoked]:
+    return decode(_request(config(), "DELETE", f"/dashboard/api/keys/{quote(app, safe='')}"),
+                  KeyRevoked)
 
 
-def pull_model(model: str, node_id: str) -> Iterator[dict[str, Any]]:
-    """Yield the node's pull progress lines as they arrive; errors come as {"error": ...}."""
+_progress = msgspec.json.Decoder(PullProgress).decode
+
+
+def pull_model(model: str, node_id: str) -> Iterator[PullProgress]:
+    """Yield the node's pull progress lines as they arrive; a failure is a line with error."""
     cfg = config()
     try:
         with httpx.stream(
@@ -298,7 +349,7 @@ def pull_model(model: str, node_id: str) -> Iterator[dict[str, Any]]:
             if response.status_code >= 400:
                 response.read()
                 reply = _decode(response)
-                yield {"error": reply.error}
+                yield PullProgress(error=reply.error)
                 return
             for raw in response.iter_lines():
                 line = raw.strip()
@@ -307,42 +358,16 @@ def pull_model(model: str, node_id: str) -> Iterator[dict[str, Any]]:
                 if not line:
                     continue
                 try:
-                    item = json.loads(line)
-                except ValueError:
-                    yield {"status": line}
-                    continue
-                yield item if isinstance(item, dict) else {"status": str(item)}
+                    yield _progress(line)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    yield PullProgress(status=line)
     except httpx.HTTPError as exc:
-        yield {"error": _unreachable(cfg, exc).error}
+        yield PullProgress(error=_unreachable(cfg, exc).error)
     finally:
         refresh()
 
 
-# --- safe access and formatting for the pages
-def dig(value: Any, *path: str | int, default: Any = None) -> Any:
-    """value[path[0]][path[1]]..., or default when any step is missing or the wrong type."""
-    for step in path:
-        if isinstance(step, int) and isinstance(value, list | tuple):
-            if -len(value) <= step < len(value):
-                value = value[step]
-                continue
-            return default
-        if isinstance(value, Mapping) and step in value:
-            value = value[step]
-            continue
-        return default
-    return default if value is None else value
-
-
-def pick(value: Any, *paths: tuple[str | int, ...] | str, default: Any = None) -> Any:
-    """The first present value among several possible locations (shapes vary by version)."""
-    for path in paths:
-        found = dig(value, *((path,) if isinstance(path, str) else path))
-        if found is not None:
-            return found
-    return default
-
-
+# --- formatting for the pages
 def fmt(value: Any, unit: str = "", digits: int = 1) -> str:
     """A number or text for display; missing values show as an em dash."""
     if value is None or value == "" or isinstance(value, list | dict):
@@ -381,7 +406,7 @@ class LiveView:
     what it derives from them (health findings) only when something happened.
     """
 
-    fleet: dict[str, Any] | None = None
+    fleet: FleetEvent | None = None
     events: tuple[dict[str, Any], ...] = ()
     connected: bool = False
     error: str = ""
@@ -408,6 +433,9 @@ def parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
             name = value
         elif field_name == "data":
             data.append(value)
+
+
+_fleet_event = msgspec.json.Decoder(FleetEvent).decode
 
 
 class LiveFeed:
@@ -480,19 +508,28 @@ class LiveFeed:
                     return
 
     def _receive(self, name: str, raw: str) -> None:
+        if name == "fleet":
+            try:
+                fleet = _fleet_event(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self._update(error=f"the router's live snapshot is not what this dashboard "
+                             f"reads ({exc}); are they the same version?")
+                return
+            with self._lock:
+                view = self._view
+                moved = fleet.reason != "periodic"
+                self._view = replace(view, fleet=fleet, received_at=time.time(),
+                                     version=view.version + int(moved))
+            return
         try:
-            body = json.loads(raw)
-        except ValueError:
+            body = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
             return
         if not isinstance(body, dict):
             return
         with self._lock:
             view = self._view
-            if name == "fleet":
-                moved = body.get("reason") not in ("periodic", None)
-                self._view = replace(view, fleet=body, received_at=time.time(),
-                                     version=view.version + int(moved))
-            elif name == "event" and body not in self._events:
+            if name == "event" and body not in self._events:
                 # A reconnection starts with the latest events again: keep each one once.
                 self._events.appendleft(body)
                 self._view = replace(view, events=tuple(self._events),
@@ -509,10 +546,14 @@ def live(wait: float = FIRST_WAIT_S) -> LiveView:
     return _feed(*_where()).view(wait)
 
 
-def live_fleet() -> tuple[Reply, LiveView]:
+def live_fleet() -> tuple[Reply[FleetStatus | FleetEvent], LiveView]:
     """The fleet as the stream last showed it; a plain read when the stream has nothing yet
     (the router is unreachable, or too old to stream), so the page still says why."""
     view = live()
+    reply: Reply[FleetStatus | FleetEvent]
     if view.fleet is not None and view.connected:
-        return Reply(view.fleet, "", 200), view
-    return fleet_status(), view
+        reply = Reply(view.fleet, "", 200)
+    else:
+        read = fleet_status()
+        reply = Reply(read.data, read.error, read.status, read.extra)
+    return reply, view

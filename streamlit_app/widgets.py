@@ -17,11 +17,9 @@ __all__ = [
     "complete_only",
     "empty_fleet",
     "event_line",
-    "find_records",
     "frame",
     "per_minute",
     "problem",
-    "records",
     "severity_icon",
     "status_icon",
     "time_frame",
@@ -54,7 +52,7 @@ def severity_icon(severity: Any) -> str:
     return _SEVERITY_ICONS.get(str(severity).lower(), ":gray[:material/help:]")
 
 
-def problem(reply: data.Reply, what: str = "this page") -> bool:
+def problem(reply: data.Reply[Any], what: str = "this page") -> bool:
     """Show why a reply has no data; True when the page should stop drawing."""
     if reply.unreachable:
         st.error(
@@ -85,45 +83,15 @@ def empty_fleet() -> None:
     )
 
 
-def records(value: Any, key_name: str = "name") -> list[dict[str, Any]]:
-    """Rows from a list of objects, or from a mapping of name -> object (name kept)."""
-    if isinstance(value, list):
-        return [dict(item) if isinstance(item, Mapping) else {key_name: item} for item in value]
-    if isinstance(value, Mapping):
-        rows = []
-        for name, item in value.items():
-            if isinstance(item, Mapping):
-                rows.append({key_name: name, **item})
-            else:
-                rows.append({key_name: name, "value": item})
-        return rows
-    return []
-
-
-def find_records(
-    value: Any, preferred: Sequence[str] = (), key_name: str = "name"
-) -> list[dict[str, Any]]:
-    """The rows an endpoint returns, whether bare, under a preferred key, or the first list."""
-    if isinstance(value, list):
-        return records(value, key_name)
-    if not isinstance(value, Mapping):
-        return []
-    for key in preferred:
-        if key in value and isinstance(value[key], list | Mapping):
-            return records(value[key], key_name)
-    for item in value.values():
-        if isinstance(item, list) and item and isinstance(item[0], Mapping):
-            return records(item, key_name)
-    if value and all(isinstance(item, Mapping) for item in value.values()):
-        return records(value, key_name)
-    return []
+def _named(value: Mapping[str, Any]) -> str:
+    """What a nested object in a table cell is called (a loaded model, an installed one)."""
+    name = value.get("name") or value.get("model") or value.get("node_id")
+    return str(name if name is not None else dict(value))
 
 
 def _cell(value: Any) -> Any:
     if isinstance(value, list | tuple):
-        return ", ".join(
-            str(data.pick(v, "name", "model", "node_id", default=v)) if isinstance(v, Mapping)
-            else str(v) for v in value)
+        return ", ".join(_named(v) if isinstance(v, Mapping) else str(v) for v in value)
     if isinstance(value, Mapping):
         return ", ".join(f"{k}={v}" for k, v in value.items())
     return value

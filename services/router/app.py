@@ -29,6 +29,7 @@ from services.router.api.auth import LOOPBACK_ONLY
 from services.router.api.errors import EXCEPTION_HANDLERS
 from services.router.context import RouterContext
 from services.router.fleet.benchmarks import stop_runs
+from services.router.openapi import openapi_config
 from services.router.proxy import exchange
 from shared.fastredis import FastRedis
 from shared.mdns import advertise
@@ -89,7 +90,7 @@ def create_app(settings: Settings, redis_url: str) -> Litestar:
         lifespan=[lifespan],
         state=State({}),
         request_max_body_size=int(settings.max_body_mb * 1024 * 1024),
-        openapi_config=None,
+        openapi_config=openapi_config(),
         logging_config=None,
         debug=False,
     )

@@ -52,7 +52,7 @@ class RouterContext(Core):
     @classmethod
     def create(cls, settings: Settings, redis: Redis, fast: FastRedis | None = None) -> Self:
         ctx = super().create(settings, redis, fast)
-        ctx.plugins = build_plugin_manager(settings.disabled_plugins)
+        ctx.plugins = build_plugin_manager(settings.disabled_plugins, settings.plugins)
         ctx.runtime = RuntimeSettings(ctx)
         ctx.client_keys = ClientKeys(ctx)
         ctx.fleet = Fleet(ctx)

@@ -198,8 +198,11 @@ class Engine:
                                 f"than is available ({self.memory_total / GIB:.1f} GiB)")
         while (self.memory_used + need > self.memory_total
                or len(self.runners) >= max(self.config.max_loaded_models, 1)):
+            # A model with requests queued for it is not idle: evicting it before they run
+            # lets two models evict each other for ever (a real Ollama serves them first).
             idle = [r for r in self.runners.values()
-                    if r.in_use == 0 and r.state is RunnerState.READY]
+                    if r.in_use == 0 and r.state is RunnerState.READY
+                    and not self._queues.get(r.spec.name)]
             if not idle:
                 return _Wait(loading=False)
             self._unload(min(idle, key=lambda r: r.last_used), "evictions")

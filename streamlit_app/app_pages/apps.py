@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import msgspec
 import streamlit as st
 
 from streamlit_app import data, widgets
 
-PREFERRED = ("apps", "tags", "by_tag", "usage")
 COLUMNS = ("tag", "requests", "prompt_tokens", "completion_tokens", "errors",
            "avg_latency_ms", "p50_latency_ms", "p95_latency_ms")
 
@@ -14,9 +14,10 @@ COLUMNS = ("tag", "requests", "prompt_tokens", "completion_tokens", "errors",
 @st.fragment(run_every="5s")
 def live() -> None:
     reply = data.apps()
-    if widgets.problem(reply, "usage per app"):
+    if widgets.problem(reply, "usage per app") or reply.data is None:
         return
-    rows = widgets.find_records(reply.data, PREFERRED, key_name="tag")
+    rows = [{"tag": tag, **msgspec.to_builtins(summary)}
+            for tag, summary in reply.data.apps.items()]
     if not rows:
         st.info("No tagged requests yet. Tag a request with the `X-Herd-Tags: my-app` header, "
                 "`metadata.tags` in the body, or the OpenAI `user` field.")

@@ -4,58 +4,68 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import streamlit as st
 
+from shared.schemas import BenchmarkList, BenchmarkRun
 from streamlit_app import data, widgets
-from streamlit_app.data import fmt, pick
+from streamlit_app.data import fmt
 
-PREFERRED = ("runs", "benchmarks", "benchmark_runs")
-COLUMNS = ("run_id", "status", "model", "requests", "concurrency", "done", "failed",
-           "requests_per_s", "latency_p50_ms", "latency_p95_ms", "tokens_per_s_avg")
-ACTIVE = {"running", "started", "pending", "queued", "in_progress"}
-
-
-def progress_of(run: Any) -> float | None:
-    """0..1 from whichever progress fields the run carries."""
-    value = pick(run, "progress", "progress_pct", "percent")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return min(max(value / 100 if value > 1 else float(value), 0.0), 1.0)
-    done = pick(run, "completed", "done", "requests_done")
-    total = pick(run, "total", "requests_total", "requests")
-    if isinstance(done, int | float) and isinstance(total, int | float) and total > 0:
-        return min(max(done / total, 0.0), 1.0)
-    return None
+COLUMNS = ("run_id", "source", "status", "model", "requests", "concurrency", "done", "failed",
+           "requests_per_s", "tokens_per_s", "latency_p50_ms", "latency_p95_ms",
+           "latency_p99_ms", "ttft_p50_ms", "ttft_p95_ms", "cold_loads", "tokens_per_s_avg")
 
 
-def active_run(body: Any, runs: list[dict[str, Any]]) -> Any:
-    current = pick(body, "active", "running", "current")
-    if isinstance(current, list) and current:
-        current = current[0]
-    if isinstance(current, dict):
-        return current
-    return next((r for r in runs if str(r.get("status", "")).lower() in ACTIVE), None)
+def progress_of(run: BenchmarkRun) -> float:
+    """0..1: the share of the run's requests answered, well or not."""
+    return min(max(run.progress_pct / 100, 0.0), 1.0)
+
+
+def active_run(body: BenchmarkList) -> BenchmarkRun | None:
+    return body.active[0] if body.active else None
 
 
 @st.fragment(run_every="2s")
 def live() -> None:
     reply = data.benchmarks()
-    if widgets.problem(reply, "benchmarks"):
+    if widgets.problem(reply, "benchmarks") or reply.data is None:
         return
-    runs = widgets.find_records(reply.data, PREFERRED, key_name="run_id")
+    runs: list[dict[str, Any]] = [msgspec.to_builtins(run) for run in reply.data.runs]
     for run in runs:
-        latency = run.pop("latency_ms", None)
-        if isinstance(latency, dict):
-            run.update({f"latency_{k}_ms": v for k, v in latency.items()})
-    current = active_run(reply.data, runs)
+        for name in ("latency", "ttft"):
+            figures = run.pop(f"{name}_ms", None)
+            if isinstance(figures, dict):
+                run.update({f"{name}_{k}_ms": v for k, v in figures.items()})
+    current = active_run(reply.data)
     if current is not None:
         share = progress_of(current)
-        label = f"Benchmark {fmt(pick(current, 'run_id', 'id'))} running"
-        st.progress(share if share is not None else 0.0,
-                    text=f"{label}: {fmt(None if share is None else share * 100, '%', 0)}")
+        label = f"Benchmark {fmt(current.run_id)} running"
+        st.progress(share, text=f"{label}: {fmt(share * 100, '%', 0)}")
     if not runs:
         st.info("No benchmark runs stored yet: start one below.")
         return
+    latest = reply.data.runs[0]
+    for run in runs:  # nested tables are shown below, for the latest run
+        run.pop("per_model", None)
+        run.pop("per_node", None)
     st.dataframe(widgets.frame(runs, COLUMNS), hide_index=True, width="stretch")
+    for table, title in ((latest.per_model, "model"), (latest.per_node, "node")):
+        if table:
+            st.markdown(f"**Latest run ({fmt(latest.run_id)}) per {title}**")
+            rows = [{title: key, **_flat(msgspec.to_builtins(value))}
+                    for key, value in table.items()]
+            st.dataframe(widgets.frame(rows), hide_index=True, width="stretch")
+
+
+def _flat(figures: dict[str, Any]) -> dict[str, Any]:
+    """latency_ms/ttft_ms {p50, ...} as columns of their own."""
+    out: dict[str, Any] = {}
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            out.update({f"{key.removesuffix('_ms')}_{k}_ms": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
 
 
 st.title("Benchmarks")
@@ -77,8 +87,8 @@ if submitted:
     if model.strip():
         options["model"] = model.strip()
     started = data.start_benchmark(options)
-    if started.ok:
-        st.success(f"Benchmark started: run {fmt(pick(started.data, 'run_id', 'id'))} "
-                   f"on {fmt(pick(started.data, 'model'))}; progress shows above.")
+    if started.data is not None:
+        st.success(f"Benchmark started: run {fmt(started.data.run_id)} "
+                   f"on {fmt(started.data.model)}; progress shows above.")
     else:
         st.error(f"Could not start a benchmark: {started.error}")

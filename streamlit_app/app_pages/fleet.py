@@ -7,57 +7,50 @@ from typing import Any
 
 import streamlit as st
 
+from shared.schemas import NodeView, QueueCounters
 from streamlit_app import data, widgets
-from streamlit_app.data import fmt, pick
+from streamlit_app.data import fmt
 
 CARDS_PER_ROW = 3
 FEED_ROWS = 15
 
 
-def loaded_models(node: Any) -> list[dict[str, Any]]:
-    found = pick(node, ("ollama", "models_loaded"), "models_loaded", "loaded_models", default=[])
-    return widgets.records(found)
-
-
-def node_card(node: Any) -> None:
-    name = pick(node, "node_id", "id", "name", default="?")
-    status = pick(node, "status", default="unknown")
+def node_card(node: NodeView) -> None:
+    name = node.node_id
+    status = str(node.status)
     with st.container(border=True):
         st.markdown(f"#### {widgets.status_icon(status)} {name}")
-        st.caption(f"{status} · last heartbeat {widgets.ago(pick(node, 'last_seen', 'timestamp'))}")
-        cpu = pick(node, ("cpu", "utilization_pct"), "cpu_pct", "cpu_utilization")
-        total = pick(node, ("memory", "total_gb"), "memory_total_gb")
-        used = pick(node, ("memory", "used_gb"), "memory_used_gb")
+        st.caption(f"{status} · last heartbeat {widgets.ago(node.last_seen)}")
+        cpu = node.cpu.utilization_pct
+        total = node.memory.total_gb
+        used = node.memory.used_gb
         left, right = st.columns(2)
         left.metric("CPU", fmt(cpu, "%"))
         right.metric(f"Memory of {fmt(total, 'GB')}", fmt(used, "GB"))
-        if isinstance(used, int | float) and isinstance(total, int | float) and total > 0:
+        if total > 0:
             st.progress(min(max(used / total, 0.0), 1.0))
-        pressure = pick(node, ("memory", "pressure"))
+        pressure = node.memory.pressure
         if pressure and pressure != "normal":
             st.warning(f"memory pressure: {pressure}")
-        models = loaded_models(node)
+        models = node.models_loaded
         if not models:
             st.caption("no model loaded")
         for model in models:
-            ctx = pick(model, "context_length", "num_ctx", "context")
-            size = pick(model, "size_gb", "size_vram_gb")
-            active = pick(model, "requests_active", "in_flight")
             st.markdown(
-                f"`{pick(model, 'name', 'model', default='?')}` · ctx {fmt(ctx)} · "
-                f"{fmt(size, 'GB')} · {fmt(active)} active"
+                f"`{model.name}` · ctx {fmt(model.context_length)} · "
+                f"{fmt(model.size_gb, 'GB')} · {fmt(model.requests_active)} active"
             )
 
 
-def queue_rows(queues: Any) -> list[dict[str, Any]]:
+def queue_rows(queues: dict[str, QueueCounters]) -> list[dict[str, Any]]:
     rows = []
-    for row in widgets.records(queues, key_name="node:model"):
+    for key, row in queues.items():
         rows.append({
-            "node:model": row.get("node:model", "?"),
-            "pending": row.get("pending", 0),
-            "in flight": f"{fmt(row.get('in_flight'))} / {fmt(row.get('max_concurrent'))}",
-            "done": row.get("done", 0),
-            "failed": row.get("failed", 0),
+            "node:model": key,
+            "pending": row.pending,
+            "in flight": f"{fmt(row.in_flight)} / {fmt(row.max_concurrent)}",
+            "done": row.done,
+            "failed": row.failed,
         })
     return rows
 
@@ -75,20 +68,18 @@ def live_caption(view: data.LiveView) -> None:
 def live() -> None:
     # From the stream's latest snapshot: no request to the router per refresh.
     reply, view = data.live_fleet()
-    if widgets.problem(reply, "the fleet status"):
-        return
     body = reply.data
-    fleet = pick(body, "fleet", default={})
-    nodes = widgets.records(pick(body, "nodes", default=[]), key_name="node_id")
+    if widgets.problem(reply, "the fleet status") or body is None:
+        return
+    fleet = body.fleet
+    nodes = body.nodes
     live_caption(view)
     cols = st.columns(4)
-    cols[0].metric("Nodes online", f"{fmt(pick(fleet, 'nodes_online'))} / "
-                                   f"{fmt(pick(fleet, 'nodes_total'))}")
-    cols[1].metric("Models loaded", fmt(pick(fleet, "models_loaded")))
-    cols[2].metric("Requests in flight", fmt(pick(fleet, "requests_active")))
-    waiting = pick(fleet, "requests_waiting", default=sum(
-        int(q.get("pending") or 0) for q in widgets.records(pick(body, "queues"))))
-    cols[3].metric("Waiting", fmt(waiting))
+    cols[0].metric("Nodes online", f"{fmt(fleet.nodes_online)} / "
+                                   f"{fmt(fleet.nodes_total)}")
+    cols[1].metric("Models loaded", fmt(fleet.models_loaded))
+    cols[2].metric("Requests in flight", fmt(fleet.requests_active))
+    cols[3].metric("Waiting", fmt(fleet.requests_waiting))
     if not nodes:
         widgets.empty_fleet()
     for start in range(0, len(nodes), CARDS_PER_ROW):
@@ -99,7 +90,7 @@ def live() -> None:
     left, right = st.columns([3, 2], gap="large")
     with left:
         st.subheader("Queues")
-        rows = queue_rows(pick(body, "queues", default={}))
+        rows = queue_rows(body.queues)
         if rows:
             # A plain table: a handful of rows, and its cells stay readable text in the page.
             st.table(widgets.frame(rows).set_index("node:model"))

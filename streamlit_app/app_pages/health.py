@@ -8,12 +8,13 @@ retry, a model loading), besides every HEALTH_PERIOD.
 from __future__ import annotations
 
 import time
-from typing import Any
 
+import msgspec
 import streamlit as st
 
+from shared.schemas import Finding
 from streamlit_app import data, widgets
-from streamlit_app.data import fmt, pick
+from streamlit_app.data import fmt
 
 SEVERITIES = ("critical", "warning", "info")
 HEALTH_PERIOD = 10  # seconds between reads of the findings when nothing happens
@@ -30,51 +31,52 @@ VITALS = (
 )
 
 
-def finding(item: Any) -> None:
-    severity = pick(item, "severity", default="info")
-    title = pick(item, "title", "check_id", default="finding")
-    node = pick(item, "node_id")
+def finding(item: Finding) -> None:
+    severity = str(item.severity)
+    title = item.title or item.check_id
+    node = item.node_id
     label = f"{widgets.severity_icon(severity)} {title}" + (f" — {node}" if node else "")
     with st.expander(label, expanded=severity == "critical"):
-        st.write(pick(item, "description", default=data.EMPTY))
-        fix = pick(item, "fix")
+        st.write(item.description or data.EMPTY)
+        fix = item.fix
         if fix:
             st.markdown(f"**Fix:** {fix}")
-        extra = pick(item, "data")
+        extra = item.data
         if extra:
             st.json(extra, expanded=False)
-        st.caption(f"check: {fmt(pick(item, 'check_id'))} · severity: {severity}")
+        st.caption(f"check: {fmt(item.check_id)} · severity: {severity}")
 
 
 @st.fragment(run_every=data.LIVE_EVERY)
 def live() -> None:
     view = data.live()
     reply = data.health(epoch=f"{view.version}:{int(time.time() // HEALTH_PERIOD)}")
-    if widgets.problem(reply, "fleet health"):
+    if widgets.problem(reply, "fleet health") or reply.data is None:
         return
-    vitals = dict(pick(reply.data, "vitals", default={}))
-    fleet = pick(view.fleet, "fleet", default={}) if view.connected else {}
-    vitals.update({k: fleet[k] for k in LIVE_COUNTS if k in fleet})
-    score = pick(vitals, "health_score")
+    vitals = reply.data.vitals
+    if view.connected and view.fleet is not None:
+        # node counts from the stream are newer than the report's
+        live = view.fleet.fleet
+        vitals = msgspec.structs.replace(vitals, **{k: getattr(live, k) for k in LIVE_COUNTS})
+    score = vitals.health_score
     st.metric("Health score", fmt(score, "/ 100"))
-    if isinstance(score, int | float):
-        st.progress(min(max(score / 100, 0.0), 1.0))
+    st.progress(min(max(score / 100, 0.0), 1.0))
     cols = st.columns(4)
     for index, (label, key, unit) in enumerate(VITALS):
-        cols[index % 4].metric(label, fmt(pick(vitals, key), unit))
-    findings = widgets.records(pick(reply.data, "recommendations", "findings", default=[]))
+        cols[index % 4].metric(label, fmt(getattr(vitals, key), unit))
+    findings = reply.data.recommendations
     if not findings:
         st.success("No findings: every health check passed.")
     for severity in SEVERITIES:
-        group = [f for f in findings if str(f.get("severity", "info")).lower() == severity]
+        group = [f for f in findings if f.severity == severity]
         if group:
             st.subheader(f"{widgets.severity_icon(severity)} {severity.title()} ({len(group)})")
             for item in group:
                 finding(item)
-    others = [f for f in findings if str(f.get("severity", "info")).lower() not in SEVERITIES]
+    others = [f for f in findings if f.severity not in SEVERITIES]
     for item in others:
         finding(item)
-    st.caption(f"checked {widgets.ago(pick(reply.data, 'checked_at'))}")
+    st.caption(f"checked {widgets.ago(reply.data.checked_at)}")
 
 
 st.title("Health")

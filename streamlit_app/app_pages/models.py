@@ -4,39 +4,36 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import streamlit as st
 
+from shared.schemas import FleetStatus
 from streamlit_app import data, widgets
-from streamlit_app.data import pick
 
-PREFERRED = ("models", "per_model", "stats")
 COLUMNS = ("model", "requests", "loaded_on", "avg_latency_ms", "p95_latency_ms",
            "avg_ttft_ms", "cold_loads", "errors", "prompt_tokens", "completion_tokens")
 
 
-def loaded_where(status: Any) -> dict[str, list[str]]:
+def loaded_where(status: FleetStatus) -> dict[str, list[str]]:
     """model -> nodes that have it loaded, from /fleet/status."""
     where: dict[str, list[str]] = {}
-    for node in widgets.records(pick(status, "nodes", default=[])):
-        name = str(pick(node, "node_id", "id", default="?"))
-        models = pick(node, ("ollama", "models_loaded"), "models_loaded", default=[])
-        for model in widgets.records(models):
-            where.setdefault(str(pick(model, "name", "model", default="?")), []).append(name)
+    for node in status.nodes:
+        for model in node.models_loaded:
+            where.setdefault(model.name, []).append(node.node_id)
     return where
 
 
 @st.fragment(run_every="5s")
 def live() -> None:
     reply = data.models()
-    if widgets.problem(reply, "model statistics"):
+    if widgets.problem(reply, "model statistics") or reply.data is None:
         return
     status = data.fleet_status()
-    where = loaded_where(status.data) if status.ok else {}
-    rows = widgets.find_records(reply.data, PREFERRED, key_name="model")
-    seen = {str(pick(r, "model", "name", default="")) for r in rows}
+    where = loaded_where(status.data) if status.data is not None else {}
+    rows: list[dict[str, Any]] = [msgspec.to_builtins(m) for m in reply.data.models]
+    seen = {m.model for m in reply.data.models}
     for row in rows:
-        row.setdefault("model", row.get("name", "?"))
-        row.setdefault("loaded_on", where.get(str(row["model"]), []))
+        row["loaded_on"] = row["loaded_on"] or where.get(str(row["model"]), [])
     rows += [{"model": m, "requests": 0, "loaded_on": nodes}
              for m, nodes in where.items() if m not in seen]
     if not rows:

@@ -7,30 +7,24 @@ from typing import Any
 
 import streamlit as st
 
+from shared.schemas import KeyList, SettingsListing, SettingView
 from streamlit_app import data, widgets
-from streamlit_app.data import pick
 
 
-def setting_rows(body: Any) -> list[dict[str, Any]]:
-    """[{name, value, default, help, choices}] from a mapping or a list, bare or wrapped."""
-    found = pick(body, "settings", "runtime", default=body)
-    rows = []
-    for row in widgets.records(found, key_name="name"):
-        if "value" not in row:
-            continue
-        rows.append(row)
-    return sorted(rows, key=lambda r: str(r.get("name")))
+def setting_rows(body: SettingsListing) -> list[SettingView]:
+    """The runtime settings, by name."""
+    return sorted(body.settings, key=lambda r: r.name)
 
 
-def editor(row: dict[str, Any]) -> Any:
+def editor(row: SettingView) -> Any:
     """One widget fitting the setting's type; returns what the user chose."""
-    name, value = str(row["name"]), row["value"]
-    help_text = str(row.get("help") or "")
-    default = row.get("default")
+    name, value = row.name, row.value
+    help_text = row.help
+    default = row.default
     if default is not None:
         help_text += f" (default: {default})"
     key = f"setting:{name}"
-    choices = row.get("choices") or []
+    choices = row.choices
     if isinstance(value, bool):
         return st.checkbox(name, value=value, help=help_text, key=key)
     if choices and isinstance(choices, list):
@@ -49,14 +43,14 @@ def editor(row: dict[str, Any]) -> Any:
                          key=key)
 
 
-def changed(rows: list[dict[str, Any]], chosen: dict[str, Any]) -> dict[str, Any]:
+def changed(rows: list[SettingView], chosen: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for row in rows:
-        name = str(row["name"])
-        if name in chosen and chosen[name] != row["value"]:
+        name = row.name
+        if name in chosen and chosen[name] != row.value:
             value = chosen[name]
             # number_input returns floats for float settings; keep ints as ints
-            if isinstance(row["value"], int) and isinstance(value, float) and value.is_integer():
+            if isinstance(row.value, int) and isinstance(value, float) and value.is_integer():
                 value = int(value)
             out[name] = value
     return out
@@ -66,7 +60,7 @@ st.title("Settings")
 st.caption("Runtime settings live in Redis: a change here reaches every router replica "
            "within a second. Settings fixed at start (ports, Redis, tokens) are not listed.")
 reply = data.router_settings()
-if not widgets.problem(reply, "settings"):
+if not widgets.problem(reply, "settings") and reply.data is not None:
     rows = setting_rows(reply.data)
     if not rows:
         st.info("The router lists no runtime settings.")
@@ -75,7 +69,7 @@ if not widgets.problem(reply, "settings"):
         chosen = {}
         for index, row in enumerate(rows):
             with columns[index % 2]:
-                chosen[str(row["name"])] = editor(row)
+                chosen[row.name] = editor(row)
         raw = st.text_area(
             "Or a partial JSON object (applied after the fields above)",
             value="", placeholder='{"auto_pull": false}', key="settings_raw",
@@ -105,16 +99,16 @@ if not widgets.problem(reply, "settings"):
                 st.error(f"The router refused the change: {saved.error}")
 
 
-def key_rows(body: Any) -> list[dict[str, Any]]:
+def key_rows(body: KeyList) -> list[dict[str, Any]]:
     """One row per client key for the table: limits spelled out, times readable."""
-    rows = []
-    for key in widgets.records(pick(body, "keys", default=[]), key_name="app"):
+    rows: list[dict[str, Any]] = []
+    for key in body.keys:
         rows.append({
-            "app": key.get("app"),
-            "requests/min": key.get("requests_per_minute") or "no limit",
-            "tokens/min": key.get("tokens_per_minute") or "no limit",
-            "created": widgets.ago(key.get("created")),
-            "last used": widgets.ago(key.get("last_used")) if key.get("last_used") else "never",
+            "app": key.app,
+            "requests/min": key.requests_per_minute or "no limit",
+            "tokens/min": key.tokens_per_minute or "no limit",
+            "created": widgets.ago(key.created),
+            "last used": widgets.ago(key.last_used) if key.last_used else "never",
         })
     return rows
 
@@ -124,10 +118,10 @@ st.caption("One key per app. Once any key exists, inference needs a key (or the 
            "admin token), and the key's app names its requests in usage and traces. Limits "
            "hold across every replica; 0 means no limit.")
 keys_reply = data.client_keys()
-if not widgets.problem(keys_reply, "client keys"):
-    rows = key_rows(keys_reply.data)
-    if rows:
-        st.dataframe(widgets.frame(rows), hide_index=True, width="stretch")
+if not widgets.problem(keys_reply, "client keys") and keys_reply.data is not None:
+    keys = key_rows(keys_reply.data)
+    if keys:
+        st.dataframe(widgets.frame(keys), hide_index=True, width="stretch")
     else:
         st.info("No client keys yet: inference is open unless FLEET_CLIENT_TOKEN is set.")
     with st.form("key_create", clear_on_submit=True):
@@ -140,18 +134,18 @@ if not widgets.problem(keys_reply, "client keys"):
         create = st.form_submit_button("Create key", key="key_create_button")
     if create:
         made = data.create_key(app.strip(), int(rpm), int(tpm))
-        if made.ok and isinstance(made.data, dict):
-            st.success(f"Key for {made.data.get('app')}: copy it now, it is not shown again.")
-            st.code(str(made.data.get("key", "")), language=None)
+        if made.data is not None:
+            st.success(f"Key for {made.data.app}: copy it now, it is not shown again.")
+            st.code(made.data.key, language=None)
         else:
             st.error(f"The router refused: {made.error}")
-    if rows:
+    if keys:
         with st.form("key_revoke"):
-            gone = st.selectbox("Revoke the key of", [str(r["app"]) for r in rows],
+            gone = st.selectbox("Revoke the key of", [str(r["app"]) for r in keys],
                                 key="key_revoke_app")
             revoke = st.form_submit_button("Revoke", key="key_revoke_button")
         if revoke:
-            done = data.revoke_key(gone)
+            done = data.revoke_key(str(gone))
             if done.ok:
                 st.success(f"Revoked {gone}: every replica refuses its key within a second.")
             else:

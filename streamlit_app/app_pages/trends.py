@@ -6,6 +6,7 @@ traffic that is only the bucket not being over. Its figures so far are said in w
 
 from __future__ import annotations
 
+import msgspec
 import pandas as pd
 import streamlit as st
 
@@ -13,7 +14,6 @@ from shared.health import counted
 from streamlit_app import data, widgets
 
 RECENT_TRACES = 500
-SERIES_KEYS = ("hourly", "series", "buckets", "points", "trends", "data")
 # Which numeric columns go on which chart, by words in their names.
 CHARTS = (
     ("Requests", ("request", "count", "errors", "failed", "retries", "cold_loads")),
@@ -40,9 +40,9 @@ def chart_groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 @st.fragment(run_every="5s")
 def recent() -> None:
     reply = data.traces(RECENT_TRACES)
-    if widgets.problem(reply, "recent requests"):
+    if widgets.problem(reply, "recent requests") or reply.data is None:
         return
-    traces = widgets.find_records(reply.data, ("traces",))
+    traces = [msgspec.to_builtins(t) for t in reply.data.traces]
     df = widgets.per_minute(traces)
     if df is not None and len(traces) >= RECENT_TRACES:
         df = df.iloc[1:]  # the oldest minute is cut by the limit: only part of it is here
@@ -72,9 +72,9 @@ def recent() -> None:
 @st.fragment(run_every="10s")
 def hourly() -> None:
     reply = data.trends()
-    if widgets.problem(reply, "trends"):
+    if widgets.problem(reply, "trends") or reply.data is None:
         return
-    rows = widgets.find_records(reply.data, SERIES_KEYS)
+    rows = [msgspec.to_builtins(point) for point in reply.data.hours]
     df = widgets.time_frame(rows)
     if df is None or df.empty:
         st.info("No hourly statistics yet.")

@@ -311,6 +311,9 @@ def test_benchmark_button_starts_a_run_that_is_then_listed(
     table = at.dataframe[0].value
     row = table[table["run_id"] == run_id].iloc[0]
     assert row["done"] == 4 and row["model"] == "llama3.2:3b"
+    assert row["source"] == "dashboard" and row["ttft_p50_ms"] > 0
+    per_node = at.dataframe[2].value  # the latest run, per node
+    assert per_node["requests"].sum() == 4
 
 
 def test_empty_fleet_explains_how_to_add_a_node(

@@ -160,6 +160,11 @@ def test_benchmark_run_started_from_the_dashboard(fleet: Fleet) -> None:
     assert sum(run["by_node"].values()) == 6
     assert run["latency_ms"]["p50"] > 0
     assert run["tokens_per_s_avg"] > 0
+    # The runner `herd bench` uses: the same figures, per node too.
+    assert run["source"] == "dashboard"
+    assert 0 < run["ttft_ms"]["p50"] <= run["latency_ms"]["p99"]
+    assert sum(f["requests"] for f in run["per_node"].values()) == 6
+    assert run["per_model"]["llama3.2:3b"]["requests"] == 6
     apps = httpx.get(f"{fleet.url}/dashboard/api/apps").json()["apps"]
     assert apps["benchmark"]["requests"] >= 6
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -160,9 +161,38 @@ async def test_metrics_in_prometheus_format(
 async def test_benchmarks_list_and_validation(
     client: AsyncTestClient[Any], ctx: RouterContext,
 ) -> None:
-    await ctx.redis.lpush(ctx.keys.benchmarks(), '{"run_id": "old", "status": "completed"}')
+    old = {"run_id": "old", "status": "completed", "model": "m:1", "requests": 2,
+           "concurrency": 1, "max_tokens": 8, "done": 2}
+    await ctx.redis.lpush(ctx.keys.benchmarks(), json.dumps(old))
+    await ctx.redis.lpush(ctx.keys.benchmarks(), '{"run_id": "torn"}')  # not a run: skipped
     data = (await client.get("/dashboard/api/benchmarks")).json()
-    assert data == {"active": [], "runs": [{"run_id": "old", "status": "completed"}]}
+    assert data["active"] == []
+    assert [run["run_id"] for run in data["runs"]] == ["old"]
+    assert {k: data["runs"][0][k] for k in old} == old
     bad = await client.post("/dashboard/api/benchmarks", json={"model": "m", "requests": 10_000})
     assert bad.status_code == 400
     assert "requests" in bad.json()["error"]
+
+
+async def test_a_finished_run_is_stored_and_a_bad_one_refused(
+    client: AsyncTestClient[Any],
+) -> None:
+    url = "/dashboard/api/benchmarks/runs"
+    for body, reason in (
+        ({"status": "completed"}, "run_id"),
+        ({"run_id": "r1", "status": "completed"}, "model"),
+        ({"run_id": "r1", "model": "m:1", "status": "running"}, "status"),
+        ({"run_id": "r1", "model": "m:1", "status": "completed", "done": "many"}, "done"),
+    ):
+        refused = await client.post(url, json=body)
+        assert refused.status_code == 400, refused.text
+        assert reason in refused.json()["error"]
+    not_json = await client.post(url, content=b"{", headers={"Content-Type": "application/json"})
+    assert not_json.status_code == 400 and "error" in not_json.json()
+    run = {"run_id": "r2", "status": "completed", "source": "cli", "model": "m:1",
+           "models": ["m:1"],
+           "done": 3, "per_node": {"n1": {"requests": 3, "cold_loads": 1}}}
+    assert (await client.post(url, json=run)).status_code == 201
+    listed = (await client.get("/dashboard/api/benchmarks")).json()["runs"]
+    assert listed[0]["run_id"] == "r2" and listed[0]["per_node"]["n1"]["cold_loads"] == 1
+    assert listed[0]["latency_ms"] == {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import msgspec
 import pandas as pd
 import pytest
 
 from services.dashboard import dashboard_command, router_url_for
 from services.router.api.dashboard_link import dashboard_url
+from shared.schemas import FleetEvent, FleetSummary
 from shared.settings import Settings
 from streamlit_app import data, widgets
 from streamlit_app.nav import PAGES
@@ -33,34 +35,12 @@ def test_error_messages_in_every_shape(body: object, status: int, expected: str)
     assert data.error_message(body, status) == expected
 
 
-def test_dig_and_pick_never_raise_on_missing_or_odd_shapes() -> None:
-    node = {"cpu": {"utilization_pct": 12.5}, "models_loaded": [{"name": "a"}]}
-    assert data.dig(node, "cpu", "utilization_pct") == 12.5
-    assert data.dig(node, "models_loaded", 0, "name") == "a"
-    assert data.dig(node, "models_loaded", 5, "name", default="?") == "?"
-    assert data.dig(node, "cpu", "utilization_pct", "deeper") is None
-    assert data.dig(None, "x", default=0) == 0
-    assert data.pick(node, ("ollama", "models_loaded"), "models_loaded") == [{"name": "a"}]
-    assert data.pick(node, "absent", ("also", "absent"), default="—") == "—"
-
-
 @pytest.mark.parametrize(("value", "unit", "expected"), [
     (None, "%", "—"), ("", "", "—"), (float("nan"), "", "—"), ([1], "", "—"),
     (1234, "", "1,234"), (12.345, "%", "12.3 %"), (True, "", "yes"), ("online", "", "online"),
 ])
 def test_fmt_shows_a_dash_for_what_is_missing(value: object, unit: str, expected: str) -> None:
     assert data.fmt(value, unit) == expected
-
-
-def test_records_from_lists_mappings_and_wrapped_bodies() -> None:
-    assert widgets.records({"a:m": {"pending": 1}}, key_name="node:model") == [
-        {"node:model": "a:m", "pending": 1}]
-    assert widgets.records(["x"]) == [{"name": "x"}]
-    assert widgets.records(42) == []
-    body = {"generated_at": 1.0, "tags": {"chat": {"requests": 3}}}
-    assert widgets.find_records(body, ("tags",), key_name="tag") == [{"tag": "chat", "requests": 3}]
-    assert widgets.find_records({"whatever": [{"a": 1}]}) == [{"a": 1}]
-    assert widgets.find_records("nonsense") == []
 
 
 def test_time_frame_reads_epoch_seconds_and_keeps_numbers() -> None:
@@ -175,8 +155,15 @@ def test_complete_only_holds_back_the_running_bucket() -> None:
 def test_live_feed_keeps_each_event_once_and_counts_changes() -> None:
     feed = data.LiveFeed(data.Config("http://127.0.0.1:1"))  # never started: no thread
     retry = '{"kind": "retry", "ts": 1.5, "node_id": "a"}'
-    feed._receive("fleet", '{"reason": "initial", "fleet": {"nodes_online": 1}}')
-    feed._receive("fleet", '{"reason": "periodic", "fleet": {"nodes_online": 1}}')
+
+    def snapshot(reason: str) -> str:
+        event = FleetEvent(reason=reason, fleet=FleetSummary(nodes_online=1), nodes=[],
+                           queues={}, waiting={}, timestamp=1.0)
+        return msgspec.json.encode(event).decode()
+
+    feed._receive("fleet", snapshot("initial"))
+    feed._receive("fleet", snapshot("periodic"))
+    feed._receive("fleet", '{"reason": "periodic", "fleet": {"nodes_online": "one"}}')
     feed._receive("event", retry)
     feed._receive("event", retry)  # the backlog again, after a reconnection
     feed._receive("event", '{"kind": "node_status", "ts": 2.0, "node_id": "a"}')
@@ -184,4 +171,6 @@ def test_live_feed_keeps_each_event_once_and_counts_changes() -> None:
     view = feed._view
     assert [e["kind"] for e in view.events] == ["node_status", "retry"]
     assert view.version == 1 + 2  # the initial snapshot and two distinct events
-    assert view.fleet == {"reason": "periodic", "fleet": {"nodes_online": 1}}
+    assert view.fleet is not None and view.fleet.reason == "periodic"
+    assert view.fleet.fleet.nodes_online == 1  # a snapshot of another shape is not taken
+    assert "same version" in view.error

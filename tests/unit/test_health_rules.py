@@ -171,6 +171,6 @@ def test_recommendation_reasons_count_in_english() -> None:
     stats = StatsWindow([(1000, {"nm:a|x": Usage(requests=1)})])
     advice = _node_advice(node, stats=stats, fleet_demand={"y": 8}, copies={"y": 1},
                           roomiest={}, min_requests=1)
-    reasons = {r["model"]: r["reason"] for r in advice}
+    reasons = {r.model: r.reason for r in advice}
     assert reasons["x"].startswith("served 1 request here")
     assert reasons["y"].startswith("8 requests in 24 h across only 1 loaded copy;")

@@ -74,6 +74,15 @@ def test_the_node_boundary_and_the_recorder_stand_alone() -> None:
     assert not any(t.startswith("services.router") for t in GRAPH["services.node.discovery"])
 
 
+def test_the_dashboard_and_the_fleet_share_the_contract_not_the_router() -> None:
+    """The dashboard reads the router over HTTP: it imports the response structs from
+    shared/, never the router; the fleet layer builds the same structs."""
+    dashboard = {m for m in GRAPH if m.startswith("streamlit_app")}
+    assert not any(t.startswith("services.") for m in dashboard for t in GRAPH[m])
+    assert "shared.schemas" in GRAPH["streamlit_app.data"]
+    assert "shared.schemas" in GRAPH["services.router.fleet.reads"]
+
+
 def _cycle() -> list[str]:
     state: dict[str, int] = {}
     stack: list[str] = []

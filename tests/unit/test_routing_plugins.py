@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import msgspec
 import pytest
 
 from plugins.routing.filters import PinnedNode
@@ -300,3 +301,45 @@ def test_the_node_that_served_the_last_turn_ranks_first() -> None:
     ctx.inputs.started("b", M)
     ctx.inputs.started("b", M)
     assert engine.rank(req, ctx)[0].node.node_id == "a"
+
+
+def test_room_to_load_keeps_a_model_off_a_node_full_of_busy_models() -> None:
+    from plugins.routing.filters import RoomToLoad
+
+    big = "big:14b"
+
+    def box(name: str, loaded: str, size: float, total: float = 24.0) -> NodeState:
+        return NodeState(node_id=name, ollama_url=f"http://{name}", memory_total_gb=total,
+                         num_parallel=2, models_available=(M, big),
+                         model_sizes_gb={M: 2.0, big: 12.0},
+                         models_loaded=(LoadedModel(name=loaded, size_gb=size),))
+
+    busy, idle, warm = box("busy", M, 16.0), box("idle", M, 16.0), box("warm", big, 12.0)
+    ctx = context(busy, idle, warm)
+    ctx.inputs.started("busy", M)
+    req = request({"model": big})
+    req.model = big
+    room = RoomToLoad()
+    # 12 GB x 1.2 does not fit beside 16 GB in use; the idle model may be evicted
+    assert not room.allows(busy, req, ctx)
+    assert room.allows(idle, req, ctx)
+    assert room.allows(warm, req, ctx)
+    # an idle model that requests wait for fleet-wide is in demand: not room either
+    ctx.inputs.queued = {M: 3}
+    assert not room.allows(idle, req, ctx)
+    ctx.inputs.queued = {}
+    # nor a place taken under max_loaded_models by a busy model
+    one_place = msgspec.structs.replace(idle, max_loaded_models=1)
+    ctx.inputs.started("idle", M)
+    assert not room.allows(one_place, req, ctx)
+    ctx.inputs.finished("idle", M)
+    assert room.allows(one_place, req, ctx)
+    # with no loaded copy left (the warm node failed this request), any node may load it
+    ctx.excluded = frozenset({"warm"})
+    assert room.allows(busy, req, ctx)
+    # the engine tells the filters which nodes a retry excludes
+    engine = RoutingEngine(build_plugin_manager())
+    fresh = context(busy, idle, warm)
+    fresh.inputs.started("busy", M)
+    assert {r.node.node_id for r in engine.rank(req, fresh)} == {"idle", "warm"}
+    assert {r.node.node_id for r in engine.rank(req, fresh, ["warm"])} == {"busy", "idle"}

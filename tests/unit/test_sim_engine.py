@@ -178,3 +178,15 @@ async def test_stop_sequences_end_the_reply() -> None:
     out = "".join([t async for t in gen.tokens()])
     gen.finish()
     assert "." not in out and gen.done_reason == "stop" and len(gen.output) < 500
+
+
+async def test_a_loaded_model_keeps_its_queued_requests_against_another_model() -> None:
+    # One model at a time, requests for two models at once: a model just loaded for waiting
+    # requests is not idle, so the other model's requests wait for it instead of evicting it
+    # before its requests ran (which made the two models evict each other forever).
+    engine = make(max_loaded_models=1, load_seconds_per_gb=0.01, num_parallel=1)
+    jobs = [run(engine, model, prompt=f"q{i}")
+            for i in range(3) for model in ("llama3.2:3b", "qwen3:8b")]
+    await asyncio.wait_for(asyncio.gather(*jobs), 10)
+    loads = counters(engine, "llama3.2:3b")["loads"] + counters(engine, "qwen3:8b")["loads"]
+    assert loads <= 6, loads

@@ -9,47 +9,53 @@ from typing import Any
 import msgspec
 from litestar import MediaType, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 
+from services.router.api.errors import OPENAI_ERROR_RESPONSES, error_responses
 from services.router.context import RouterContext
 from services.router.fleet.catalog import fan_out, merge_ps, merge_tags
 from shared.bodies import decode_object
 from shared.errors import BadRequest, ModelNotFound, NoNodeAvailable, UpstreamError
 from shared.models import normalize_model, valid_model_name
+from shared.schemas import OpenAIModel, OpenAIModelList, PsList, TagsList
 
 __all__ = ["ROUTES"]
 
 _decode = msgspec.json.Decoder().decode
 
 
-@get("/api/tags")
-async def tags(state: State) -> dict[str, Any]:
-    return {"models": merge_tags(await fan_out(state.herd, "/api/tags"))}
+@get("/api/tags", tags=["ollama"], summary="Every model on the fleet's nodes, by name")
+async def tags(state: State) -> TagsList:
+    return TagsList(models=merge_tags(await fan_out(state.herd, "/api/tags")))
 
 
-@get("/api/ps")
-async def ps(state: State) -> dict[str, Any]:
-    return {"models": merge_ps(await fan_out(state.herd, "/api/ps"))}
+@get("/api/ps", tags=["ollama"], summary="Every loaded copy of a model, with its node")
+async def ps(state: State) -> PsList:
+    return PsList(models=merge_ps(await fan_out(state.herd, "/api/ps")))
 
 
-@get("/v1/models")
-async def openai_models(state: State) -> dict[str, Any]:
+@get("/v1/models", tags=["openai"], summary="The fleet's models in OpenAI's shape")
+async def openai_models(state: State) -> OpenAIModelList:
     snapshot = state.herd.fleet.snapshot()
     created = int(time.time())
-    return {"object": "list", "data": [
-        {"id": name, "object": "model", "created": created, "owned_by": "library"}
-        for name in sorted(snapshot.models())
-    ]}
+    return OpenAIModelList(data=[OpenAIModel(id=name, created=created)
+                                 for name in sorted(snapshot.models())])
 
 
-@get("/v1/models/{model:path}")
-async def openai_model(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+@get("/v1/models/{model:path}", tags=["openai"], responses=OPENAI_ERROR_RESPONSES,
+     summary="One model in OpenAI's shape")
+async def openai_model(request: Request[Any, Any, Any], state: State) -> OpenAIModel:
     name = str(request.path_params["model"]).lstrip("/")
     if normalize_model(name) not in state.herd.fleet.snapshot().models():
         raise ModelNotFound(name)
-    return {"id": name, "object": "model", "created": int(time.time()), "owned_by": "library"}
+    return OpenAIModel(id=name, created=int(time.time()))
 
 
-@post("/api/show", status_code=200)
+@post("/api/show", status_code=200, tags=["ollama"],
+      responses={**error_responses(400, 404, 502, 503),
+                 200: ResponseSpec(dict[str, Any], description="The node's answer, as sent.",
+                                   generate_examples=False)},
+      summary="A model's details, from a node that has it")
 async def show(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     ctx: RouterContext = state.herd
     raw = await request.body()

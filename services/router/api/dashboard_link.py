@@ -6,6 +6,7 @@ from litestar import Request, get
 from litestar.datastructures import State
 from litestar.response import Redirect
 
+from services.router.api.errors import error_responses
 from services.router.context import RouterContext
 from shared.errors import HerdError
 
@@ -25,7 +26,9 @@ def dashboard_url(scheme: str, host: str, port: int) -> str:
     return f"{scheme}://{host}:{port}/"
 
 
-@get(["/dashboard", "/dashboard/"], sync_to_thread=False)
+@get(["/dashboard", "/dashboard/"], sync_to_thread=False, status_code=302, tags=["dashboard"],
+     summary="A redirect to the Streamlit dashboard beside this router",
+     responses=error_responses(404))
 def dashboard(request: Request[object, object, State], state: State) -> Redirect:
     ctx: RouterContext = state.herd
     if not ctx.settings.dashboard_enabled:

@@ -16,11 +16,13 @@ from typing import Any
 import msgspec
 from litestar import get
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from services.router.context import RouterContext
-from services.router.fleet.reads import node_view, read_queue_depths, read_queues
-from shared.models import FleetSnapshot, NodeStatus
+from services.router.fleet.reads import fleet_summary, node_view, read_queue_depths, read_queues
+from shared.models import FleetSnapshot
+from shared.schemas import FleetEvent
 
 __all__ = ["EVENT_PERIOD", "ROUTES", "fleet_event", "sse_stream"]
 
@@ -64,29 +66,20 @@ async def _latest_events(ctx: RouterContext) -> tuple[str, list[Any]]:
     return (str(rows[0][0]) if rows else "0-0"), _decoded(rows[::-1])
 
 
-async def fleet_event(ctx: RouterContext, reason: str) -> dict[str, Any]:
+async def fleet_event(ctx: RouterContext, reason: str) -> FleetEvent:
     snapshot = ctx.fleet.snapshot()
     nodes = sorted(snapshot.nodes.values(), key=lambda n: n.node_id)
     queues = await read_queues(ctx)
     waiting = await read_queue_depths(ctx, snapshot)
     now = time.time()
-    return {
-        "reason": reason,
-        "fleet": {
-            "nodes_total": len(nodes),
-            "nodes_online": sum(n.status is NodeStatus.ONLINE for n in nodes),
-            "nodes_degraded": sum(n.status is NodeStatus.DEGRADED for n in nodes),
-            "nodes_offline": sum(n.status is NodeStatus.OFFLINE for n in nodes),
-            "models_loaded": sum(len(n.models_loaded) for n in nodes
-                                 if n.status is not NodeStatus.OFFLINE),  # as /fleet/status
-            "requests_active": sum(q.get("in_flight", 0) for q in queues.values()),
-            "requests_waiting": sum(waiting.values()),
-        },
-        "nodes": [node_view(n, now, ctx.settings.default_num_parallel) for n in nodes],
-        "queues": queues,
-        "waiting": waiting,
-        "timestamp": now,
-    }
+    return FleetEvent(
+        reason=reason,
+        fleet=fleet_summary(nodes, queues, waiting),
+        nodes=[node_view(n, now, ctx.settings.default_num_parallel) for n in nodes],
+        queues=queues,
+        waiting=waiting,
+        timestamp=now,
+    )
 
 
 async def sse_stream(ctx: RouterContext) -> AsyncIterator[ServerSentEventMessage]:
@@ -122,7 +115,13 @@ async def sse_stream(ctx: RouterContext) -> AsyncIterator[ServerSentEventMessage
                 break
 
 
-@get("/dashboard/events")
+@get("/dashboard/events", tags=["dashboard"],
+     summary="Server-sent events: a `fleet` message at once, every 2 s and on a change",
+     responses={200: ResponseSpec(FleetEvent, media_type="text/event-stream",
+                                  generate_examples=False,
+                                  description="Each `fleet` message's data is this object; "
+                                  "each `event` message's data is one entry of the fleet's "
+                                  "events stream, `{kind, ts, ...}`.")})
 async def dashboard_events(state: State) -> ServerSentEvent:
     # retry: a browser's EventSource reconnects after 2 s when a replica goes away
     return ServerSentEvent(sse_stream(state.herd), retry_duration=2000,

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from litestar import get
 from litestar.datastructures import State
 
 from services.router.fleet.health import compute_health, recommendations
+from shared.schemas import HealthReport, Recommendations
 
 __all__ = ["ROUTES"]
 
 
-@get("/dashboard/api/health")
-async def health(state: State) -> dict[str, Any]:
+@get("/dashboard/api/health", tags=["dashboard"],
+     summary="Fleet vitals and health findings, critical first")
+async def health(state: State) -> HealthReport:
     return await compute_health(state.herd)
 
 
-@get("/dashboard/api/recommendations")
-async def recommendations_route(state: State) -> dict[str, Any]:
+@get("/dashboard/api/recommendations", tags=["dashboard"],
+     summary="Per node: models to keep loaded, load, or remove")
+async def recommendations_route(state: State) -> Recommendations:
     return await recommendations(state.herd)
 
 

@@ -8,15 +8,17 @@ from litestar import Request, delete, get, post
 from litestar.datastructures import State
 
 from services.router.api.auth import require_admin
-from services.router.api.schemas import KeyCreated, KeyInfo, KeyList, KeyRevoked
+from services.router.api.errors import error_responses
 from services.router.context import RouterContext
 from services.router.fleet.keys import valid_app, validate_new_key
 from shared.bodies import decode_json
+from shared.schemas import KeyCreated, KeyInfo, KeyList, KeyRevoked
 
 __all__ = ["ROUTES"]
 
 
-@post("/dashboard/api/keys", status_code=201)
+@post("/dashboard/api/keys", status_code=201, tags=["keys"],
+      responses=error_responses(400, 401, 403), summary="Create a client key for an app (admin)")
 async def create_key(request: Request[Any, Any, Any], state: State) -> KeyCreated:
     """A key for one app; the answer is the only place its secret ever appears."""
     ctx: RouterContext = state.herd
@@ -27,7 +29,8 @@ async def create_key(request: Request[Any, Any, Any], state: State) -> KeyCreate
                       tokens_per_minute=record.tokens_per_minute, created=record.created)
 
 
-@get("/dashboard/api/keys")
+@get("/dashboard/api/keys", tags=["keys"], responses=error_responses(401, 403),
+     summary="Every client key, without its secret (admin)")
 async def list_keys(request: Request[Any, Any, Any], state: State) -> KeyList:
     ctx: RouterContext = state.herd
     require_admin(ctx, request)
@@ -38,7 +41,8 @@ async def list_keys(request: Request[Any, Any, Any], state: State) -> KeyList:
     ])
 
 
-@delete("/dashboard/api/keys/{app:str}", status_code=200)
+@delete("/dashboard/api/keys/{app:str}", status_code=200, tags=["keys"],
+        responses=error_responses(400, 401, 403, 404), summary="Revoke an app's key (admin)")
 async def revoke_key(request: Request[Any, Any, Any], state: State) -> KeyRevoked:
     """Every replica refuses the key within a second (fleet/keys.py)."""
     ctx: RouterContext = state.herd

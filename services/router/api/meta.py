@@ -11,14 +11,17 @@ import asyncio
 
 from litestar import MediaType, Response, get, head
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 
 from services.router.context import RouterContext
 from services.version import VERSION
+from shared.schemas import HealthzError, HealthzOk, VersionAnswer
 
 __all__ = ["ROUTES"]
 
 
-@get("/", media_type=MediaType.TEXT, sync_to_thread=False)
+@get("/", media_type=MediaType.TEXT, sync_to_thread=False, tags=["ollama"],
+     summary="Ollama's root: the words 'Ollama is running'")
 def root() -> str:
     # Clients probe "/" the way they probe Ollama: same words.
     return "Ollama is running"
@@ -34,22 +37,23 @@ def api_head() -> Response[None]:
     return Response(None, status_code=200, media_type=MediaType.JSON)
 
 
-@get("/api/version", sync_to_thread=False)
-def version() -> dict[str, str]:
-    return {"version": VERSION}
+@get("/api/version", sync_to_thread=False, tags=["ollama"], summary="The router's version")
+def version() -> VersionAnswer:
+    return VersionAnswer(version=VERSION)
 
 
-@get("/healthz")
-async def healthz(state: State) -> Response[dict[str, object]]:
+@get("/healthz", tags=["router"], summary="Liveness: this replica and its Redis",
+     responses={503: ResponseSpec(HealthzError, description="Redis does not answer.",
+                                  generate_examples=False)})
+async def healthz(state: State) -> Response[HealthzOk | HealthzError]:
     ctx: RouterContext = state.herd
     try:
         # Bounded by the reply timeout: a frozen Redis must fail the check, not hang it.
         await asyncio.wait_for(ctx.redis.ping(), ctx.settings.redis_timeout)
     except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
         reason = str(exc) or f"no answer within {ctx.settings.redis_timeout:g} s"
-        return Response({"status": "error", "redis": f"unreachable: {reason}"},
-                        status_code=503)
-    return Response({"status": "ok", "version": VERSION, "replica": ctx.replica_id})
+        return Response(HealthzError(redis=f"unreachable: {reason}"), status_code=503)
+    return Response(HealthzOk(version=VERSION, replica=ctx.replica_id))
 
 
 ROUTES = [root, root_head, api_head, version, healthz]

@@ -54,7 +54,8 @@ async def render_metrics(ctx: RouterContext) -> bytes:
     return generate_latest(REGISTRY) + generate_latest(await _fleet_registry(ctx))
 
 
-@get("/metrics", media_type=MediaType.TEXT)
+@get("/metrics", media_type=MediaType.TEXT, tags=["router"],
+     summary="Prometheus metrics: this replica's requests and the fleet's gauges")
 async def metrics(state: State) -> Response[Any]:
     ctx: RouterContext = state.herd
     return Response(await render_metrics(ctx), media_type=CONTENT_TYPE_LATEST)

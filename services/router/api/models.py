@@ -8,9 +8,11 @@ from typing import Any
 import msgspec
 from litestar import MediaType, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Stream
 
 from services.router.api.auth import require_admin
+from services.router.api.errors import error_responses
 from services.router.context import RouterContext
 from services.router.fleet.pulls import choose_pull_node
 from services.router.fleet.reads import model_management
@@ -18,6 +20,7 @@ from services.router.nodeclient import NodeBroken
 from shared.bodies import decode_object
 from shared.errors import BadRequest, NodeNotFound, NoNodeAvailable
 from shared.models import NodeState, normalize_model, valid_model_name
+from shared.schemas import DeleteAnswer, ModelManagement, PullProgress
 
 __all__ = ["ROUTES"]
 
@@ -76,8 +79,18 @@ async def _pull(ctx: RouterContext, node: NodeState, model: str,
     return Stream(relay(), headers=headers, media_type="application/x-ndjson")
 
 
-@get("/dashboard/api/model-management")
-async def management(state: State) -> dict[str, Any]:
+# A pull answers the node's progress as NDJSON (or one JSON object with "stream": false).
+PULL_RESPONSES = {
+    **error_responses(400, 401, 403, 404, 502, 503),
+    200: ResponseSpec(PullProgress, media_type="application/x-ndjson", generate_examples=False,
+                      description="The node's progress, one JSON object per line; a failure "
+                      "after the start is a last line with `error`."),
+}
+
+
+@get("/dashboard/api/model-management", tags=["models"],
+     summary="Per node: installed and loaded models, and free memory")
+async def management(state: State) -> ModelManagement:
     return model_management(state.herd)
 
 
@@ -90,25 +103,29 @@ async def _pull_request(request: Request[Any, Any, Any], ctx: RouterContext) -> 
     return await _pull(ctx, node, model, body)
 
 
-@post("/dashboard/api/pull", status_code=200)
+@post("/dashboard/api/pull", status_code=200, tags=["models"], responses=PULL_RESPONSES,
+      summary="Pull a model onto a node (admin)")
 async def dashboard_pull(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     return await _pull_request(request, state.herd)
 
 
-@post("/api/pull", status_code=200)
+@post("/api/pull", status_code=200, tags=["ollama"], responses=PULL_RESPONSES,
+      summary="Ollama's pull, onto the roomiest node unless node_id names one (admin)")
 async def ollama_pull(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     """Ollama's pull; Herd puts the model on the roomiest node unless `node_id` names one."""
     return await _pull_request(request, state.herd)
 
 
-@post("/dashboard/api/delete", status_code=200)
-async def dashboard_delete(request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+@post("/dashboard/api/delete", status_code=200, tags=["models"],
+      responses=error_responses(400, 401, 403, 404, 502, 503),
+      summary="Delete a model from a node (admin)")
+async def dashboard_delete(request: Request[Any, Any, Any], state: State) -> DeleteAnswer:
     ctx: RouterContext = state.herd
     require_admin(ctx, request)
     body = await _json_body(request)
     node, model = _node(ctx, body.get("node_id")), _model(body)
     await ctx.nodes.delete(node, model)
-    return {"status": "deleted", "model": model, "node_id": node.node_id}
+    return DeleteAnswer(model=model, node_id=node.node_id)
 
 
 ROUTES = [management, dashboard_pull, ollama_pull, dashboard_delete]

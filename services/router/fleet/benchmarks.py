@@ -1,28 +1,33 @@
-"""Benchmark runs: a bounded burst of requests through this router, started from the dashboard.
+"""Benchmark runs: stored for the dashboard, and runs started from it inside this router.
+
+A run started from the dashboard uses the same runner as `herd bench`
+(services/bench/runner.py), sending its requests to this router's own port; `herd bench`
+runs it in its own process and stores the finished run through
+`POST /dashboard/api/benchmarks/runs`. Both end in `store_run`.
 
 Progress lives in `keys.benchmarks_active()` (any replica can show it); a finished run is
-pushed onto `keys.benchmarks()`, which keeps the newest MAX_RUNS.
+pushed onto `keys.benchmarks()`, which keeps the newest MAX_RUNS. One dashboard run at a
+time: a start claims `keys.benchmark_lock()`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import statistics
 import time
-import uuid
 from typing import Any
 
-import httpx
 import msgspec
 
+from services.bench.results import BenchRun
+from services.bench.runner import BenchConfig, Runner
 from services.router.context import RouterContext
 from shared.errors import BadRequest, NoNodeAvailable
 from shared.models import normalize_model, valid_model_name
+from shared.schemas import BenchmarkList
 
-__all__ = ["list_runs", "start_run", "stop_runs"]
+__all__ = ["list_runs", "start_run", "stop_runs", "store_run"]
 
 log = logging.getLogger("herd.benchmark")
 
@@ -30,9 +35,11 @@ MAX_RUNS = 50
 MAX_REQUESTS = 200
 MAX_CONCURRENCY = 16
 MAX_TOKENS = 512
+MAX_PROMPT_TOKENS = 8192
 STALE_AFTER_S = 60.0  # an active run not updated for this long belonged to a dead replica
 PROGRESS_EVERY_S = 0.5
-REQUEST_TIMEOUT_S = 300.0
+
+_run_decoder = msgspec.json.Decoder(BenchRun)
 
 
 def _own_url(ctx: RouterContext) -> str:
@@ -48,170 +55,133 @@ def _bounded(body: dict[str, Any], name: str, default: int, high: int) -> int:
     return value
 
 
-async def _save(ctx: RouterContext, run: dict[str, Any]) -> None:
-    run["updated_at"] = time.time()
-    run["progress_pct"] = round(100.0 * (run["done"] + run["failed"]) / run["requests"], 1)
+async def _save_progress(ctx: RouterContext, run: BenchRun) -> None:
+    run.updated_at = time.time()
     pipe = ctx.redis.pipeline(transaction=False)
-    pipe.hset(ctx.keys.benchmarks_active(), run["run_id"], json.dumps(run))
+    pipe.hset(ctx.keys.benchmarks_active(), run.run_id, msgspec.json.encode(run))
     pipe.pexpire(ctx.keys.benchmark_lock(), int(STALE_AFTER_S * 1000))
     await pipe.execute()
 
 
-async def _one(client: httpx.AsyncClient, url: str, payload: bytes, run: dict[str, Any],
-               *, headers: dict[str, str], latencies: list[float], speeds: list[float]) -> None:
-    started = time.perf_counter()
-    try:
-        response = await client.post(url, content=payload, headers=headers)
-    except httpx.HTTPError:
-        run["failed"] += 1
-        return
-    body = response.content
-    node = response.headers.get("X-Fleet-Node", "")
-    if response.status_code != 200:
-        run["failed"] += 1
-        return
-    latencies.append((time.perf_counter() - started) * 1000)
-    run["done"] += 1
-    run["by_node"][node] = run["by_node"].get(node, 0) + 1
-    with contextlib.suppress(msgspec.DecodeError, TypeError, ZeroDivisionError):
-        final = msgspec.json.decode(body)
-        if final.get("eval_duration"):
-            speeds.append(final["eval_count"] / (final["eval_duration"] / 1e9))
+async def store_run(ctx: RouterContext, run: BenchRun, *, release_lock: bool = False) -> None:
+    """Keep a finished run where the dashboard lists it (and end its progress entry)."""
+    pipe = ctx.redis.pipeline(transaction=True)
+    pipe.lpush(ctx.keys.benchmarks(), msgspec.json.encode(run))
+    pipe.ltrim(ctx.keys.benchmarks(), 0, MAX_RUNS - 1)
+    pipe.hdel(ctx.keys.benchmarks_active(), run.run_id)
+    if release_lock:
+        pipe.delete(ctx.keys.benchmark_lock())
+    await pipe.execute()
 
 
-async def _execute(ctx: RouterContext, run: dict[str, Any], prompt: str) -> None:
-    latencies: list[float] = []
-    speeds: list[float] = []
-    payload = msgspec.json.encode({
-        "model": run["model"], "prompt": prompt, "stream": False,
-        "options": {"num_predict": run["max_tokens"]},
-    })
-    url = _own_url(ctx) + "/api/generate"
-    headers = {"Content-Type": "application/json", "X-Herd-Tags": "benchmark"}
-    # Once client keys exist, the run needs a credential like any client: the admin token
-    # (or the shared client token) is one.
-    token = ctx.settings.admin_token or ctx.settings.client_token
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for index in range(run["requests"]):
-        queue.put_nowait(index)
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        while not queue.empty():
-            queue.get_nowait()
-            await _one(client, url, payload, run, headers=headers, latencies=latencies,
-                       speeds=speeds)
-
+async def _execute(ctx: RouterContext, runner: Runner) -> None:
     async def report() -> None:
         while True:
             await asyncio.sleep(PROGRESS_EVERY_S)
-            await _save(ctx, run)
+            await _save_progress(ctx, runner.run)
 
     reporter = asyncio.create_task(report())
     try:
-        async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S) as client:
-            await asyncio.gather(*(worker(client) for _ in range(run["concurrency"])))
-        run["status"] = "completed" if run["done"] else "failed"
-    except Exception as exc:  # the run is reported as failed instead of vanishing
-        log.exception("benchmark run failed", extra={"run_id": run["run_id"]})
-        run["status"], run["error"] = "failed", f"{type(exc).__name__}: {exc}"
+        await runner.execute()
     finally:
         reporter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reporter
-    ordered = sorted(latencies)
-    finished = time.time()
-    run.update(
-        finished_at=finished,
-        duration_s=round(finished - run["started_at"], 3),
-        requests_per_s=round(run["done"] / max(finished - run["started_at"], 1e-9), 2),
-        latency_ms={
-            "p50": round(statistics.median(ordered), 1) if ordered else 0.0,
-            "p95": round(ordered[int(0.95 * (len(ordered) - 1))], 1) if ordered else 0.0,
-            "max": round(ordered[-1], 1) if ordered else 0.0,
-        },
-        tokens_per_s_avg=round(statistics.fmean(speeds), 1) if speeds else 0.0,
-    )
-    pipe = ctx.redis.pipeline(transaction=True)
-    pipe.lpush(ctx.keys.benchmarks(), json.dumps(run))
-    pipe.ltrim(ctx.keys.benchmarks(), 0, MAX_RUNS - 1)
-    pipe.hdel(ctx.keys.benchmarks_active(), run["run_id"])
-    pipe.delete(ctx.keys.benchmark_lock())
-    await pipe.execute()
+    if runner.run.status == "failed":
+        log.warning("benchmark run failed", extra={"run_id": runner.run.run_id,
+                                                   "error": runner.run.error})
+    await store_run(ctx, runner.run, release_lock=True)
 
 
-async def start_run(ctx: RouterContext, body: dict[str, Any]) -> dict[str, Any]:
-    """Validate, register the run as active, and start it in the background."""
+def _pick_model(ctx: RouterContext) -> str:
     snapshot = ctx.fleet.snapshot()
+    loaded = [m.name for n in snapshot.nodes.values() if n.servable for m in n.models_loaded]
+    servable = [m for n in snapshot.nodes.values() if n.servable for m in n.models_available]
+    candidates = loaded or servable
+    if not candidates:
+        raise NoNodeAvailable("no servable node has a model to benchmark")
+    return max(set(candidates), key=candidates.count)
+
+
+def _config(ctx: RouterContext, body: dict[str, Any]) -> BenchConfig:
     model = body.get("model")
     if model is None:
-        loaded = [m.name for n in snapshot.nodes.values() if n.servable for m in n.models_loaded]
-        servable_models = [m for n in snapshot.nodes.values() if n.servable
-                           for m in n.models_available]
-        candidates = loaded or servable_models
-        if not candidates:
-            raise NoNodeAvailable("no servable node has a model to benchmark")
-        model = max(set(candidates), key=candidates.count)
+        model = _pick_model(ctx)
     if not isinstance(model, str) or not model.strip():
         raise BadRequest("model must be a non-empty string")
     if not valid_model_name(model.strip()):
         raise BadRequest("model is not a valid model name")
-    prompt = body.get("prompt", "Write one sentence about herding llamas.")
-    if not isinstance(prompt, str):
-        raise BadRequest("prompt must be a string")
-    run: dict[str, Any] = {
-        "run_id": uuid.uuid4().hex[:12],
-        "status": "running",
-        "model": normalize_model(model),
-        "requests": _bounded(body, "requests", 20, MAX_REQUESTS),
-        "concurrency": _bounded(body, "concurrency", 4, MAX_CONCURRENCY),
-        "max_tokens": _bounded(body, "max_tokens", 32, MAX_TOKENS),
-        "done": 0,
-        "failed": 0,
-        "by_node": {},
-        "started_at": time.time(),
-        "replica_id": ctx.replica_id,
-    }
+    prompt = body.get("prompt")
+    if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
+        raise BadRequest("prompt must be a non-empty string")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise BadRequest("stream must be true or false")
+    return BenchConfig(
+        router_url=_own_url(ctx),
+        models=(normalize_model(model),),
+        requests=_bounded(body, "requests", 20, MAX_REQUESTS),
+        concurrency=_bounded(body, "concurrency", 4, MAX_CONCURRENCY),
+        max_tokens=_bounded(body, "max_tokens", 32, MAX_TOKENS),
+        prompt_tokens=_bounded(body, "prompt_tokens", 32, MAX_PROMPT_TOKENS),
+        stream=stream,
+        prompt=prompt,
+        # Once client keys exist, the run needs a credential like any client: the admin
+        # token (or the shared client token) is one.
+        client_token=ctx.settings.admin_token or ctx.settings.client_token,
+        source="dashboard",
+    )
+
+
+async def start_run(ctx: RouterContext, body: dict[str, Any]) -> BenchRun:
+    """Validate, register the run as active, and start it in the background. The returned
+    run is the live one: its fields change as the run goes."""
+    runner = Runner(_config(ctx, body), replica_id=ctx.replica_id)
+    run = runner.run
     # Fields first, so a bad one is named even while another run goes on.
     active = await _active(ctx)
     if active:
-        raise BadRequest(f"benchmark {active[0]['run_id']} is still running")
+        raise BadRequest(f"benchmark {active[0].run_id} is still running")
     # The check above reads; this claims. Two starts racing on two replicas: one wins.
-    claimed = await ctx.redis.set(ctx.keys.benchmark_lock(), run["run_id"], nx=True,
+    claimed = await ctx.redis.set(ctx.keys.benchmark_lock(), run.run_id, nx=True,
                                   px=int(STALE_AFTER_S * 1000))
     if not claimed:
         raise BadRequest("another benchmark is starting or running")
-    await _save(ctx, run)
+    await _save_progress(ctx, run)
     tasks = ctx.benchmark_tasks
-    task = asyncio.create_task(_execute(ctx, run, prompt), name=f"herd-bench-{run['run_id']}")
+    task = asyncio.create_task(_execute(ctx, runner), name=f"herd-bench-{run.run_id}")
     tasks.add(task)
     task.add_done_callback(tasks.discard)
     return run
 
 
-async def _active(ctx: RouterContext) -> list[dict[str, Any]]:
+async def _active(ctx: RouterContext) -> list[BenchRun]:
     raw = await ctx.redis.hgetall(ctx.keys.benchmarks_active())
     runs, stale = [], []
     for run_id, text in raw.items():
-        with contextlib.suppress(ValueError):
-            run = json.loads(text)
-            if time.time() - float(run.get("updated_at", 0)) > STALE_AFTER_S:
-                stale.append(run_id)
-            else:
-                runs.append(run)
+        run = _decode_run(text)
+        if run is None or time.time() - run.updated_at > STALE_AFTER_S:
+            stale.append(run_id)
+        else:
+            runs.append(run)
     if stale:
         await ctx.redis.hdel(ctx.keys.benchmarks_active(), *stale)
     return runs
 
 
-async def list_runs(ctx: RouterContext, limit: int = MAX_RUNS) -> dict[str, Any]:
+def _decode_run(text: str | bytes) -> BenchRun | None:
+    """A stored run; None for an entry that is not one (written by a foreign version)."""
+    try:
+        return _run_decoder.decode(text)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+async def list_runs(ctx: RouterContext, limit: int = MAX_RUNS) -> BenchmarkList:
+    """Active runs and stored ones, newest first (older runs lack the newer fields)."""
     stored = await ctx.redis.lrange(ctx.keys.benchmarks(), 0, limit - 1)
-    runs = []
-    for text in stored:
-        with contextlib.suppress(ValueError):
-            runs.append(json.loads(text))
-    return {"active": await _active(ctx), "runs": runs}
+    runs = [run for run in map(_decode_run, stored) if run is not None]
+    return BenchmarkList(active=await _active(ctx), runs=runs)
 
 
 async def stop_runs(ctx: RouterContext) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
+
 from services.router.context import RouterContext
 from shared.models import NodeState, normalize_model
+from shared.schemas import PsModel, TagModel
 
 __all__ = ["fan_out", "merge_ps", "merge_tags"]
 
@@ -18,39 +21,67 @@ async def fan_out(ctx: RouterContext, path: str) -> list[tuple[NodeState, dict[s
     return list(zip(nodes, results, strict=True))
 
 
-def merge_tags(answers: list[tuple[NodeState, dict[str, Any] | None]]) -> list[dict[str, Any]]:
+def _listed(answer: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    listed = answer.get("models") if answer else None
+    if not isinstance(listed, list):
+        return None
+    return [entry for entry in listed if isinstance(entry, dict)]
+
+
+def _tag(entry: dict[str, Any], name: str) -> TagModel:
+    """A node's entry in the contract's shape; a field of the wrong type is left out."""
+    try:
+        return msgspec.convert({**entry, "name": name, "model": name}, TagModel)
+    except msgspec.ValidationError:
+        size = entry.get("size")
+        return TagModel(name=name, model=name, size=size if isinstance(size, int) else 0)
+
+
+def merge_tags(answers: list[tuple[NodeState, dict[str, Any] | None]]) -> list[TagModel]:
     """The union of the nodes' /api/tags by name; a node that did not answer adds what its
     heartbeat said."""
-    models: dict[str, dict[str, Any]] = {}
+    models: dict[str, TagModel] = {}
     for node, answer in answers:
-        listed = answer.get("models") if answer else None
-        if isinstance(listed, list):
+        listed = _listed(answer)
+        if listed is not None:
             for entry in listed:
-                if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                if isinstance(entry.get("name"), str) and entry["name"].strip():
                     name = normalize_model(entry["name"])
-                    models.setdefault(name, {**entry, "name": name, "model": name})
+                    if name not in models:
+                        models[name] = _tag(entry, name)
             continue
         for name in node.models_available:
-            models.setdefault(name, {
-                "name": name, "model": name,
-                "size": int(node.model_sizes_gb.get(name, 0.0) * 1e9),
-            })
+            if name not in models:
+                models[name] = TagModel(name=name, model=name,
+                                        size=int(node.model_sizes_gb.get(name, 0.0) * 1e9))
     return [models[name] for name in sorted(models)]
 
 
-def merge_ps(answers: list[tuple[NodeState, dict[str, Any] | None]]) -> list[dict[str, Any]]:
+def _ps(entry: dict[str, Any], node_id: str) -> PsModel | None:
+    name = entry.get("name") or entry.get("model")
+    if not isinstance(name, str) or not name:
+        return None
+    base = {**entry, "name": name, "model": entry.get("model") or name, "node_id": node_id}
+    try:
+        return msgspec.convert(base, PsModel)
+    except msgspec.ValidationError:
+        size = entry.get("size")
+        return PsModel(name=name, model=name, node_id=node_id,
+                       size=size if isinstance(size, int) else 0)
+
+
+def merge_ps(answers: list[tuple[NodeState, dict[str, Any] | None]]) -> list[PsModel]:
     """Every loaded copy on every node, each with the node it is on."""
-    loaded: list[dict[str, Any]] = []
+    loaded: list[PsModel] = []
     for node, answer in answers:
-        listed = answer.get("models") if answer else None
-        if isinstance(listed, list):
-            loaded.extend(
-                {**entry, "node_id": node.node_id} for entry in listed if isinstance(entry, dict))
+        listed = _listed(answer)
+        if listed is not None:
+            loaded.extend(m for m in (_ps(e, node.node_id) for e in listed) if m is not None)
             continue
-        loaded.extend({
-            "name": m.name, "model": m.name, "size": int(m.size_gb * 1e9),
-            "context_length": m.context_length, "expires_at": m.expires_at or None,
-            "node_id": node.node_id,
-        } for m in node.models_loaded)
-    loaded.sort(key=lambda m: (str(m.get("name")), m["node_id"]))
+        loaded.extend(PsModel(
+            name=m.name, model=m.name, size=int(m.size_gb * 1e9),
+            context_length=m.context_length, expires_at=m.expires_at or None,
+            node_id=node.node_id,
+        ) for m in node.models_loaded)
+    loaded.sort(key=lambda m: (m.name, m.node_id))
     return loaded

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
-
-import msgspec
 
 from services.router.context import RouterContext
 from services.router.fleet.reads import read_counters, read_events, read_queue_depths
@@ -18,6 +15,7 @@ from shared.health import (
     run_checks,
 )
 from shared.models import NodeState, NodeStatus
+from shared.schemas import HealthReport, ModelAdvice, NodeAdvice, Recommendations, Vitals
 
 __all__ = ["build_view", "compute_health", "recommendations"]
 
@@ -36,33 +34,30 @@ async def build_view(ctx: RouterContext, now: float | None = None) -> HealthView
                       queue_depths=depths, events=events, now=now)
 
 
-def _vitals(view: HealthView, score: int) -> dict[str, Any]:
+def _vitals(view: HealthView, score: int) -> Vitals:
     nodes = view.snapshot.nodes.values()
     day = view.stats.fleet()
-    return {
-        "nodes_total": len(nodes),
-        "nodes_online": sum(n.status is NodeStatus.ONLINE for n in nodes),
-        "nodes_degraded": sum(n.status is NodeStatus.DEGRADED for n in nodes),
-        "nodes_offline": sum(n.status is NodeStatus.OFFLINE for n in nodes),
-        "overall_error_rate_pct": round(day.outcome_error_rate_pct, 2),
-        "cold_loads_24h": day.cold_loads,
-        "avg_ttft_ms": round(day.avg_ttft_ms, 1),
-        "total_requests_24h": day.requests,
-        "total_retries_24h": day.retries,
-        "health_score": score,
-    }
+    return Vitals(
+        nodes_total=len(nodes),
+        nodes_online=sum(n.status is NodeStatus.ONLINE for n in nodes),
+        nodes_degraded=sum(n.status is NodeStatus.DEGRADED for n in nodes),
+        nodes_offline=sum(n.status is NodeStatus.OFFLINE for n in nodes),
+        overall_error_rate_pct=round(day.outcome_error_rate_pct, 2),
+        cold_loads_24h=day.cold_loads,
+        avg_ttft_ms=round(day.avg_ttft_ms, 1),
+        total_requests_24h=day.requests,
+        total_retries_24h=day.retries,
+        health_score=score,
+    )
 
 
-async def compute_health(ctx: RouterContext, now: float | None = None) -> dict[str, Any]:
+async def compute_health(ctx: RouterContext, now: float | None = None) -> HealthReport:
     """The /dashboard/api/health body (the shape ollama-herd users rely on; docs/api.md)."""
     view = await build_view(ctx, now)
     findings = run_checks(ctx.health_checks, view)
     score = health_score(findings)
-    return {
-        "vitals": _vitals(view, score),
-        "recommendations": [msgspec.to_builtins(f) for f in findings],
-        "checked_at": view.now,
-    }
+    return HealthReport(vitals=_vitals(view, score), recommendations=findings,
+                        checked_at=view.now)
 
 
 # --- recommendations ------------------------------------------------------------------
@@ -71,12 +66,12 @@ async def compute_health(ctx: RouterContext, now: float | None = None) -> dict[s
 def _node_advice(
     node: NodeState, *, stats: StatsWindow, fleet_demand: dict[str, int],
     copies: dict[str, int], roomiest: dict[str, str], min_requests: int,
-) -> list[dict[str, Any]]:
+) -> list[ModelAdvice]:
     here = {m: u for (n, m), u in stats.node_models().items() if n == node.node_id}
     tight = node.memory_pressure.lower() in {"high", "warn", "warning", "critical"} or (
         node.memory_total_gb > 0 and node.memory_available_gb < 0.15 * node.memory_total_gb
     )
-    advice: list[dict[str, Any]] = []
+    advice: list[ModelAdvice] = []
     for loaded in node.models_loaded:
         usage = here.get(loaded.name)
         served = usage.requests if usage else 0
@@ -85,15 +80,16 @@ def _node_advice(
             reason = f"served {counted(served, 'request')} here in the last 24 h"
             if cold > 1:
                 reason += f" and was cold-loaded {cold} times: keeping it resident saves reloads"
-            advice.append({"action": "keep", "model": loaded.name, "reason": reason,
-                           "requests_24h": served, "cold_loads_24h": cold})
+            advice.append(ModelAdvice(action="keep", model=loaded.name, reason=reason,
+                                      requests_24h=served, cold_loads_24h=cold))
         else:
             size = f" and frees {loaded.size_gb:.1f} GB" if loaded.size_gb else ""
             why = "memory is tight here, so unloading it" if tight else "unloading it"
-            advice.append({"action": "remove", "model": loaded.name,
-                           "reason": f"loaded but served no requests here in 24 h; {why} "
-                           f"makes room for models in demand{size}",
-                           "requests_24h": 0, "cold_loads_24h": cold})
+            advice.append(ModelAdvice(
+                action="remove", model=loaded.name,
+                reason=f"loaded but served no requests here in 24 h; {why} "
+                f"makes room for models in demand{size}",
+                requests_24h=0, cold_loads_24h=cold))
     loaded_names = {m.name for m in node.models_loaded}
     for model, demand in sorted(fleet_demand.items(), key=lambda item: -item[1]):
         if model in loaded_names or demand < min_requests:
@@ -114,18 +110,18 @@ def _node_advice(
                       f"{node.memory_available_gb:.1f} GB")
         else:
             continue
-        advice.append({"action": "load", "model": model, "reason": reason,
-                       "requests_24h": demand, "size_gb": size_gb})
+        advice.append(ModelAdvice(action="load", model=model, reason=reason,
+                                  requests_24h=demand, size_gb=size_gb))
     for model in node.models_available:
         if model not in loaded_names and fleet_demand.get(model, 0) == 0 and tight:
-            advice.append({"action": "remove", "model": model,
-                           "reason": "installed but requested nowhere in the fleet for 24 h; "
-                           "deleting it frees disk, and memory is tight here",
-                           "requests_24h": 0})
+            advice.append(ModelAdvice(
+                action="remove", model=model,
+                reason="installed but requested nowhere in the fleet for 24 h; "
+                "deleting it frees disk, and memory is tight here"))
     return advice
 
 
-async def recommendations(ctx: RouterContext, now: float | None = None) -> dict[str, Any]:
+async def recommendations(ctx: RouterContext, now: float | None = None) -> Recommendations:
     """Per node: models to keep loaded, load, or remove, each with a plain-words reason."""
     snapshot = ctx.fleet.snapshot()
     stats = await ctx.stats.read_window(24, now)
@@ -142,17 +138,17 @@ async def recommendations(ctx: RouterContext, now: float | None = None) -> dict[
             roomiest[model] = max(fitting, key=lambda n: n.memory_available_gb).node_id
     minimum = max(1, ctx.settings.health_min_requests // 4)
     nodes = [
-        {
-            "node_id": node.node_id,
-            "status": str(node.status),
-            "memory_available_gb": node.memory_available_gb,
-            "memory_total_gb": node.memory_total_gb,
-            "recommendations": _node_advice(
+        NodeAdvice(
+            node_id=node.node_id,
+            status=node.status,
+            memory_available_gb=node.memory_available_gb,
+            memory_total_gb=node.memory_total_gb,
+            recommendations=_node_advice(
                 node, stats=stats, fleet_demand=demand, copies=copies, roomiest=roomiest,
                 min_requests=minimum,
             ),
-        }
+        )
         for node in sorted(servable, key=lambda n: n.node_id)
     ]
-    return {"nodes": nodes, "model_demand_24h": demand,
-            "generated_at": time.time() if now is None else now}
+    return Recommendations(nodes=nodes, model_demand_24h=demand,
+                           generated_at=time.time() if now is None else now)

@@ -8,11 +8,25 @@ import msgspec
 
 from services.router.context import RouterContext
 from shared.health import Counters
-from shared.models import FleetSnapshot, NodeState
+from shared.models import FleetSnapshot, LoadedModel, NodeState, NodeStatus
+from shared.schemas import (
+    CpuView,
+    DiskView,
+    FleetSummary,
+    InstalledModel,
+    LoadedModelView,
+    MemoryView,
+    ModelManagement,
+    NodeModels,
+    NodeView,
+    QueueCounters,
+)
 
 __all__ = [
     "QUEUE_FIELDS",
     "counter_rows",
+    "fleet_summary",
+    "loaded_view",
     "model_management",
     "node_view",
     "read_counters",
@@ -33,11 +47,11 @@ def _int(value: str | None) -> int:
 
 async def read_counters(ctx: RouterContext) -> dict[tuple[str, str], Counters]:
     """The request path's counters per (node, model)."""
-    return {(node_id, model): Counters(**{name: entry[name] for name in QUEUE_FIELDS})
+    return {(node_id, model): Counters(**{name: getattr(entry, name) for name in QUEUE_FIELDS})
             for node_id, model, entry in await counter_rows(ctx)}
 
 
-async def counter_rows(ctx: RouterContext) -> list[tuple[str, str, dict[str, int]]]:
+async def counter_rows(ctx: RouterContext) -> list[tuple[str, str, QueueCounters]]:
     """Counters per node:model (written by the request path), with each pair's slots."""
     redis, keys = ctx.redis, ctx.keys
     pairs = sorted(await redis.smembers(keys.counters_index()))
@@ -50,16 +64,18 @@ async def counter_rows(ctx: RouterContext) -> list[tuple[str, str, dict[str, int
     rows = await pipe.execute()
     nodes = ctx.fleet.snapshot().nodes
     default = ctx.settings.default_num_parallel
-    out: list[tuple[str, str, dict[str, int]]] = []
+    out: list[tuple[str, str, QueueCounters]] = []
     for (node_id, model), fields in zip(split, rows, strict=True):
-        entry = {name: _int(fields.get(name)) for name in QUEUE_FIELDS}
         node = nodes.get(node_id)
-        entry["max_concurrent"] = node.slots(default) if node else default
+        entry = QueueCounters(
+            **{name: _int(fields.get(name)) for name in QUEUE_FIELDS},
+            max_concurrent=node.slots(default) if node else default,
+        )
         out.append((node_id, model, entry))
     return out
 
 
-async def read_queues(ctx: RouterContext) -> dict[str, dict[str, int]]:
+async def read_queues(ctx: RouterContext) -> dict[str, QueueCounters]:
     """Counters keyed "node:model", as /fleet/status shows them."""
     return {f"{node}:{model}": entry for node, model, entry in await counter_rows(ctx)}
 
@@ -94,68 +110,77 @@ async def read_events(ctx: RouterContext, since: float, limit: int) -> list[dict
     return events
 
 
-def node_view(node: NodeState, now: float, default_parallel: int) -> dict[str, Any]:
+def fleet_summary(nodes: list[NodeState], queues: dict[str, QueueCounters],
+                  waiting: dict[str, int]) -> FleetSummary:
+    """The fleet's totals, as /fleet/status and the live events show them."""
+    return FleetSummary(
+        nodes_total=len(nodes),
+        nodes_online=sum(n.status is NodeStatus.ONLINE for n in nodes),
+        nodes_degraded=sum(n.status is NodeStatus.DEGRADED for n in nodes),
+        nodes_offline=sum(n.status is NodeStatus.OFFLINE for n in nodes),
+        nodes_servable=sum(n.servable for n in nodes),
+        models_loaded=sum(len(n.models_loaded) for n in nodes
+                          if n.status is not NodeStatus.OFFLINE),
+        requests_active=sum(q.in_flight for q in queues.values()),
+        requests_waiting=sum(waiting.values()),
+    )
+
+
+def loaded_view(model: LoadedModel) -> LoadedModelView:
+    return LoadedModelView(name=model.name, size_gb=model.size_gb,
+                           context_length=model.context_length,
+                           requests_active=model.requests_active, expires_at=model.expires_at)
+
+
+def node_view(node: NodeState, now: float, default_parallel: int) -> NodeView:
     """One node as /fleet/status shows it (ollama-herd's groups: cpu, memory, disk, ollama)."""
-    return {
-        "node_id": node.node_id,
-        "status": str(node.status),
-        "servable": node.servable,
-        "ollama_url": node.ollama_url,
-        "ollama_up": node.ollama_up,
-        "ollama_error": node.ollama_error,
-        "draining": node.draining,
-        "last_seen": node.last_seen,
-        "seconds_since_heartbeat": round(max(0.0, now - node.last_seen), 3),
-        "router_failures": node.router_failures,
-        "cpu": {"utilization_pct": node.cpu_pct, "cores_physical": node.cores},
-        "memory": {
-            "total_gb": node.memory_total_gb,
-            "used_gb": node.memory_used_gb,
-            "available_gb": node.memory_available_gb,
-            "pressure": node.memory_pressure,
-        },
-        "disk": {"total_gb": node.disk_total_gb, "available_gb": node.disk_available_gb},
-        "gpu": node.gpu,
-        "models_loaded": [
-            {"name": m.name, "size_gb": m.size_gb, "context_length": m.context_length,
-             "requests_active": m.requests_active, "expires_at": m.expires_at}
-            for m in node.models_loaded
-        ],
-        "models_available": list(node.models_available),
-        "num_parallel": node.slots(default_parallel),
-        "num_parallel_reported": node.num_parallel,
-        "max_loaded_models": node.max_loaded_models,
-        "ollama_version": node.ollama_version,
-        "agent_version": node.agent_version,
-        "lan_ip": node.lan_ip,
-    }
+    return NodeView(
+        node_id=node.node_id,
+        status=node.status,
+        servable=node.servable,
+        ollama_url=node.ollama_url,
+        ollama_up=node.ollama_up,
+        ollama_error=node.ollama_error,
+        draining=node.draining,
+        last_seen=node.last_seen,
+        seconds_since_heartbeat=round(max(0.0, now - node.last_seen), 3),
+        router_failures=node.router_failures,
+        cpu=CpuView(utilization_pct=node.cpu_pct, cores_physical=node.cores),
+        memory=MemoryView(total_gb=node.memory_total_gb, used_gb=node.memory_used_gb,
+                          available_gb=node.memory_available_gb,
+                          pressure=node.memory_pressure),
+        disk=DiskView(total_gb=node.disk_total_gb, available_gb=node.disk_available_gb),
+        gpu=node.gpu,
+        models_loaded=[loaded_view(m) for m in node.models_loaded],
+        models_available=list(node.models_available),
+        num_parallel=node.slots(default_parallel),
+        num_parallel_reported=node.num_parallel,
+        max_loaded_models=node.max_loaded_models,
+        ollama_version=node.ollama_version,
+        agent_version=node.agent_version,
+        lan_ip=node.lan_ip,
+    )
 
 
-def model_management(ctx: RouterContext) -> dict[str, Any]:
+def model_management(ctx: RouterContext) -> ModelManagement:
     """Per node: installed and loaded models with sizes, and free memory."""
     snapshot = ctx.fleet.snapshot()
     nodes = []
     where: dict[str, list[str]] = {}
     for node in sorted(snapshot.nodes.values(), key=lambda n: n.node_id):
-        loaded = {m.name: m for m in node.models_loaded}
-        installed = sorted(set(node.models_available) | set(loaded))
+        loaded = {m.name for m in node.models_loaded}
+        installed = sorted(set(node.models_available) | loaded)
         for model in installed:
             where.setdefault(model, []).append(node.node_id)
-        nodes.append({
-            "node_id": node.node_id,
-            "status": str(node.status),
-            "servable": node.servable,
-            "memory_total_gb": node.memory_total_gb,
-            "memory_available_gb": node.memory_available_gb,
-            "disk_available_gb": node.disk_available_gb,
-            "installed": [
-                {"name": m, "size_gb": node.model_size_gb(m), "loaded": m in loaded}
-                for m in installed
-            ],
-            "loaded": [
-                {"name": m.name, "size_gb": m.size_gb, "context_length": m.context_length,
-                 "requests_active": m.requests_active, "expires_at": m.expires_at}
-                for m in node.models_loaded
-            ],
-        })
-    return {"nodes": nodes, "models": where}
+        nodes.append(NodeModels(
+            node_id=node.node_id,
+            status=node.status,
+            servable=node.servable,
+            memory_total_gb=node.memory_total_gb,
+            memory_available_gb=node.memory_available_gb,
+            disk_available_gb=node.disk_available_gb,
+            installed=[InstalledModel(name=m, size_gb=node.model_size_gb(m), loaded=m in loaded)
+                       for m in installed],
+            loaded=[loaded_view(m) for m in node.models_loaded],
+        ))
+    return ModelManagement(nodes=nodes, models=where)

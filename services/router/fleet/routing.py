@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -141,6 +142,8 @@ class RoutingEngine:
         )
         self.inputs = RoutingInputs()
         self.latency = LatencyBatch()
+        # moves the starting point of each shortlist on (fleet/candidates.py)
+        self.turns = itertools.count()
         self._weight_attrs = [(s, f"weight_{s.name}") for s in self.scorers]
 
     def context(self, settings: Settings, snapshot: FleetSnapshot) -> ScoringContext:
@@ -154,15 +157,17 @@ class RoutingEngine:
             transform.apply(request, context)
 
     def rank(
-        self, request: RouteRequest, context: ScoringContext, exclude: Iterable[str] = ()
+        self, request: RouteRequest, context: ScoringContext, exclude: Iterable[str] = (),
+        nodes: Iterable[NodeState] | None = None,
     ) -> list[Ranked]:
-        """Candidates that pass every filter, best first (the policy's pick leads)."""
+        """Candidates that pass every filter, best first (the policy's pick leads): among
+        `nodes` when given (a shortlist, see fleet/candidates.py), else every node."""
         settings = context.settings
         weights = [(s, float(getattr(settings, attr, s.weight))) for s, attr in
                    self._weight_attrs]
-        excluded = set(exclude)
+        excluded = context.excluded = frozenset(exclude)
         ranked: list[Ranked] = []
-        for node in context.snapshot.nodes.values():
+        for node in context.snapshot.nodes.values() if nodes is None else nodes:
             if node.node_id in excluded:
                 continue
             if not all(f.allows(node, request, context) for f in self.filters):

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from services.router.fleet.background import background
 from services.router.fleet.core import Core
 from shared.errors import BadRequest
+from shared.schemas import SettingView
 from shared.settings import RUNTIME_FIELDS, Settings, SettingsError, coerce, setting_fields
 
 __all__ = ["RuntimeSettings", "jsonable", "settings_listing", "validate"]
@@ -27,21 +28,21 @@ def jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def settings_listing(settings: Settings) -> list[dict[str, Any]]:
+def settings_listing(settings: Settings) -> list[SettingView]:
     """Every runtime setting with its value, default, help and allowed choices."""
     out = []
     for f in setting_fields():
         if f.name not in RUNTIME_FIELDS:
             continue
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        out.append({
-            "name": f.name,
-            "value": jsonable(getattr(settings, f.name)),
-            "default": jsonable(f.default),
-            "type": kind,
-            "help": f.metadata["help"],
-            "choices": list(f.metadata["choices"]),
-        })
+        out.append(SettingView(
+            name=f.name,
+            value=jsonable(getattr(settings, f.name)),
+            default=jsonable(f.default),
+            type=kind,
+            help=f.metadata["help"],
+            choices=list(f.metadata["choices"]),
+        ))
     return out
 
 

@@ -126,9 +126,14 @@ class SlotManager:
         request_id: str,
         candidates: Sequence[tuple[str, int]],
         timeout: float,  # noqa: ASYNC109 - the queue wait only, not the whole request
+        more: Callable[[], Sequence[tuple[str, int]]] | None = None,
     ) -> str:
         """Take a slot on the first candidate (node id, capacity) with room, waiting in the
         fleet-wide queue for `model` when none has; returns the node id.
+
+        `more`, if given, is called once when no candidate had room on the first try: its
+        wider list is tried at once, and the request waits with it (a shortlist first, the
+        whole fleet only when the shortlist is full).
 
         Raises QueueFull when the queue is at `max_queue_depth` or `timeout` passes.
         """
@@ -136,14 +141,19 @@ class SlotManager:
             raise ValueError("acquire needs at least one candidate")
         settings = self._settings()
         keys = self._keys
-        script_keys = [
+        queue_keys = [
             keys.wait(model), keys.wait_lease(model), keys.wait_first(model),
             keys.wait_seq(), keys.counters_index(),
         ]
-        node_args: list[Any] = []
-        for node_id, capacity in candidates:
-            script_keys += [keys.slots(node_id, model), keys.counters(node_id, model)]
-            node_args += [node_id, max(int(capacity), 0)]
+
+        def keys_and_args(nodes: Sequence[tuple[str, int]]) -> tuple[list[str], list[Any]]:
+            script_keys, node_args = list(queue_keys), []
+            for node_id, capacity in nodes:
+                script_keys += [keys.slots(node_id, model), keys.counters(node_id, model)]
+                node_args += [node_id, max(int(capacity), 0)]
+            return script_keys, node_args
+
+        script_keys, node_args = keys_and_args(candidates)
         lease_ms = int(settings.lease_seconds * 1000)
         fixed_args: list[Any] = [
             request_id, 0, lease_ms, settings.max_queue_depth,
@@ -182,6 +192,10 @@ class SlotManager:
                 if not queued:
                     queued = True
                     waiter.seq = int(result[2])
+                    if more is not None:
+                        candidates = more()
+                        script_keys, node_args = keys_and_args(candidates)
+                        continue
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise QueueFull(

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from services.router.context import RouterContext
 from services.router.fleet import metrics, traces
+from services.router.fleet.candidates import Candidates
 from services.router.fleet.events import EVENTS_MAXLEN, emit
 from services.router.fleet.keys import KeyRecord
 from services.router.fleet.pulls import pull_for_request
@@ -63,6 +64,19 @@ log = logging.getLogger("herd.proxy")
 
 _encode = msgspec.json.Encoder().encode
 _JSON = b"application/json"
+# A client that leaves within this time is noticed when it ends, not at once: cheap, since
+# a request that short has little left to cancel.
+WATCH_AFTER_S = 0.02
+
+# Control characters cannot go in a header value (the server refuses to send the response).
+_CONTROLS = {code: "?" for code in (*range(9), *range(10, 32), 127)}
+
+
+def _header_value(text: str) -> bytes:
+    """A client's text (a model name) made safe for a response header."""
+    if text.isprintable():
+        return text.encode()
+    return text.translate(_CONTROLS).encode("utf-8", "replace")
 
 
 class Exchange:
@@ -133,7 +147,9 @@ class Exchange:
             await self._send_error(exc)
             return
         self.task = asyncio.current_task()
-        self.watcher = asyncio.create_task(self._watch())
+        # The disconnect watcher is a task of its own; a request that ends within
+        # WATCH_AFTER_S never needs one (most of a small request's cost is such overhead).
+        timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start_watch)
         try:
             await self._route(request)
         except asyncio.CancelledError:
@@ -143,8 +159,13 @@ class Exchange:
             await self._on_disconnect()
         finally:
             self.finished = True
+            timer.cancel()
             if self.watcher is not None and not self.watcher.done():
                 self.watcher.cancel()
+
+    def _start_watch(self) -> None:
+        if not self.finished:
+            self.watcher = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
         """Cancel the request when the client goes away before its response is complete."""
@@ -182,18 +203,18 @@ class Exchange:
             trace.estimated_tokens = request.estimated_tokens
             plan = RetryPlan(settings.max_retries)
             while True:
-                ranked = engine.rank(request, scoring, plan.excluded)
-                if not ranked:
+                candidates = Candidates(engine, request, scoring, plan.excluded,
+                                        next(engine.turns))
+                if not candidates.ranked:
                     raise plan.nothing_to_try(request)
                 slot_id = plan.slot_id(request.request_id)
                 waited = time.perf_counter()
                 node_id = await ctx.slots.acquire(
-                    request.model, slot_id,
-                    [(r.node.node_id, scoring.slots(r.node)) for r in ranked],
-                    settings.queue_timeout,
+                    request.model, slot_id, candidates.slots(), settings.queue_timeout,
+                    more=None if candidates.widened else candidates.widen,
                 )
                 trace.queue_wait_ms += (time.perf_counter() - waited) * 1000
-                chosen = next((r for r in ranked if r.node.node_id == node_id), ranked[0])
+                chosen = candidates.get(node_id)
                 self.ranked = chosen
                 self.hold = (node_id, request.model, slot_id)
                 engine.inputs.started(node_id, request.model)
@@ -382,7 +403,7 @@ class Exchange:
             (b"x-fleet-node", (chosen.node.node_id if chosen else "").encode()),
             (b"x-fleet-retries", str(self.retries).encode()),
             (b"x-fleet-score", f"{chosen.score:.2f}".encode() if chosen else b"0"),
-            (b"x-fleet-requested-model", self.trace.original_model.encode()
+            (b"x-fleet-requested-model", _header_value(self.trace.original_model)
              if self.trace else b""),
             (b"x-fleet-served-model", self.served.encode()),
             (b"x-herd-request-id", self.request.request_id.encode()),
@@ -459,7 +480,7 @@ class Exchange:
             headers.append((b"x-fleet-retries", str(self.retries).encode()))
             requested = self.request.body.get("model") if self.request else ""
             if isinstance(requested, str):
-                headers.append((b"x-fleet-requested-model", requested.encode()))
+                headers.append((b"x-fleet-requested-model", _header_value(requested)))
         await self.send({"type": "http.response.start", "status": exc.status_code,
                          "headers": headers})
         await self.send({"type": "http.response.body", "body": body, "more_body": False})

@@ -1,0 +1,1 @@
+"""Benchmark runs against a router: one runner shared by `herd bench` and the dashboard."""
