@@ -16,6 +16,8 @@ __all__ = [
     "PayloadTooLarge",
     "QueueFull",
     "RateLimited",
+    "StateRebuilding",
+    "StateUnavailable",
     "Unauthorized",
     "UpstreamError",
     "error_body",
@@ -110,6 +112,30 @@ class NoNodeAvailable(HerdError):
 
     def __init__(self, message: str, retry_after: int = 5) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class StateUnavailable(HerdError):
+    """Redis (the fleet's shared state) cannot be reached or does not answer in time."""
+
+    status_code = 503
+    openai_type = "server_error"
+    openai_code = "state_unavailable"
+
+    def __init__(self, message: str = "fleet state (Redis) is unreachable, try again",
+                 retry_after: int = 2) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class StateRebuilding(HerdError):
+    """Redis came back empty and the nodes have not all re-registered yet: not a 404."""
+
+    status_code = 503
+    openai_type = "server_error"
+    openai_code = "state_rebuilding"
+
+    def __init__(self, retry_after: int = 2) -> None:
+        super().__init__("fleet state is being rebuilt, try again",
+                         headers={"Retry-After": str(retry_after)})
 
 
 class UpstreamError(HerdError):

@@ -158,6 +158,11 @@ class Keys:
         """Lease lock held by the replica that runs fleet-wide background jobs."""
         return f"{self.prefix}leader"
 
+    def epoch(self) -> str:
+        """A token set once (SET NX) by the first replica to reach this Redis; a replica
+        that finds another token, or none, after reconnecting knows Redis came back empty."""
+        return f"{self.prefix}epoch"
+
     # --- pub/sub channels
     def fleet_channel(self) -> str:
         """Announces that the node registry changed; replicas refresh their snapshot."""

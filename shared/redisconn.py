@@ -1,7 +1,16 @@
 """The one way Herd gets a Redis: the configured URL, or an embedded redis-server it owns.
 
+Every URL form of shared.redisurl works here (TLS, unix sockets, Sentinel). Clients keep TCP
+keepalive on and bound connecting by the reply timeout. Replies on redis-py's connections
+are not bounded by a socket timeout: with one, redis-py 7 can swallow a task's cancellation
+that lands inside its timeout block (redis/redis-py#2551), and a replica then hangs in its
+shutdown. The request path's lean connection (shared.fastredis) bounds its replies itself,
+and /healthz bounds its PING.
+
 The embedded server is a child process that dies with its parent (shared.children); a pid
-file also lets the next start reap a server left behind where that is not available.
+file also lets the next start reap a server left behind where that is not available. It
+keeps an append-only file (fsync once a second) under <data dir>/redis/, so a restart of
+`herd` keeps usage, settings, benchmark runs and traces not yet copied to latency.db.
 """
 
 from __future__ import annotations
@@ -17,19 +26,25 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
+import redis.asyncio.sentinel
+import redis.sentinel
 
 from shared.children import die_with_parent, stop_process
+from shared.redisurl import RedisTarget, parse_redis_url
 
 __all__ = [
+    "REDIS_UNAVAILABLE",
     "EmbeddedRedis",
     "RedisUnavailable",
     "check_redis",
     "connect",
     "mask_url",
+    "parse_or_explain",
     "redis_server_binary",
     "redis_url_for",
 ]
@@ -37,6 +52,17 @@ __all__ = [
 log = logging.getLogger("herd.redis")
 
 _UNIX_SOCKET_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
+
+
+# Errors that mean Redis is away (down, frozen, loading its data, failing over), as opposed
+# to a command it refused: callers answer 503 with Retry-After for these.
+REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,  # BusyLoadingError (LOADING) is one too
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.MasterDownError,
+    OSError,
+)
 
 
 class RedisUnavailable(RuntimeError):
@@ -105,10 +131,11 @@ def _running(pid: int) -> bool:
 
 
 class EmbeddedRedis:
-    """A private redis-server under <data dir>/redis/, keeping nothing on disk."""
+    """A private redis-server under <data dir>/redis/ with an append-only file."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, persist: bool = True) -> None:
         self.dir = data_dir / "redis"
+        self.persist = persist  # False: nothing on disk (benchmarks comparing versions)
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -121,8 +148,11 @@ class EmbeddedRedis:
         args = [
             redis_server_binary(),
             "--dir", str(self.dir),
+            # The AOF alone: an fsync a second loses at most a second of writes on a crash,
+            # and a graceful stop (SIGTERM) writes everything. No RDB snapshots besides.
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.persist else "no",
+            "--appendfsync", "everysec",
             "--daemonize", "no",
             "--loglevel", "warning",
             "--logfile", str(self.dir / "redis.log"),
@@ -187,24 +217,95 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def check_redis(url: str, timeout: float = 3.0) -> None:
-    """Raise RedisUnavailable with a one-line reason unless Redis at `url` answers PING."""
+# Linux's keepalive probes: a peer gone silent while idle is noticed in ~25 s, not ~2 h.
+_KEEPALIVE_OPTIONS = {
+    getattr(socket, name): value
+    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+    if hasattr(socket, name)
+}
+
+
+def _client_kwargs(target: RedisTarget, timeout: float) -> dict[str, Any]:
+    """redis-py keyword arguments for the data connections (the master's, with Sentinel)."""
+    kwargs: dict[str, Any] = {
+        "db": target.db,
+        "username": target.username,
+        "password": target.password,
+        "socket_connect_timeout": timeout,
+        "socket_keepalive": True,
+        "socket_keepalive_options": _KEEPALIVE_OPTIONS,
+    }
+    if target.tls is not None:
+        kwargs.update(ssl=True, **target.tls)
+    return kwargs
+
+
+def _sentinel_kwargs(target: RedisTarget, timeout: float) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "username": target.sentinel_username,
+        "password": target.sentinel_password,
+        "socket_connect_timeout": timeout,
+        "socket_timeout": timeout,
+    }
+    if target.tls is not None:
+        kwargs.update(ssl=True, **target.tls)
+    return kwargs
+
+
+def parse_or_explain(url: str) -> RedisTarget:
+    """`parse_redis_url`, with RedisUnavailable (one line for the operator) on a bad URL."""
     try:
-        client = redis.Redis.from_url(
-            url, socket_connect_timeout=timeout, socket_timeout=timeout
-        )
+        return parse_redis_url(url)
     except ValueError as exc:
         raise RedisUnavailable(f"invalid Redis URL {mask_url(url)!r}: {exc}") from None
+
+
+def check_redis(url: str, timeout: float = 3.0) -> None:
+    """Raise RedisUnavailable with a one-line reason unless Redis at `url` answers PING."""
+    target = parse_or_explain(url)
+    client: redis.Redis
+    try:
+        if target.is_sentinel:
+            sentinel = redis.sentinel.Sentinel(
+                list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, timeout),
+                **_client_kwargs(target, timeout),
+            )
+            client = sentinel.master_for(target.service_name)
+        else:
+            client = redis.Redis.from_url(
+                url, socket_connect_timeout=timeout, socket_timeout=timeout
+            )
+    except (ValueError, redis.RedisError) as exc:
+        raise RedisUnavailable(f"invalid Redis URL {target.redacted()}: {exc}") from None
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise RedisUnavailable(f"cannot reach Redis at {mask_url(url)}: {exc}") from None
+        raise RedisUnavailable(f"cannot reach Redis at {target.redacted()}: {exc}") from None
     finally:
         client.close()
 
 
-def connect(url: str, *, max_connections: int = 64) -> redis.asyncio.Redis:
-    """The async client every service uses (replies decoded as str)."""
+def connect(
+    url: str, *, max_connections: int = 64, timeout: float = 2.0
+) -> redis.asyncio.Redis:
+    """The async client every service uses (replies decoded as str).
+
+    `timeout` bounds connecting (with Sentinel, also each question to a Sentinel).
+    """
+    target = parse_or_explain(url)
+    if target.is_sentinel:
+        # The Sentinel pool asks for the master on every new connection and drops its
+        # connections when a reply says READONLY, so a failover is followed by itself.
+        sentinel = redis.asyncio.sentinel.Sentinel(
+            list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, timeout),
+            **_client_kwargs(target, timeout),
+        )
+        return sentinel.master_for(
+            target.service_name, decode_responses=True, max_connections=max_connections,
+            health_check_interval=30,
+        )
+    tcp: dict[str, Any] = {} if target.path else {
+        "socket_keepalive": True, "socket_keepalive_options": _KEEPALIVE_OPTIONS}
     # A blocking pool: a burst beyond max_connections waits for a free connection
     # instead of failing with MaxConnectionsError.
     pool = redis.asyncio.BlockingConnectionPool.from_url(
@@ -212,8 +313,9 @@ def connect(url: str, *, max_connections: int = 64) -> redis.asyncio.Redis:
         decode_responses=True,
         max_connections=max_connections,
         timeout=10,
-        socket_connect_timeout=5,
+        socket_connect_timeout=timeout,
         health_check_interval=30,
+        **tcp,
     )
     return redis.asyncio.Redis.from_pool(pool)  # closing the client closes the pool
 

@@ -58,7 +58,15 @@ class Settings:
     )
     redis_url: str = _setting(
         "",
-        "Redis shared by all router replicas. Empty: start an embedded Redis under the data dir.",
+        "Redis shared by all router replicas: redis://, rediss:// (TLS), unix:// or "
+        "redis+sentinel:// (see the URL forms below). Empty: start an embedded Redis under "
+        "the data dir.",
+    )
+    redis_timeout: float = _setting(
+        2.0,
+        "Seconds to wait for a Redis reply (and a connection) before giving up: inference "
+        "then answers 503 with Retry-After instead of hanging on a Redis that stopped "
+        "answering.",
     )
     redis_prefix: str = _setting("herd:", "Prefix of every Redis key and channel Herd uses.")
     data_dir: str = _setting(
@@ -445,5 +453,63 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
+_HEADER = """# Settings
+
+Every setting is one field of `shared.settings.Settings`, read once at start from a `FLEET_*`
+environment variable; a command-line flag, where there is one, wins over the variable.
+Fields marked *runtime* can also be changed while Herd runs, on every replica at once,
+through `POST /dashboard/api/settings` (or the dashboard's Settings page).
+
+This page is generated: `python -m shared.settings > docs/settings.md`.
+"""
+
+_REDIS_URLS = """## Redis URL forms (`FLEET_REDIS_URL`, `--redis-url`)
+
+Every part of Herd that talks to Redis (a router replica's redis-py client and its lean
+request-path connection) and `herd recorder` follow the one URL; node agents and the
+dashboard reach Redis only through a router.
+Passwords may be percent-encoded; a user name is for Redis 6 ACLs.
+
+```
+# plain TCP, database 0
+redis://10.0.0.5:6379/0
+# a password, and a Redis 6 ACL user
+redis://herd:s3cret@10.0.0.5:6379/0
+# a unix socket
+unix:///run/redis/redis.sock?db=0
+# TLS, checking the server against a CA file
+rediss://:s3cret@redis.example.net:6380/0?ssl_ca_certs=/etc/herd/redis-ca.pem
+# TLS with a client certificate
+rediss://redis.example.net:6380/0?ssl_ca_certs=ca.pem&ssl_certfile=herd.pem&ssl_keyfile=herd.key
+# TLS without checking the certificate (tests only)
+rediss://127.0.0.1:6380/0?ssl_cert_reqs=none
+# Sentinel: every Sentinel's address, then the master's name and the database
+redis+sentinel://:s3cret@10.0.0.5:26379,10.0.0.6:26379,10.0.0.7:26379/mymaster/0
+# Sentinels with a password of their own
+redis+sentinel://10.0.0.5:26379/mymaster/0?sentinel_password=sentinelpw
+# Sentinels and Redis over TLS
+rediss+sentinel://10.0.0.5:26379/mymaster/0?ssl_ca_certs=ca.pem
+```
+
+TLS query parameters are redis-py's: `ssl_ca_certs`, `ssl_ca_path`, `ssl_certfile`,
+`ssl_keyfile`, `ssl_cert_reqs` (`none`, `optional`, `required`: the default),
+`ssl_check_hostname` (default true; the certificate must name the host in the URL).
+In a Sentinel URL the user and password are the master's; `sentinel_password` (and
+`sentinel_username`) are the Sentinels' own, when they have one. Herd asks the Sentinels for
+the master at every new connection and again after a failover (a lost connection or a
+`READONLY` reply), so a promoted replica is followed without a restart.
+
+Managed services: ElastiCache with in-transit encryption, Azure Cache for Redis (port 6380),
+Upstash and Redis Cloud take a `rediss://` URL, usually with a password and the provider's
+public CA already trusted by the system (no `ssl_ca_certs` needed). See docs/operations.md
+for what a Redis needs to serve Herd well (persistence, `maxmemory-policy noeviction`).
+"""
+
+
+def document() -> str:
+    """docs/settings.md: the settings table and the Redis URL forms."""
+    return f"{_HEADER}\n{markdown_table()}\n\n{_REDIS_URLS}"
+
+
 if __name__ == "__main__":
-    print(markdown_table())
+    print(document(), end="")

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _record(settings: Settings, once: bool) -> int:
-    redis = connect(settings.redis_url)
+    redis = connect(settings.redis_url, timeout=settings.redis_timeout)
     consumer = f"standalone-{socket.gethostname()}"
     recorder = Recorder(
         redis, Keys(settings.redis_prefix), settings.data_path / "latency.db", consumer,

@@ -63,9 +63,9 @@ def create_app(settings: Settings, redis_url: str) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        redis = connect(redis_url)
+        redis = connect(redis_url, timeout=settings.redis_timeout)
         await redis.ping()
-        fast = FastRedis(redis_url)
+        fast = FastRedis(redis_url, reply_timeout=settings.redis_timeout)
         ctx = RouterContext.create(settings, redis, fast)
         app.state.herd = ctx
         async with running(ctx):

@@ -56,6 +56,7 @@ class RouterContext(Core):
         ctx.runtime = RuntimeSettings(ctx)
         ctx.client_keys = ClientKeys(ctx)
         ctx.fleet = Fleet(ctx)
+        ctx.fleet.rebuild.on_wiped(ctx.runtime.write_back)
         ctx.slots = SlotManager.for_context(ctx)
         ctx.routing = RoutingEngine(ctx.plugins)
         ctx.stats = Stats(ctx)

@@ -51,3 +51,26 @@ def test_procfile_commands_parse() -> None:
     assert {c[0] for c in commands} == {"herd", "herd-node"}
     for argv in commands:
         _parse(argv)
+
+
+def test_compose_redis_keeps_its_data_on_a_volume() -> None:
+    spec = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    redis = spec["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "everysec"
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    volume = redis["volumes"][0].split(":")
+    assert volume[1] == "/data" and volume[0] in spec["volumes"]
+
+
+def test_procfile_redis_has_a_port_of_its_own_and_persists() -> None:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    redis_line = next(line for line in lines if line.startswith("redis:"))
+    argv = shlex.split(redis_line.split("&&")[-1].removeprefix(" exec"))
+    port = argv[argv.index("--port") + 1]
+    assert port != "6379"  # a developer's own Redis usually holds that one
+    assert argv[argv.index("--appendonly") + 1] == "yes"
+    assert argv[argv.index("--appendfsync") + 1] == "everysec"
+    urls = {c[c.index("--redis-url") + 1] for c in _procfile_commands() if "--redis-url" in c}
+    assert urls == {f"redis://127.0.0.1:{port}/0"}

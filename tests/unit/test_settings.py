@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import RUNTIME_FIELDS, Settings, SettingsError, env_name, setting_fields
+from shared.settings import (
+    RUNTIME_FIELDS,
+    Settings,
+    SettingsError,
+    document,
+    env_name,
+    setting_fields,
+)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
 
@@ -72,3 +79,9 @@ def test_docs_list_every_setting() -> None:
     text = DOCS.read_text()
     missing = [env_name(f.name) for f in setting_fields() if f"`{env_name(f.name)}`" not in text]
     assert not missing, f"docs/settings.md does not document: {missing}"
+
+
+def test_docs_page_is_the_generated_one() -> None:
+    assert DOCS.read_text() == document(), (
+        "docs/settings.md is stale: python -m shared.settings > docs/settings.md"
+    )

@@ -9,8 +9,10 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
+from redis.exceptions import RedisError
 
-from shared.errors import HerdError, error_body
+from shared.errors import HerdError, StateUnavailable, error_body
+from shared.redisconn import REDIS_UNAVAILABLE
 from shared.schemas import ErrorAnswer, OpenAIErrorAnswer
 
 __all__ = ["ERROR_RESPONSES", "EXCEPTION_HANDLERS", "OPENAI_ERROR_RESPONSES", "error_responses"]
@@ -68,6 +70,13 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     )
 
 
+def _redis_error(request: Request[Any, Any, Any], exc: Exception) -> Response[object]:
+    if not isinstance(exc, REDIS_UNAVAILABLE):
+        return _internal_error(request, exc)
+    log.warning("Redis unreachable", extra={"path": request.url.path, "error": str(exc)})
+    return _herd_error(request, StateUnavailable())
+
+
 def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[object]:
     log.exception("unhandled error", extra={"path": request.url.path})
     return Response(
@@ -80,5 +89,6 @@ def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HerdError: _herd_error,
     HTTPException: _http_error,
+    RedisError: _redis_error,  # the fleet and dashboard endpoints, while Redis is away
     Exception: _internal_error,
 }

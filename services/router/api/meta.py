@@ -7,6 +7,8 @@ nodes: a probe says the router is up, not what the fleet holds.
 
 from __future__ import annotations
 
+import asyncio
+
 from litestar import MediaType, Response, get, head
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
@@ -46,9 +48,11 @@ def version() -> VersionAnswer:
 async def healthz(state: State) -> Response[HealthzOk | HealthzError]:
     ctx: RouterContext = state.herd
     try:
-        await ctx.redis.ping()
+        # Bounded by the reply timeout: a frozen Redis must fail the check, not hang it.
+        await asyncio.wait_for(ctx.redis.ping(), ctx.settings.redis_timeout)
     except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
-        return Response(HealthzError(redis=str(exc)), status_code=503)
+        reason = str(exc) or f"no answer within {ctx.settings.redis_timeout:g} s"
+        return Response(HealthzError(redis=f"unreachable: {reason}"), status_code=503)
     return Response(HealthzOk(version=VERSION, replica=ctx.replica_id))
 
 

@@ -26,6 +26,7 @@ from services.router.fleet.heartbeat import (
     status_for,
     with_model,
 )
+from services.router.fleet.rebuild import Rebuild
 from shared.models import FleetSnapshot, NodeState, NodeStatus
 
 __all__ = ["Fleet", "Reading"]
@@ -60,6 +61,7 @@ class Fleet:
 
     def __init__(self, ctx: Core) -> None:
         self._ctx = ctx
+        self.rebuild = Rebuild(ctx)  # noticing a Redis that came back empty
         self._snapshot = FleetSnapshot(taken_at=time.time())
         self._clock_offset = 0.0  # Redis time minus this host's time
         self._refresh_lock = asyncio.Lock()
@@ -69,6 +71,14 @@ class Fleet:
     def snapshot(self) -> FleetSnapshot:
         """The cached fleet; no I/O."""
         return self._snapshot
+
+    def rebuilding(self) -> bool:
+        """Redis came back empty and some node known before has not re-registered yet."""
+        return self.rebuild.active(self._snapshot)
+
+    def _live_ids(self) -> list[str]:
+        return [n.node_id for n in self._snapshot.nodes.values()
+                if n.status is not NodeStatus.OFFLINE]
 
     def _put(self, node: NodeState, since: int | None = None) -> bool:
         """Install one node; with `since` (a read's start), not over a newer local write."""
@@ -309,6 +319,7 @@ class Fleet:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Load the snapshot before the app serves, then keep it current in the background."""
+        await self.rebuild.check(())
         await self.refresh()
         async with background(self.run(), "herd-fleet-watcher"):
             yield
@@ -320,6 +331,9 @@ class Fleet:
             pubsub = redis.pubsub()
             try:
                 await pubsub.subscribe(channel)
+                # Every reconnection (Redis restarted, failed over, came back empty) passes
+                # here before the registry is re-read.
+                await self.rebuild.check(self._live_ids())
                 await self.refresh()
                 next_sweep = time.monotonic() + SWEEP_INTERVAL
                 next_full = time.monotonic() + FULL_REFRESH_INTERVAL

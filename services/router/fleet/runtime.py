@@ -118,6 +118,23 @@ class RuntimeSettings:
         await pipe.execute()
         self.apply(changes)
 
+    async def write_back(self) -> None:
+        """Store the overrides this replica holds again, after Redis came back empty.
+
+        HSETNX: a value another replica stored (or wrote back) first is kept, so a change
+        made during the rebuild is not overwritten by an older one.
+        """
+        if not self.applied:
+            return
+        core = self._core
+        pipe = core.redis.pipeline(transaction=True)
+        for name, value in self.applied.items():
+            pipe.hsetnx(core.keys.settings(), name, json.dumps(jsonable(value)))
+        pipe.publish(core.keys.settings_channel(), ",".join(sorted(self.applied)))
+        written = await pipe.execute()
+        log.info("runtime settings written back",
+                 extra={"settings": sorted(self.applied), "written": sum(written[:-1])})
+
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Apply stored overrides before serving, then follow the settings channel."""

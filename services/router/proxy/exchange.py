@@ -49,6 +49,9 @@ from services.router.proxy.request import (
 from shared.errors import (
     HerdError,
     ModelNotFound,
+    NoNodeAvailable,
+    StateRebuilding,
+    StateUnavailable,
     UpstreamError,
     error_body,
 )
@@ -231,6 +234,8 @@ class Exchange:
                     trace.excluded_nodes = [*plan.excluded, node_id]
                     plan.failed(node_id, failure, request.model)
         except HerdError as exc:
+            if isinstance(exc, ModelNotFound | NoNodeAvailable) and ctx.fleet.rebuilding():
+                exc = StateRebuilding()  # Redis came back empty: not yet a real 404
             failed = isinstance(exc, UpstreamError)
             trace.status = TraceStatus.FAILED if failed else TraceStatus.REJECTED
             trace.error_message = exc.message
@@ -239,7 +244,7 @@ class Exchange:
         except (RedisError, OSError) as exc:
             log.warning("request failed on Redis", extra={"error": str(exc)})
             trace.status, trace.error_message = TraceStatus.FAILED, f"redis: {exc}"
-            await self._send_error(HerdError("router state unavailable, try again"))
+            await self._send_error(StateUnavailable())
             await self._finish(ok=False)
         except Exception as exc:
             log.exception("request failed", extra={"request_id": request.request_id})

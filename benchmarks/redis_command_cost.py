@@ -1,0 +1,84 @@
+"""CPU per Redis command on the request path's lean connection, against redis-py's client.
+
+Starts an embedded Redis (unix socket, as `herd` does) and runs, on one event loop (uvloop),
+the request path's two calls: an EVALSHA of a small script, and a two-command pipeline
+(EVAL + XADD), one at a time and 32 at once. Reports this process's CPU time per command
+(user + system, less noisy than wall time on a shared machine), median of `--rounds`.
+Run: .venv/bin/python benchmarks/redis_command_cost.py [--commands 5000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import uvloop
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from shared.fastredis import FastRedis  # noqa: E402
+from shared.redisconn import EmbeddedRedis, connect  # noqa: E402
+
+SCRIPT = "return redis.call('INCR', KEYS[1])"
+
+
+async def cpu_per_call(call: Callable[[], Awaitable[object]], n: int, concurrency: int) -> float:
+    """Microseconds of this process's CPU per call."""
+    per_worker = n // concurrency
+
+    async def worker() -> None:
+        for _ in range(per_worker):
+            await call()
+
+    started = time.process_time()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return (time.process_time() - started) / (per_worker * concurrency) * 1e6
+
+
+async def run(url: str, commands: int, rounds: int) -> None:
+    fast = FastRedis(url)
+    slow = connect(url)
+    sha = await fast.execute("SCRIPT", "LOAD", SCRIPT)
+
+    async def fast_eval() -> object:
+        return await fast.execute("EVALSHA", sha, 1, "bench:k")
+
+    async def fast_pipe() -> object:
+        pipe = fast.pipeline()
+        pipe.eval(SCRIPT, 1, "bench:k")
+        pipe.xadd("bench:s", {"f": "v"}, maxlen=1000)
+        return await pipe.execute()
+
+    async def slow_eval() -> object:
+        return await slow.evalsha(sha, 1, "bench:k")  # type: ignore[no-untyped-call]
+
+    cases = [("lean EVALSHA", fast_eval), ("lean pipeline (2)", fast_pipe),
+             ("redis-py EVALSHA", slow_eval)]
+    for name, call in cases:
+        for concurrency in (1, 32):
+            await cpu_per_call(call, commands // 5, concurrency)  # warm up
+            samples = [await cpu_per_call(call, commands, concurrency) for _ in range(rounds)]
+            print(f"{name:20s} c={concurrency:<3d} {statistics.median(samples):7.1f} µs CPU "
+                  f"per call (rounds: {', '.join(f'{s:.1f}' for s in samples)})")
+    await fast.close()
+    await slow.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--commands", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp)) as url:
+        uvloop.run(run(url, args.commands, args.rounds))
+
+
+if __name__ == "__main__":
+    main()

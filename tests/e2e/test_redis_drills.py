@@ -1,0 +1,215 @@
+"""Redis drills with real processes on loopback: killed, frozen, failed over, TLS-only, and
+`herd` restarted on its embedded Redis (docs/operations.md says what each must show)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.redis_drill import (
+    CHAT,
+    MODEL,
+    DrillFleet,
+    Load,
+    check_failures_are_503s,
+    drill_fleet,
+)
+from tests.helpers import Proc, free_port, herd_bin, wait_until
+from tests.redisproc import (
+    RedisProc,
+    make_tls_files,
+    require_system_redis,
+    sentinel_group,
+    sentinel_url,
+)
+from tests.simproc import start_sim
+
+pytestmark = pytest.mark.timeout(90)  # each drill takes well under a minute
+
+ADMIN = {"Authorization": "Bearer drill-admin"}
+
+
+def _fleet_on(fleet: DrillFleet, redis_url: str) -> str:
+    fleet.start_sim()
+    router = fleet.router(redis_url)
+    fleet.agent(router)
+    fleet.wait_serving(router)
+    return router
+
+
+def _recovers(load: Load, since: float, timeout: float) -> None:
+    wait_until(lambda: load.served_after(since), timeout=timeout, interval=0.1,
+               message="requests served again")
+
+
+def _counters_return_to_zero(fleet: DrillFleet, router: str) -> None:
+    """Once the load has stopped: nothing in flight or waiting (a lease the outage left
+    behind is returned by the reaper after FLEET_LEASE_SECONDS)."""
+    wait_until(lambda: fleet.in_flight(router) == 0 or None, timeout=15, interval=0.2,
+               message="no slot or waiter left over")
+
+
+def test_redis_killed_under_load_then_restarted_empty(tmp_path: Path) -> None:
+    redis = RedisProc(tmp_path, "redis").start()
+    try:
+        with drill_fleet(tmp_path) as fleet:
+            router = _fleet_on(fleet, redis.url)
+            with Load([router]) as load:
+                wait_until(lambda: load.served_after(0), timeout=10, message="load served")
+                redis.kill()
+                killed = time.monotonic()
+                wait_until(lambda: any(a.status == 503 for a in load.since(killed)),
+                           timeout=10, message="a 503 while Redis is away")
+                health = httpx.get(f"{router}/healthz", timeout=5)
+                assert health.status_code == 503
+                time.sleep(max(0.0, 5.0 - (time.monotonic() - killed)))  # the 5 s outage
+                assert not load.served_after(killed + 0.5)  # nothing served without Redis
+                redis.start()  # empty: it kept nothing
+                back = time.monotonic()
+                _recovers(load, back, timeout=15)
+            check_failures_are_503s(load)
+            _counters_return_to_zero(fleet, router)
+            assert any(a.status == 503 for a in load.since(killed))
+            assert httpx.get(f"{router}/healthz", timeout=5).status_code == 200
+            # The node re-registered by its agent's heartbeat; nothing was left in flight.
+            status = httpx.get(f"{router}/fleet/status", timeout=5).json()
+            assert status["fleet"]["nodes_online"] == 1
+    finally:
+        redis.stop()
+
+
+def test_redis_frozen_then_resumed(tmp_path: Path) -> None:
+    redis = RedisProc(tmp_path, "redis").start()
+    try:
+        with drill_fleet(tmp_path) as fleet:
+            router = _fleet_on(fleet, redis.url)
+            with Load([router]) as load:
+                wait_until(lambda: load.served_after(0), timeout=10, message="load served")
+                redis.freeze()
+                frozen = time.monotonic()
+                wait_until(lambda: sum(a.status == 503 for a in load.since(frozen)) >= 3,
+                           timeout=15, message="503s while Redis is frozen")
+                check = Proc([herd_bin(), "check", "--url", router, "--timeout", "5"],
+                             tmp_path / "check.log")
+                assert check.process.wait(20) == 1
+                redis.thaw()
+                thawed = time.monotonic()
+                _recovers(load, thawed, timeout=15)
+            check_failures_are_503s(load)
+            _counters_return_to_zero(fleet, router)
+            # Nothing waited on the frozen Redis for long: the load's own 15 s timeout
+            # was never reached (a hang shows up as status 0).
+            assert all(a.status != 0 for a in load.answers)
+    finally:
+        redis.stop()
+
+
+def test_sentinel_failover_under_load(tmp_path: Path) -> None:
+    with sentinel_group(tmp_path) as (master, _replica, sentinel), \
+            drill_fleet(tmp_path) as fleet:
+        router = _fleet_on(fleet, sentinel_url(sentinel))
+        with Load([router]) as load:
+            wait_until(lambda: load.served_after(0), timeout=10, message="load served")
+            master.kill()
+            killed = time.monotonic()
+            # Served again within 15 s of the kill: Sentinel's 1 s down-after, its
+            # election, and Herd's re-discovery of the master.
+            _recovers(load, killed + 0.5, timeout=15)
+        check_failures_are_503s(load)
+        _counters_return_to_zero(fleet, router)
+
+
+def test_tls_only_redis_with_a_password_two_replicas_and_an_agent(tmp_path: Path) -> None:
+    binary = require_system_redis()
+    tls = make_tls_files(tmp_path)
+    redis = RedisProc(tmp_path, "tls", binary=binary, password="drill-pw", tls=tls).start()
+    try:
+        with drill_fleet(tmp_path) as fleet:
+            fleet.start_sim()
+            env = {"FLEET_ADMIN_TOKEN": "drill-admin"}
+            first = fleet.router(redis.url, env=env)
+            second = fleet.router(redis.url, env=env)
+            fleet.agent(first, second)
+            fleet.wait_serving(first)
+            fleet.wait_serving(second)  # registered through either, known to both
+            for url in (first, second):
+                answer = httpx.post(f"{url}/api/chat", json=CHAT, timeout=10)
+                assert answer.status_code == 200
+                assert answer.headers["x-fleet-node"] == "drill-node"
+                nodes = httpx.get(f"{url}/fleet/status", timeout=5).json()["nodes"]
+                assert [n["node_id"] for n in nodes] == ["drill-node"]
+            changed = httpx.post(f"{first}/dashboard/api/settings", json={"max_retries": 4},
+                                 headers=ADMIN, timeout=5)
+            assert changed.status_code == 200, changed.text
+
+            def seen_by_second() -> bool:
+                got = httpx.get(f"{second}/dashboard/api/settings", timeout=5).json()
+                return bool(_setting(got, "max_retries") == 4)
+
+            wait_until(seen_by_second, timeout=10, message="the setting on the other replica")
+    finally:
+        redis.stop()
+
+
+def _setting(answer: dict[str, list[dict[str, object]]], name: str) -> object:
+    return next(s["value"] for s in answer["settings"] if s["name"] == name)
+
+
+def test_herd_restarted_on_its_embedded_redis_keeps_its_state(tmp_path: Path) -> None:
+    sim = start_sim(tmp_path, "drill-node", models=[MODEL], tokens_per_s=0,
+                    response_tokens="4-4", keep_alive="-1")
+    data = tmp_path / "data"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"FLEET_ADMIN_TOKEN": "drill-admin", "FLEET_HEARTBEAT_INTERVAL": "0.5"}
+
+    def start() -> Proc:
+        proc = Proc([herd_bin(), "--host", "127.0.0.1", "--port", str(port), "--no-mdns",
+                     "--no-dashboard", "--data-dir", str(data)], tmp_path / "herd.log", env=env)
+        proc.wait_http(f"{url}/healthz", timeout=30)
+        return proc
+
+    agent = Proc([herd_bin("herd-node"), "--router-url", url, "--ollama-host", sim.url,
+                  "--node-id", "drill-node", "--no-mdns", "--data-dir", str(tmp_path / "a")],
+                 tmp_path / "agent.log", env=env)
+    herd = start()
+    try:
+        wait_until(lambda: httpx.post(f"{url}/api/chat", json=CHAT, timeout=5).status_code
+                   == 200, timeout=20, message="first chat served")
+        for _ in range(4):
+            assert httpx.post(f"{url}/api/chat", json=CHAT, timeout=10).status_code == 200
+        assert httpx.post(f"{url}/dashboard/api/settings", json={"max_retries": 5},
+                          headers=ADMIN, timeout=5).status_code == 200
+
+        def usage_requests() -> int:
+            usage = httpx.get(f"{url}/dashboard/api/usage", timeout=5).json()
+            return _total_requests(usage)
+
+        before = wait_until(lambda: usage_requests() >= 5 and usage_requests(), timeout=10,
+                            message="usage counted")
+        traces_before = httpx.get(f"{url}/dashboard/api/traces?limit=50", timeout=5).json()
+        assert len(_trace_list(traces_before)) >= 5
+        assert herd.stop() == 0
+        herd = start()
+        assert usage_requests() >= before
+        assert _setting(httpx.get(f"{url}/dashboard/api/settings", timeout=5).json(),
+                        "max_retries") == 5
+        traces_after = _trace_list(
+            httpx.get(f"{url}/dashboard/api/traces?limit=50", timeout=5).json())
+        ids = {t["request_id"] for t in _trace_list(traces_before)}
+        assert ids <= {t["request_id"] for t in traces_after}
+    finally:
+        herd.stop()
+        agent.stop()
+        sim.stop()
+
+
+def _total_requests(usage: dict[str, dict[str, int]]) -> int:
+    return int(usage["fleet"]["requests"])
+
+
+def _trace_list(answer: dict[str, list[dict[str, object]]]) -> list[dict[str, object]]:
+    return answer["traces"]
