@@ -28,6 +28,7 @@ from services.router.api import settings as settings_api
 from services.router.api.auth import LOOPBACK_ONLY
 from services.router.api.errors import EXCEPTION_HANDLERS
 from services.router.context import RouterContext
+from services.router.fleet.background import started
 from services.router.fleet.benchmarks import stop_runs
 from services.router.openapi import openapi_config
 from services.router.proxy import exchange
@@ -48,11 +49,11 @@ async def running(ctx: RouterContext) -> AsyncIterator[None]:
         await stack.enter_async_context(ctx.runtime.running())  # parts start with overrides
         await stack.enter_async_context(ctx.client_keys.running())  # before inference
         await stack.enter_async_context(ctx.fleet.running())  # others read its snapshot
-        await stack.enter_async_context(ctx.slots.running())  # before a request can wait
+        await stack.enter_async_context(started(ctx.slots))  # before a request can wait
         await stack.enter_async_context(ctx.routing.running(ctx, ctx.fleet))
         await stack.enter_async_context(ctx.stats.running())  # usage written once a second
         stack.callback(ctx.nodes.close)
-        await stack.enter_async_context(ctx.leader.running())  # reaper, recorder: one replica
+        await stack.enter_async_context(started(ctx.leader))  # reaper, recorder: one replica
         await stack.enter_async_context(advertise(ctx.settings, ctx.replica_id))
         stack.push_async_callback(stop_runs, ctx)  # this replica's benchmark runs stop first
         yield

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["background"]
+__all__ = ["Startable", "background", "started"]
 
 
 @contextlib.asynccontextmanager
@@ -20,3 +20,21 @@ async def background(coro: Coroutine[Any, Any, Any], name: str) -> AsyncIterator
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class Startable(Protocol):
+    """A part with its own start and stop (the slot manager, the leader)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@contextlib.asynccontextmanager
+async def started(part: Startable) -> AsyncIterator[None]:
+    """`part` started for the duration of the block, and stopped at its end."""
+    await part.start()
+    try:
+        yield
+    finally:
+        await part.stop()

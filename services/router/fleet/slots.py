@@ -128,15 +128,6 @@ class SlotManager:
         return cls(ctx.redis, ctx.keys, lambda: ctx.settings, scripts=ctx.scripts)
 
     # --- lifecycle
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        """Listen for releases and renew leases while the block runs."""
-        await self.start()
-        try:
-            yield
-        finally:
-            await self.stop()
-
     async def start(self) -> None:
         # Loaded up front: otherwise a burst of first requests all meet NOSCRIPT at once.
         for name in ("acquire", "release", "leave"):
