@@ -11,22 +11,31 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from shared.models import Trace, TraceStatus
+from shared.routing import NO_APP
 
 __all__ = ["REGISTRY", "observe"]
 
 _LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _TTFT_BUCKETS_S = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Most requests wait 0 s; the top bound is the default queue_timeout.
+_QUEUE_WAIT_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+# The app is a client key's app, else the request's first tag, which any client may invent:
+# past this many distinct apps a process counts the rest under OTHER_APP.
+MAX_APPS = 200
+OTHER_APP = "(other)"
 
 _ERROR_STATUSES = frozenset({TraceStatus.FAILED, TraceStatus.INCOMPLETE})
 
 Pair = tuple[str, str]  # model, node
 Series = Sequence[tuple[tuple[str, ...], float]]  # label values -> value
+_Key = TypeVar("_Key", bound=tuple[str, ...])
 
 
 class _Histogram:
@@ -57,6 +66,9 @@ class _Tally(Collector):
         self.cold_loads: dict[Pair, float] = {}
         self.latency: dict[Pair, _Histogram] = {}
         self.ttft: dict[Pair, _Histogram] = {}
+        self.queue_wait: dict[tuple[str], _Histogram] = {}
+        self.app_tokens: dict[tuple[str, str], float] = {}  # (app, kind)
+        self.apps: set[str] = set()  # the apps counted under their own name
 
     def describe(self) -> list[Metric]:
         return []  # collected only on a scrape: no names to check at registration
@@ -90,6 +102,17 @@ class _Tally(Collector):
             for pair, h in series.items():
                 hist.add_metric(list(pair), h.cumulative(bounds), h.total)
             yield hist
+        wait = HistogramMetricFamily("herd_queue_wait_seconds", "Time a request waited in the "
+                                     "fleet's queue for a slot.", labels=["model"])
+        for (model,), h in self.queue_wait.items():
+            wait.add_metric([model], h.cumulative(_QUEUE_WAIT_BUCKETS_S), h.total)
+        yield wait
+        app_tokens = CounterMetricFamily(
+            "herd_app_tokens", "Tokens processed per app (the client key's app, else the "
+            "request's first tag), by kind.", labels=["app", "kind"])
+        for key, value in list(self.app_tokens.items()):
+            app_tokens.add_metric(list(key), value)
+        yield app_tokens
 
 
 _TALLY = _Tally()
@@ -102,7 +125,7 @@ def _add(table: dict[Pair, float], key: Pair, amount: float = 1.0) -> None:
     table[key] = table.get(key, 0.0) + amount
 
 
-def _observe(series: dict[Pair, _Histogram], key: Pair, bounds: tuple[float, ...],
+def _observe(series: dict[_Key, _Histogram], key: _Key, bounds: tuple[float, ...],
              value: float) -> None:
     hist = series.get(key)
     if hist is None:
@@ -124,6 +147,11 @@ def observe(trace: Trace) -> None:
         _add(tally.errors, pair)
     if trace.retry_count:
         _add(tally.retries, pair, trace.retry_count)
+    if trace.node_id or trace.queue_wait_ms > 0:
+        # It reached the queue, so its model is one the fleet has; a queue timeout (rejected)
+        # counts too: those are the longest waits.
+        _observe(tally.queue_wait, (trace.model,), _QUEUE_WAIT_BUCKETS_S,
+                 trace.queue_wait_ms / 1000.0)
     if trace.status is TraceStatus.REJECTED:
         return
     if trace.prompt_tokens:
@@ -132,8 +160,26 @@ def observe(trace: Trace) -> None:
     if trace.completion_tokens:
         kind = (model, node, "completion")
         tally.tokens[kind] = tally.tokens.get(kind, 0.0) + trace.completion_tokens
+    if trace.prompt_tokens or trace.completion_tokens:
+        _count_app_tokens(tally, trace)
     if trace.load_duration_ms > 0:
         _add(tally.cold_loads, pair)
     _observe(tally.latency, pair, _LATENCY_BUCKETS_S, trace.latency_ms / 1000.0)
     if trace.time_to_first_token_ms is not None:
         _observe(tally.ttft, pair, _TTFT_BUCKETS_S, trace.time_to_first_token_ms / 1000.0)
+
+
+def _count_app_tokens(tally: _Tally, trace: Trace) -> None:
+    app = trace.app or NO_APP
+    if app not in tally.apps:
+        if len(tally.apps) >= MAX_APPS:
+            app = OTHER_APP
+        else:
+            tally.apps.add(app)
+    table = tally.app_tokens
+    if trace.prompt_tokens:
+        key = (app, "prompt")
+        table[key] = table.get(key, 0.0) + trace.prompt_tokens
+    if trace.completion_tokens:
+        key = (app, "completion")
+        table[key] = table.get(key, 0.0) + trace.completion_tokens

@@ -31,6 +31,7 @@ __all__ = [
     "node_view",
     "read_counters",
     "read_events",
+    "read_leader",
     "read_queue_apps",
     "read_queue_depths",
     "read_queues",
@@ -98,6 +99,12 @@ async def read_queue_depths(
         pipe.zcard(ctx.keys.wait(model))
     counts = await pipe.execute()
     return {m: int(c) for m, c in zip(models, counts, strict=True)}
+
+
+async def read_leader(ctx: RouterContext) -> str | None:
+    """The replica id that holds the leader lease, or None while nobody does."""
+    holder: str | None = await ctx.redis.get(ctx.keys.leader())
+    return holder
 
 
 async def read_queue_apps(ctx: RouterContext, models: list[str]) -> dict[str, dict[str, int]]:
