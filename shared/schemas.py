@@ -499,9 +499,15 @@ class KeyCreated(KeyInfo, kw_only=True):
 
 
 class KeyList(_Answer, kw_only=True):
-    """GET /dashboard/api/keys."""
+    """GET /dashboard/api/keys: the keys, and who may run inference now."""
 
     keys: list[KeyInfo]
+    # The client_auth setting as it applies: "keys" (a credential is needed: a key, the
+    # client token or the admin token) or "open" (no key exists; only an admin sets it).
+    client_auth: str = "open"
+    # True when a request with no credential is served: client_auth is open and no
+    # FLEET_CLIENT_TOKEN is set.
+    inference_open: bool = True
 
 
 class KeyRevoked(_Answer, kw_only=True):
