@@ -330,6 +330,11 @@ class UsageSummary(_Answer, kw_only=True):
     client_disconnects: int = 0
     incomplete: int = 0
     timeouts: int = 0
+    # Of `rejected`, the requests refused before their body was read or routed: no valid
+    # credential (401), a forbidden one (403), the key's app over its limit (429).
+    unauthorized: int = 0
+    forbidden: int = 0
+    rate_limited: int = 0
     avg_latency_ms: float = 0.0
     p50_latency_ms: float = 0.0
     p95_latency_ms: float = 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -154,3 +155,56 @@ async def test_the_mode_survives_a_replica_restart(settings: Settings, redis_url
         assert (await client.delete("/dashboard/api/keys/once", headers=ADMIN)).status_code == 200
     async with AsyncTestClient(create_app(settings, redis_url)) as client:
         assert await refused(client, {})
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    """One sample's value in a Prometheus text exposition (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        found = re.fullmatch(rf"{name}\{{(.*)\}} (\S+)", line)
+        if found and ",".join(sorted(found.group(1).split(","))) == wanted:
+            return float(found.group(2))
+    return 0.0
+
+
+async def test_refusals_are_counted_per_app_in_usage_apps_and_metrics(
+    settings: Settings, redis_url: str,
+) -> None:
+    settings = settings.replace(admin_token="adm1n")
+    async with AsyncTestClient(create_app(settings, redis_url)) as client:
+        before = (await client.get("/metrics")).text
+        made = await client.post("/dashboard/api/keys",
+                                 json={"app": "counted", "requests_per_minute": 1},
+                                 headers=ADMIN)
+        key = bearer(made.json()["key"])
+        assert (await client.post("/api/chat", json=CHAT, headers=key)).status_code == 404
+        # Two 429s (one per API), two 401s (no key, a wrong key).
+        assert (await client.post("/api/chat", json=CHAT, headers=key)).status_code == 429
+        limited = await client.post("/v1/chat/completions", json=CHAT, headers=key)
+        assert limited.status_code == 429
+        assert limited.json()["error"]["code"] == "rate_limit_exceeded"
+        assert (await client.post("/api/chat", json=CHAT)).status_code == 401
+        assert (await client.post("/api/chat", json=CHAT,
+                                  headers=bearer("herd-nope"))).status_code == 401
+
+        apps = (await client.get("/dashboard/api/apps")).json()["apps"]
+        assert apps["counted"]["rate_limited"] == 2
+        assert apps["counted"]["unauthorized"] == 0
+        # Each refusal is a rejected request of its app (rejected is part of requests).
+        assert apps["counted"]["requests"] >= apps["counted"]["rejected"] >= 2
+        assert apps["(none)"]["unauthorized"] == 2 and apps["(none)"]["rejected"] == 2
+        usage = (await client.get("/dashboard/api/usage")).json()
+        assert (usage["fleet"]["unauthorized"], usage["fleet"]["rate_limited"],
+                usage["fleet"]["forbidden"]) == (2, 2, 0)
+        assert usage["rejected_before_routing"] == 5
+        assert usage["fleet"]["avg_latency_ms"] == 0.0  # refusals have no latency to average
+
+        after = (await client.get("/metrics")).text
+        name = "herd_rejected_requests_total"
+        for app, code, count in (("counted", "429", 2), ("(none)", "401", 2)):
+            delta = _sample(after, name, app=app, code=code) - \
+                _sample(before, name, app=app, code=code)
+            assert delta == count, (app, code)
+        rejected = {"model": "(none)", "node": "none", "status": "rejected"}
+        assert _sample(after, "herd_requests_total", **rejected) - \
+            _sample(before, "herd_requests_total", **rejected) == 5
