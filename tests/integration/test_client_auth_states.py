@@ -58,7 +58,9 @@ class View:
 
     runtime: RuntimeSettings
     keys: ClientKeys
-    seen_keys: dict[str, str] = field(default_factory=dict)  # app -> secret
+    # secret -> app: a view that missed a revocation may still hold the app's older secret
+    # beside the new one it made itself, until its next resync
+    seen_keys: dict[str, str] = field(default_factory=dict)
     seen_mode: str = OPEN
 
 
@@ -113,7 +115,7 @@ class ClientAuthMachine(RuleBasedStateMachine):
         self.stored_keys[app] = secret
         self.stored_mode = CLOSED
         self.issued.append((app, secret))
-        view.seen_keys[app] = secret
+        view.seen_keys[secret] = app
         view.seen_mode = CLOSED
 
     @precondition(lambda self: self.views)
@@ -127,7 +129,7 @@ class ClientAuthMachine(RuleBasedStateMachine):
         self.run(view.keys.revoke(app))
         del self.stored_keys[app]
         self.stored_mode = CLOSED
-        view.seen_keys.pop(app, None)
+        view.seen_keys = {s: a for s, a in view.seen_keys.items() if a != app}
         view.seen_mode = CLOSED
 
     @precondition(lambda self: self.views)
@@ -155,13 +157,16 @@ class ClientAuthMachine(RuleBasedStateMachine):
         for view in self.views:
             self._resync(view)
         for view in self.views:  # every view now admits what Redis says
-            assert view.seen_keys == self.stored_keys
+            assert view.seen_keys == self.stored_secrets()
             self._check(view)
+
+    def stored_secrets(self) -> dict[str, str]:
+        return {secret: app for app, secret in self.stored_keys.items()}
 
     def _resync(self, view: View) -> None:
         view.runtime.apply(self.run(view.runtime.load()))
         self.run(view.keys.resync())
-        view.seen_keys = dict(self.stored_keys)
+        view.seen_keys = self.stored_secrets()
         if self.stored_mode is not None:
             view.seen_mode = self.stored_mode
 
@@ -192,7 +197,7 @@ class ClientAuthMachine(RuleBasedStateMachine):
             with pytest.raises(Unauthorized):
                 keys.authenticate("")
         assert keys.authenticate(f"Bearer {ADMIN}") is None
-        held = {secret: app for app, secret in view.seen_keys.items()}
+        held = view.seen_keys
         for app, secret in self.issued:
             if secret in held:
                 record = keys.authenticate(f"Bearer {secret}")
