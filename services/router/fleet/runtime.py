@@ -125,9 +125,11 @@ class RuntimeSettings:
              *pairs],
         )
         if held:
-            keys = "1 client key exists" if int(held) == 1 else f"{held} client keys exist"
-            raise Conflict(f"client_auth stays keys while a key exists ({keys}): revoke "
-                           "them first (herd keys revoke APP), or keep keys")
+            count = int(held)
+            keys, them = ("1 client key exists", "it") if count == 1 else \
+                (f"{count} client keys exist", "them")
+            raise Conflict(f"{keys}: client_auth stays keys while any key does; revoke "
+                           f"{them} first (herd keys revoke APP)")
         self.apply(changes)
 
     async def write_back(self) -> None:
