@@ -265,6 +265,11 @@ def test_revoking_the_last_key_keeps_every_replica_closed_until_an_admin_opens(
     wait_until(lambda: chat(replica, None).status_code == 200, timeout=5.0,
                message="the replica opens")
     assert time.monotonic() - started < 1.0
+    closed = herd_keys(fleet, "close")  # closed with no key at all: only the tokens pass
+    assert closed.returncode == 0 and "client_auth keys" in closed.stdout, closed.stderr
+    assert chat(fleet.url, None).status_code == 401 and chat(fleet.url, ADMIN).status_code == 200
+    assert herd_keys(fleet, "open").returncode == 0
+    assert chat(fleet.url, None).status_code == 200
     # A key made while open closes the fleet again, the other replica within a second.
     again = create(fleet, "next-one")
     started = time.monotonic()
