@@ -2,6 +2,14 @@
 
 Every process it starts is its child with a parent-death signal, so the fleet goes away
 with the demo whether it stops on Ctrl-C, SIGTERM, `--duration`, or is killed outright.
+
+The router runs with an admin token (FLEET_ADMIN_TOKEN from the environment, else one
+generated once and kept in the demo's data dir), and the background load sends it. The admin
+token is the one credential that passes whatever the client keys and client_auth say, so
+the load keeps flowing after someone tries `herd keys create`; inference itself stays open
+until a key exists, so the README's curl and OpenAI snippets need no key. The dashboard,
+started by the router, inherits the token; `herd keys` needs it exported (the banner says
+how). A load that starts failing says so at once, with the reason (services/demo_load.py).
 """
 
 from __future__ import annotations
@@ -10,7 +18,8 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import random
+import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -19,14 +28,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import httpx
 
+from services.demo_load import Load
 from shared.children import die_with_parent
 from shared.settings import Settings
 
-__all__ = ["NODES", "Demo", "SimNode", "add_arguments", "run"]
+__all__ = ["NODES", "Demo", "SimNode", "add_arguments", "admin_token", "banner", "run"]
 
 
 @dataclass(frozen=True)
@@ -57,25 +67,9 @@ NODES = (
             8, 500.0),
 )
 
-# (weight, kind, model, tag): the mix of the background load. Small models dominate, as on
-# most real fleets; the tags fill the Apps page.
-WORKLOAD = (
-    (5, "chat", "llama3.2:3b", "chatbot"),
-    (2, "chat", "llama3.1:8b", "support-agent"),
-    (2, "generate", "qwen3:8b", "summarizer"),
-    (1, "chat", "qwen3:14b", "code-review"),
-    (1, "generate", "llama3.2:1b", "autocomplete"),
-    (2, "embed", "nomic-embed-text", "rag-search"),
-)
 READY_TIMEOUT = 60.0  # seconds for the router and every node to come up
-PROMPTS = (
-    "Explain load balancing for LLM inference in two sentences.",
-    "Summarise the plot of Hamlet.",
-    "Write a haiku about a herd of GPUs.",
-    "What is a KV cache, briefly?",
-    "List three uses of embeddings.",
-    "Why do cold model loads hurt latency?",
-)
+# In the demo's data dir: the generated admin token, owner-only. A file name, not a secret.
+TOKEN_FILE = "admin-token"  # noqa: S105
 
 
 def _free_port() -> int:
@@ -87,6 +81,25 @@ def _free_port() -> int:
 def _python_module(module: str, *args: str) -> list[str]:
     # The same interpreter and package as this process, whatever is on PATH.
     return [sys.executable, "-m", module, *args]
+
+
+def admin_token(data_dir: Path, given: str = "") -> str:
+    """The demo router's admin token: `given` (FLEET_ADMIN_TOKEN), else the one this data
+    dir keeps, else a new one written there (owner-only), so an exported token stays
+    valid from one demo run to the next."""
+    if given:
+        return given
+    path = data_dir / TOKEN_FILE
+    with contextlib.suppress(OSError):
+        kept = path.read_text().strip()
+        if kept:
+            return kept
+    token = "herd-admin-" + secrets.token_urlsafe(24)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token
 
 
 @dataclass
@@ -107,23 +120,23 @@ class Demo:
     """Starts the fleet, drives a gentle load, and stops everything it started."""
 
     def __init__(self, *, port: int, dashboard_port: int, data_dir: Path, load: bool,
-                 duration: float | None, rate: float = 2.0, max_in_flight: int = 4) -> None:
+                 duration: float | None, rate: float = 2.0, max_in_flight: int = 4,
+                 token: str = "") -> None:
+        self.token = token  # the router's admin token, the load's credential
         self.port = port
         self.dashboard_port = dashboard_port
         self.data_dir = data_dir
         self.load = load
         self.duration = duration
-        self.rate = rate
-        self.max_in_flight = max_in_flight
         self.router_url = f"http://127.0.0.1:{port}"
+        self.traffic = Load(self.router_url, token=token, rate=rate,
+                            max_in_flight=max_in_flight)
         self.children: list[Child] = []
         self.stopping = asyncio.Event()
-        self.requests_sent = 0
-        self.requests_failed = 0
         self.failure = ""
 
     # --- processes
-    def spawn(self, name: str, args: Sequence[str]) -> Child:
+    def spawn(self, name: str, args: Sequence[str], env: dict[str, str] | None = None) -> Child:
         log_dir = self.data_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"demo-{name}.log"
@@ -132,6 +145,7 @@ class Demo:
             process = subprocess.Popen(
                 list(args), stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
                 preexec_fn=die_with_parent,  # noqa: PLW1509 - the child has no threads yet
+                env=None if env is None else {**os.environ, **env},
             )
         finally:
             handle.close()
@@ -144,7 +158,7 @@ class Demo:
             "services.cli", "--host", "127.0.0.1", "--port", str(self.port),
             "--dashboard-port", str(self.dashboard_port), "--data-dir", str(self.data_dir),
             "--no-mdns",
-        ))
+        ), env={"FLEET_ADMIN_TOKEN": self.token} if self.token else None)
         for index, node in enumerate(NODES):
             sim_port = _free_port()
             self.spawn(f"sim-{node.name}", _python_module(
@@ -164,6 +178,14 @@ class Demo:
                 "--ollama-host", f"http://127.0.0.1:{sim_port}", "--node-id", node.name,
                 "--no-mdns", "--data-dir", str(self.data_dir),
             ))
+
+    def token_file(self) -> Path | None:
+        """The file holding the admin token in use, if it came from one (not the env)."""
+        path = self.data_dir / TOKEN_FILE
+        with contextlib.suppress(OSError):
+            if self.token and path.read_text().strip() == self.token:
+                return path
+        return None
 
     def dead_child(self) -> Child | None:
         return next((c for c in self.children if c.process.poll() is not None), None)
@@ -202,48 +224,6 @@ class Demo:
                   f"{self.data_dir / 'logs'}", file=sys.stderr)
         return False
 
-    # --- the background load
-    async def one_request(self, client: httpx.AsyncClient, rng: random.Random) -> None:
-        kind, model, tag = _choose(rng)
-        prompt = rng.choice(PROMPTS)
-        headers = {"X-Herd-Tags": tag}
-        options = {"num_predict": rng.randint(16, 64)}
-        body: dict[str, Any]
-        if kind == "embed":
-            path, body = "/api/embed", {"model": model, "input": prompt}
-        elif kind == "generate":
-            path = "/api/generate"
-            body = {"model": model, "prompt": prompt, "stream": False, "options": options}
-        else:
-            path = "/api/chat"
-            body = {"model": model, "messages": [{"role": "user", "content": prompt}],
-                    "stream": rng.random() < 0.5, "options": options}
-        self.requests_sent += 1
-        try:
-            async with client.stream("POST", self.router_url + path, json=body,
-                                     headers=headers) as response:
-                async for _chunk in response.aiter_bytes():
-                    pass
-                if response.status_code >= 400:
-                    self.requests_failed += 1
-        except httpx.HTTPError:
-            self.requests_failed += 1
-
-    async def drive_load(self, client: httpx.AsyncClient) -> None:
-        rng = random.Random(7)
-        running: set[asyncio.Task[None]] = set()
-        while not self.stopping.is_set():
-            if len(running) < self.max_in_flight:
-                task = asyncio.create_task(self.one_request(client, rng))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            # Poisson arrivals at about `rate` per second: bursts and lulls, as real traffic.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), rng.expovariate(self.rate))
-        for task in list(running):
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
-
     async def watch(self) -> None:
         """Stop when a child dies unexpectedly or the duration is over."""
         end = None if self.duration is None else time.monotonic() + self.duration
@@ -272,25 +252,21 @@ class Demo:
         async with httpx.AsyncClient(timeout=timeout) as client:
             if not await self.wait_ready(client):
                 return 0 if self.stopping.is_set() else 1
-            print(banner(self.router_url, self.dashboard_port, self.load), flush=True)
+            print(banner(self.router_url, self.dashboard_port, self.load,
+                         self.token_file()), flush=True)
             jobs = [asyncio.create_task(self.watch())]
             if self.load:
-                jobs.append(asyncio.create_task(self.drive_load(client)))
+                jobs.append(asyncio.create_task(self.traffic.drive(client, self.stopping)))
             await self.stopping.wait()
             await asyncio.gather(*jobs, return_exceptions=True)
-        sent = "1 request" if self.requests_sent == 1 else f"{self.requests_sent} requests"
-        print(f"herd demo: stopping ({sent} sent, "
-              f"{self.requests_failed} failed)", flush=True)
+        count = self.traffic.sent
+        sent = "1 request" if count == 1 else f"{count} requests"
+        print(f"herd demo: stopping ({sent} sent, {self.traffic.failed} failed)", flush=True)
         return 1 if self.failure else 0
 
 
-def _choose(rng: random.Random) -> tuple[str, str, str]:
-    weights = [w for w, *_ in WORKLOAD]
-    _w, kind, model, tag = rng.choices(WORKLOAD, weights=weights)[0]
-    return kind, model, tag
-
-
-def banner(router_url: str, dashboard_port: int, load: bool) -> str:
+def banner(router_url: str, dashboard_port: int, load: bool,
+           token_file: Path | None = None) -> str:
     models = sorted(set(itertools.chain.from_iterable(n.models for n in NODES)))
     lines = [
         "",
@@ -310,6 +286,17 @@ def banner(router_url: str, dashboard_port: int, load: bool) -> str:
         "  reply = client.chat.completions.create(model=\"llama3.2:3b\",",
         "      messages=[{\"role\": \"user\", \"content\": \"Hello!\"}])",
         "  print(reply.choices[0].message.content)",
+        "",
+        "Client keys and settings need the router's admin token; the background load sends",
+        "it too, so it keeps flowing once a key closes inference to everyone else:",
+    ]
+    # The file's path, not the secret: the banner may end up in a log or a screenshot.
+    if token_file is not None:
+        lines.append(f'  export FLEET_ADMIN_TOKEN="$(cat {token_file})"')
+    else:
+        lines.append("  (your FLEET_ADMIN_TOKEN, which the demo's router was started with)")
+    lines += [
+        "  herd keys create chatbot",
         "",
         "Press Ctrl-C to stop every process the demo started.",
     ]
@@ -339,8 +326,10 @@ def run(args: argparse.Namespace) -> int:
     if args.rate <= 0 or (args.duration is not None and args.duration <= 0):
         print("herd demo: --rate and --duration must be positive", file=sys.stderr)
         return 2
+    given = Settings.load().admin_token
     demo = Demo(port=args.port, dashboard_port=args.dashboard_port, data_dir=data_dir,
-                load=args.load, duration=args.duration, rate=args.rate)
+                load=args.load, duration=args.duration, rate=args.rate,
+                token=admin_token(data_dir, given))
     try:
         return asyncio.run(demo.main())
     finally:

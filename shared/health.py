@@ -84,6 +84,11 @@ class Usage:
     connection_failures: int = 0
     attempt_failures: int = 0  # attempts here that failed and went to another node
     queue_wait_ms_sum: float = 0.0
+    # Of the rejected, those refused at the door (never traced): no valid credential (401),
+    # a forbidden one (403), the key's app over its limit (429).
+    unauthorized: int = 0
+    forbidden: int = 0
+    rate_limited: int = 0
     hist: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS_MS))
 
     def copy(self) -> Usage:
@@ -112,6 +117,9 @@ class Usage:
         self.connection_failures += other.connection_failures
         self.attempt_failures += other.attempt_failures
         self.queue_wait_ms_sum += other.queue_wait_ms_sum
+        self.unauthorized += other.unauthorized
+        self.forbidden += other.forbidden
+        self.rate_limited += other.rate_limited
         if any(other.hist):
             self.hist = [a + b for a, b in zip(self.hist, other.hist, strict=True)]
 
@@ -131,7 +139,10 @@ class Usage:
 
     @property
     def avg_latency_ms(self) -> float:
-        return self.latency_ms_sum / self.requests if self.requests else 0.0
+        # Rejected requests add no latency (stats.increments): averaging over them too
+        # would let a flood of refusals make the fleet look fast.
+        timed = self.requests - self.rejected
+        return self.latency_ms_sum / timed if timed > 0 else 0.0
 
     @property
     def avg_ttft_ms(self) -> float:
@@ -172,6 +183,9 @@ class Usage:
             "client_disconnects": self.disconnects,
             "incomplete": self.incomplete,
             "timeouts": self.timeouts,
+            "unauthorized": self.unauthorized,
+            "forbidden": self.forbidden,
+            "rate_limited": self.rate_limited,
             "avg_latency_ms": round(self.avg_latency_ms, 1),
             "p50_latency_ms": round(self.percentile(50), 1),
             "p95_latency_ms": round(self.percentile(95), 1),

@@ -113,7 +113,9 @@ class Keys:
 
     # --- settings and stats
     def settings(self) -> str:
-        """Hash: runtime setting overrides, JSON-encoded values."""
+        """Hash: runtime setting overrides, JSON-encoded values (writer: the settings API;
+        its `client_auth` field also the keys API, which closes inference in the same
+        script that stores or revokes a key: shared/lua/key_create.lua, key_revoke.lua)."""
         return f"{self.prefix}settings"
 
     def stats(self, hour: int) -> str:
@@ -132,7 +134,8 @@ class Keys:
         """The running benchmark's id, with a TTL its progress renews: one run at a time."""
         return f"{self.prefix}benchmark-lock"
 
-    # --- client keys (writer: the keys API; last-used times and rate counters: routers)
+    # --- client keys (writer: the keys API, through key_create.lua and key_revoke.lua;
+    #     last-used times and rate counters: routers)
     def client_keys(self) -> str:
         """Hash: app -> JSON of its key's SHA-256 digest, limits and creation time.
 

@@ -330,6 +330,11 @@ class UsageSummary(_Answer, kw_only=True):
     client_disconnects: int = 0
     incomplete: int = 0
     timeouts: int = 0
+    # Of `rejected`, the requests refused before their body was read or routed: no valid
+    # credential (401), a forbidden one (403), the key's app over its limit (429).
+    unauthorized: int = 0
+    forbidden: int = 0
+    rate_limited: int = 0
     avg_latency_ms: float = 0.0
     p50_latency_ms: float = 0.0
     p95_latency_ms: float = 0.0
@@ -499,9 +504,15 @@ class KeyCreated(KeyInfo, kw_only=True):
 
 
 class KeyList(_Answer, kw_only=True):
-    """GET /dashboard/api/keys."""
+    """GET /dashboard/api/keys: the keys, and who may run inference now."""
 
     keys: list[KeyInfo]
+    # The client_auth setting as it applies: "keys" (a credential is needed: a key, the
+    # client token or the admin token) or "open" (no key exists; only an admin sets it).
+    client_auth: str = "open"
+    # True when a request with no credential is served: client_auth is open and no
+    # FLEET_CLIENT_TOKEN is set.
+    inference_open: bool = True
 
 
 class KeyRevoked(_Answer, kw_only=True):

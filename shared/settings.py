@@ -97,8 +97,17 @@ class Settings:
         "accepted only from loopback clients."
     )
     client_token: str = _setting(
-        "", "Bearer token accepted on inference requests, shared by every app. Empty: "
-        "inference needs a client key once any exists (herd keys), else no check."
+        "", "Bearer token accepted on inference requests, shared by every app; when set, "
+        "inference always needs a credential. Empty: client_auth decides."
+    )
+    client_auth: str = _setting(
+        "open",
+        "Who may run inference: open (anyone; only while no client key exists) or keys (a "
+        "client key, the client token or the admin token). Creating a key sets keys, and it "
+        "stays keys when the last key is revoked: only an admin sets open again "
+        "(herd keys open), once no key is left.",
+        runtime=True,
+        choices=("open", "keys"),
     )
     node_token: str = _setting(
         "", "Bearer token a node agent must send with its heartbeats. Empty: no check."

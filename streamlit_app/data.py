@@ -329,6 +329,12 @@ def create_key(app: str, requests_per_minute: int = 0,
         "tokens_per_minute": int(tokens_per_minute)}), KeyCreated)
 
 
+def set_client_auth(mode: str) -> Reply[SettingsUpdate]:
+    """Open ("open") or close ("keys") inference to requests without a credential; the
+    router refuses "open" while any key exists."""
+    return save_settings({"client_auth": mode})
+
+
 def revoke_key(app: str) -> Reply[KeyRevoked]:
     return decode(_request(config(), "DELETE", f"/dashboard/api/keys/{quote(app, safe='')}"),
                   KeyRevoked)

@@ -54,7 +54,7 @@ class RouterContext(Core):
         ctx = super().create(settings, redis, fast)
         ctx.plugins = build_plugin_manager(settings.disabled_plugins, settings.plugins)
         ctx.runtime = RuntimeSettings(ctx)
-        ctx.client_keys = ClientKeys(ctx)
+        ctx.client_keys = ClientKeys(ctx, ctx.runtime)
         ctx.fleet = Fleet(ctx)
         ctx.fleet.rebuild.on_wiped(ctx.runtime.write_back)
         ctx.slots = SlotManager.for_context(ctx)

@@ -7,8 +7,9 @@ import streamlit as st
 
 from streamlit_app import data, widgets
 
-COLUMNS = ("tag", "requests", "prompt_tokens", "completion_tokens", "errors",
-           "avg_latency_ms", "p50_latency_ms", "p95_latency_ms")
+COLUMNS = ("tag", "requests", "prompt_tokens", "completion_tokens", "errors", "rejected",
+           "unauthorized", "forbidden", "rate_limited", "avg_latency_ms", "p50_latency_ms",
+           "p95_latency_ms")
 
 
 @st.fragment(run_every="5s")
@@ -30,5 +31,8 @@ def live() -> None:
 
 
 st.title("Apps")
-st.caption("Usage per tag across the fleet.")
+st.caption("Usage per tag across the fleet. A client key's app is its requests' first tag. "
+           "rejected counts the requests turned away, among them those refused at the door: "
+           "unauthorized (401, no valid key: under (none)), forbidden (403) and rate_limited "
+           "(429, the key's app over its limit).")
 live()

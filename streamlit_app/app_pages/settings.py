@@ -119,17 +119,55 @@ def key_rows(body: KeyList) -> list[dict[str, Any]]:
     return rows
 
 
+def access_state(body: KeyList) -> tuple[str, str]:
+    """How to show who may run inference: (level, sentence), level one of warning, info."""
+    if body.client_auth == "keys":
+        text = ("Inference is closed (client_auth = keys): a request needs a client key, "
+                "the client token or the admin token.")
+        if not body.keys:
+            text += (" No key is left, and it stays closed until an admin opens it; "
+                     "revoking the last key never reopens it.")
+        return "info", text
+    if not body.inference_open:
+        return "info", ("client_auth is open, but FLEET_CLIENT_TOKEN is set: inference needs "
+                        "it (or the admin token). Creating a key switches client_auth to keys.")
+    return "warning", ("Inference is open (client_auth = open): anyone who can reach the "
+                       "router may use it. Creating a key closes it, for good until an admin "
+                       "opens it again.")
+
+
+def _set_access(mode: str) -> None:
+    # A button callback: it runs before the page is drawn again, so the state shown next
+    # is the one just stored.
+    saved = data.set_client_auth(mode)
+    st.session_state["access_result"] = (
+        ("success", "Inference is open to everyone." if mode == "open" else
+         "Inference is closed: it needs a client key, the client token or the admin token.")
+        if saved.ok else ("error", f"The router refused: {saved.error}"))
+
+
 st.header("Client keys")
-st.caption("One key per app. Once any key exists, inference needs a key (or the client or "
-           "admin token), and the key's app names its requests in usage and traces. Limits "
+st.caption("One key per app: the key's app names its requests in usage and traces. Limits "
            "hold across every replica; 0 means no limit.")
 keys_reply = data.client_keys()
 if not widgets.problem(keys_reply, "client keys") and keys_reply.data is not None:
+    level, state = access_state(keys_reply.data)
+    (st.warning if level == "warning" else st.info)(state)
+    if keys_reply.data.client_auth == "keys":
+        if not keys_reply.data.keys:
+            st.button("Open inference to everyone", key="access_open", on_click=_set_access,
+                      args=("open",))
+    else:
+        st.button("Close inference (keys only)", key="access_close", on_click=_set_access,
+                  args=("keys",))
+    result = st.session_state.pop("access_result", None)
+    if result:
+        (st.success if result[0] == "success" else st.error)(result[1])
     keys = key_rows(keys_reply.data)
     if keys:
         st.dataframe(widgets.frame(keys), hide_index=True, width="stretch")
     else:
-        st.info("No client keys yet: inference is open unless FLEET_CLIENT_TOKEN is set.")
+        st.info("No client keys yet.")
     with st.form("key_create", clear_on_submit=True):
         left, middle, right = st.columns(3)
         app = left.text_input("App", placeholder="chatbot", key="key_app")
@@ -153,6 +191,7 @@ if not widgets.problem(keys_reply, "client keys") and keys_reply.data is not Non
         if revoke:
             done = data.revoke_key(str(gone))
             if done.ok:
-                st.success(f"Revoked {gone}: every replica refuses its key within a second.")
+                st.success(f"Revoked {gone}: every replica refuses its key within a second. "
+                           "Inference stays closed (client_auth = keys).")
             else:
                 st.error(f"The router refused: {done.error}")

@@ -6,9 +6,11 @@ replica on the same Redis prefix shows that limits and revocation hold fleet-wid
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -208,3 +210,118 @@ def test_redis_password_is_masked_when_redis_is_unreachable(tmp_path: Path) -> N
     output = done.stdout + done.stderr + (tmp_path / "logs" / "herd.jsonl").read_text()
     assert "hunter2-pass" not in output
     assert "redis://:***@127.0.0.1" in output
+
+
+def _revoke_every_key(fleet: Fleet) -> None:
+    listed = herd_keys(fleet, "--json", "list")
+    assert listed.returncode == 0, listed.stderr
+    for key in json.loads(listed.stdout)["keys"]:
+        assert herd_keys(fleet, "revoke", key["app"]).returncode == 0
+
+
+def _closed(url: str, revoked: str) -> bool:
+    """No key and the revoked key both get 401, from the official clients, in each shape."""
+    try:
+        ollama.Client(host=url).chat(model=MODEL, messages=MSG)
+        return False
+    except ollama.ResponseError as refused:
+        if refused.status_code != 401:
+            return False
+    try:
+        openai.OpenAI(base_url=f"{url}/v1", api_key=revoked, max_retries=0) \
+            .chat.completions.create(model=MODEL, messages=MSG)  # type: ignore[arg-type]
+        return False
+    except openai.AuthenticationError as refused:
+        assert refused.code == "invalid_api_key"
+    plain = chat(url, None)
+    return plain.status_code == 401 and isinstance(plain.json()["error"], str)
+
+
+def test_revoking_the_last_key_keeps_every_replica_closed_until_an_admin_opens(
+    fleet: Fleet, replica: str,
+) -> None:
+    _revoke_every_key(fleet)
+    key = create(fleet, "last-one")
+    wait_until(lambda: chat(replica, key).status_code == 200, message="the replica knows it")
+    assert herd_keys(fleet, "revoke", "last-one").returncode == 0
+    started = time.monotonic()
+    wait_until(lambda: chat(replica, key).status_code == 401, timeout=5.0,
+               message="the other replica refuses the revoked key")
+    assert time.monotonic() - started < 1.0
+    assert chat(replica, None).status_code == 401  # and, its last key gone, stays closed
+    # Past a resync interval nothing has reopened it: closed on both, to both clients.
+    time.sleep(0.6)
+    assert _closed(fleet.url, key) and _closed(replica, key)
+    assert chat(replica, ADMIN).status_code == 200  # the admin token still works
+    listing = herd_keys(fleet, "list")
+    assert listing.returncode == 0 and "client_auth keys" in listing.stdout
+    body = httpx.get(f"{replica}/dashboard/api/keys", headers=admin(fleet), timeout=5).json()
+    assert (body["client_auth"], body["inference_open"], body["keys"]) == ("keys", False, [])
+
+    opened = herd_keys(fleet, "open")
+    assert opened.returncode == 0 and "client_auth open" in opened.stdout, opened.stderr
+    assert ollama.Client(host=fleet.url).chat(model=MODEL, messages=MSG).message.content
+    started = time.monotonic()
+    wait_until(lambda: chat(replica, None).status_code == 200, timeout=5.0,
+               message="the replica opens")
+    assert time.monotonic() - started < 1.0
+    closed = herd_keys(fleet, "close")  # closed with no key at all: only the tokens pass
+    assert closed.returncode == 0 and "client_auth keys" in closed.stdout, closed.stderr
+    assert chat(fleet.url, None).status_code == 401 and chat(fleet.url, ADMIN).status_code == 200
+    assert herd_keys(fleet, "open").returncode == 0
+    assert chat(fleet.url, None).status_code == 200
+    # A key made while open closes the fleet again, the other replica within a second.
+    again = create(fleet, "next-one")
+    started = time.monotonic()
+    wait_until(lambda: chat(replica, None).status_code == 401, timeout=5.0,
+               message="the replica closes")
+    assert time.monotonic() - started < 1.0
+    assert chat(replica, again).status_code == 200
+    refused = herd_keys(fleet, "open")
+    assert refused.returncode == 1 and "409" in refused.stderr and "revoke" in refused.stderr
+    assert herd_keys(fleet, "revoke", "next-one").returncode == 0
+    assert herd_keys(fleet, "open").returncode == 0
+
+
+def _metric(url: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        found = re.fullmatch(rf"{name}\{{(.*)\}} (\S+)", line)
+        if found and ",".join(sorted(found.group(1).split(","))) == wanted:
+            return float(found.group(2))
+    return 0.0
+
+
+def _apps(url: str) -> dict[str, dict[str, int]]:
+    apps: dict[str, dict[str, int]] = httpx.get(f"{url}/dashboard/api/apps",
+                                                timeout=10).json()["apps"]
+    return apps
+
+
+def test_refusals_show_per_app_in_usage_apps_and_metrics(fleet: Fleet, replica: str) -> None:
+    name = "herd_rejected_requests_total"
+    none_before = _apps(fleet.url).get("(none)", {}).get("unauthorized", 0)
+    metric_before = _metric(fleet.url, name, app="(none)", code="401")
+    key = create(fleet, "counted", rpm=1)
+    assert chat(fleet.url, key).status_code == 200
+    assert chat(fleet.url, key).status_code == 429
+    with pytest.raises(openai.RateLimitError):
+        openai.OpenAI(base_url=f"{fleet.url}/v1", api_key=key, max_retries=0) \
+            .chat.completions.create(model=MODEL, messages=MSG)  # type: ignore[arg-type]
+    assert chat(fleet.url, None).status_code == 401
+    assert chat(fleet.url, key + "x").status_code == 401
+
+    apps = _apps(fleet.url)
+    assert apps["counted"]["rate_limited"] == 2 and apps["counted"]["rejected"] >= 2
+    assert apps["counted"]["requests"] == 3
+    assert apps["(none)"]["unauthorized"] == none_before + 2
+    usage = httpx.get(f"{fleet.url}/dashboard/api/usage", timeout=10).json()
+    assert usage["fleet"]["rate_limited"] >= 2 and usage["fleet"]["unauthorized"] >= 2
+    assert _metric(fleet.url, name, app="counted", code="429") == 2
+    assert _metric(fleet.url, name, app="(none)", code="401") == metric_before + 2
+    # A refusal on the other replica reaches the fleet-wide usage with its next stats flush.
+    assert chat(replica, None).status_code == 401
+    wait_until(lambda: _apps(fleet.url)["(none)"]["unauthorized"] == none_before + 3,
+               timeout=5.0, message="the replica's refusal in the fleet's usage")
+    assert herd_keys(fleet, "revoke", "counted").returncode == 0
+    assert herd_keys(fleet, "open").returncode == 0

@@ -266,8 +266,11 @@ def test_settings_form_refuses_json_that_is_not_an_object(
 def test_keys_section_creates_shows_once_lists_and_revokes(
     fleet: LiveFleet, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    chat = {"model": "llama3.2:3b", "stream": False,
+            "messages": [{"role": "user", "content": "who am I?"}]}
     try:
         at = page(fleet.url, "settings", monkeypatch)
+        assert any("Inference is open" in w.value for w in at.warning), texts(at)
         at.text_input(key="key_app").set_value("dash-app")
         at.number_input(key="key_rpm").set_value(30)
         at.button(key="key_create_button").click().run()
@@ -281,12 +284,27 @@ def test_keys_section_creates_shows_once_lists_and_revokes(
         at = page(fleet.url, "settings", monkeypatch)  # a later visit: listed, secret gone
         assert "dash-app" in list(at.dataframe[-1].value["app"])
         assert secret not in texts(at) and all(secret not in c.value for c in at.code)
+        assert any("Inference is closed" in i.value for i in at.info), texts(at)
         at.selectbox(key="key_revoke_app").select("dash-app")
         at.button(key="key_revoke_button").click().run()
         assert any("Revoked dash-app" in s.value for s in at.success), texts(at)
         assert fleet.get("/dashboard/api/keys").json()["keys"] == []
+        # The last key gone, inference stays closed; the refusal shows on the Apps page.
+        assert httpx.post(fleet.url + "/api/chat", json=chat, timeout=30).status_code == 401
+        at = page(fleet.url, "settings", monkeypatch)
+        assert any("No key is left" in i.value for i in at.info), texts(at)
+        apps = page(fleet.url, "apps", monkeypatch).dataframe[-1].value
+        refused = apps[apps["tag"] == "(none)"]
+        assert len(refused) == 1 and int(refused["unauthorized"].iloc[0]) >= 1, apps
+        at.button(key="access_open").click().run()
+        assert any("open to everyone" in s.value for s in at.success), texts(at)
+        assert any("Inference is open" in w.value for w in at.warning), texts(at)
+        assert fleet.get("/dashboard/api/keys").json()["client_auth"] == "open"
+        assert httpx.post(fleet.url + "/api/chat", json=chat, timeout=30).status_code == 200
     finally:  # inference in this module's fleet stays open for the other tests
         httpx.delete(f"{fleet.url}/dashboard/api/keys/dash-app", timeout=10)
+        httpx.post(fleet.url + "/dashboard/api/settings", json={"client_auth": "open"},
+                   timeout=10)
 
 
 def test_benchmark_button_starts_a_run_that_is_then_listed(

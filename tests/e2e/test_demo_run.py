@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -81,6 +84,7 @@ def test_demo_runs_a_loaded_fleet_and_ctrl_c_stops_every_child(tmp_path: Path) -
             return sum(q["done"] for q in queues.values())
 
         wait_until(lambda: served() >= 3, timeout=60, message="background load to be served")
+        _load_outlives_a_key_and_says_when_it_fails(proc, url, tmp_path / "demo", served)
         children = _descendants(proc.pid)
         names = " ".join(" ".join(c.cmdline()) for c in children)
         assert "redis-server" in names and "streamlit" in names
@@ -92,6 +96,41 @@ def test_demo_runs_a_loaded_fleet_and_ctrl_c_stops_every_child(tmp_path: Path) -
     finally:
         proc.stop()
         _kill_leftovers(children)
+
+
+def _load_outlives_a_key_and_says_when_it_fails(
+    proc: Proc, url: str, data_dir: Path, served: Callable[[], int],
+) -> None:
+    """Someone tries `herd keys create`: inference closes to everyone else, the demo's own
+    load goes on (it sends the router's admin token). A load that fails says so at once."""
+    token_file = data_dir / "admin-token"
+    assert f'export FLEET_ADMIN_TOKEN="$(cat {token_file})"' in proc.output()
+    token = token_file.read_text().strip()
+    assert token not in proc.output()
+    chat = {"model": "llama3.2:3b", "stream": False,
+            "messages": [{"role": "user", "content": "hi"}]}
+    # The banner's curl needs no key: inference is open until a key exists.
+    assert httpx.post(url + "/api/chat", json=chat, timeout=30).status_code == 200
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    made = subprocess.run([herd_bin(), "keys", "--router-url", url, "create", "visitor"],
+                          capture_output=True, text=True, timeout=30, check=False,
+                          env={**env, "FLEET_ADMIN_TOKEN": token})
+    assert made.returncode == 0, made.stderr
+    assert httpx.post(url + "/api/chat", json=chat, timeout=30).status_code == 401
+    before = served()
+    wait_until(lambda: served() >= before + 4, timeout=60,
+               message="the demo's load to go on once a key exists")
+    assert "failing" not in proc.output(), proc.output()[-2000:]
+    # Bodies over a tiny limit: every load request gets 413, and the demo says why, now.
+    admin = {"Authorization": f"Bearer {token}"}
+    assert httpx.post(url + "/dashboard/api/settings", json={"max_body_mb": 0.00001},
+                      headers=admin, timeout=10).status_code == 200
+    wait_until(lambda: "background requests are failing: HTTP 413" in proc.output(),
+               timeout=30, message="the demo to say its load fails")
+    assert httpx.post(url + "/dashboard/api/settings", json={"max_body_mb": 64},
+                      headers=admin, timeout=10).status_code == 200
+    wait_until(lambda: "background requests succeed again" in proc.output(), timeout=30,
+               message="the demo to say its load recovered")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL])

@@ -54,9 +54,6 @@ async def test_a_revoked_key_is_refused_by_the_other_replica_within_a_second(
         with pytest.raises(Unauthorized):
             view(two).authenticate(bearer)
         assert time.monotonic() - started < 1.0
-        # With no key left and no client token, inference is open again.
-        assert (await one.delete("/dashboard/api/keys/keeper", headers=ADMIN)).status_code == 200
-        assert view(one).authenticate("") is None
 
 
 async def test_credentials_once_a_key_exists(ctx: RouterContext) -> None:

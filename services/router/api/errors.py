@@ -22,6 +22,7 @@ _MEANINGS = {
     401: "A token is required (admin for changes, node for heartbeats).",
     403: "Without an admin token set, changes are accepted only from the router's machine.",
     404: "No such model, node or path.",
+    409: "The change conflicts with the fleet's state (the error says which).",
     413: "The body is larger than the router accepts.",
     502: "The node failed to answer.",
     503: "No node can serve it now (see Retry-After).",

@@ -24,7 +24,7 @@ async def get_settings(state: State) -> SettingsListing:
 
 
 @post("/dashboard/api/settings", status_code=200, tags=["settings"],
-      responses=error_responses(400, 401, 403),
+      responses=error_responses(400, 401, 403, 409),
       summary="Change runtime settings (admin); every replica applies them")
 async def post_settings(request: Request[Any, Any, Any], state: State) -> SettingsUpdate:
     ctx: RouterContext = state.herd

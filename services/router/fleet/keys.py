@@ -7,6 +7,19 @@ RESYNC_INTERVAL besides, so checking a key costs no Redis round trip and a revok
 refused everywhere within a second. A lookup goes by digest, then the digests are compared
 with `hmac.compare_digest`: the timing of a check says nothing about the secret.
 
+Who needs a credential is the runtime setting `client_auth`, and it fails closed:
+- `open`: a request without a credential is served, but only while no key exists and no
+  client token is set;
+- `keys`: every request needs a client key, the client token or the admin token, whether
+  or not a key is left.
+Creating a key sets `keys` in the same script that stores it (key_create.lua), and so does
+revoking one (key_revoke.lua): revoking a leaked key before its replacement exists leaves
+the fleet closed. Only an admin sets `open` again, and the settings script refuses it while
+a key exists (settings_save.lua), so `open` never stands beside a stored key. A fleet with
+keys from before the setting existed counts as `keys` (`running` stores it). Each replica
+follows the mode through the runtime settings watcher (pub/sub and the same half-second
+resync as the keys); a replica that has seen a key but not yet the mode is closed anyway.
+
 Limits are counted fleet-wide in per-minute windows (shared/lua/rate.lua): only a key with
 a limit pays one round trip to be admitted, and its tokens, as the node reported them at
 the end, ride on the round trip that records the request (`add_usage`).
@@ -33,10 +46,13 @@ from redis.exceptions import RedisError
 
 from services.router.fleet.background import background
 from services.router.fleet.core import Core
+from services.router.fleet.runtime import RuntimeSettings
 from shared.errors import BadRequest, Conflict, NotFound, RateLimited, Unauthorized
 from shared.fastredis import FastPipeline
 
 __all__ = [
+    "CLOSED",
+    "OPEN",
     "ClientKeys",
     "KeyListing",
     "KeyRecord",
@@ -47,6 +63,8 @@ __all__ = [
 
 log = logging.getLogger("herd.keys")
 
+OPEN, CLOSED = "open", "keys"  # the values of the client_auth setting
+_CLOSED_JSON = json.dumps(CLOSED)  # as the settings hash stores it
 RESYNC_INTERVAL = 0.5  # seconds: a replica that missed a revocation message is this stale
 WINDOW_TTL = 120  # a minute's counters outlive their minute, for the token total at its end
 MAX_LIMIT = 10**9
@@ -124,22 +142,35 @@ def _decode(app: str, text: str) -> KeyRecord | None:
 class ClientKeys:
     """This replica's view of the fleet's client keys, and the checks made with it."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, runtime: RuntimeSettings) -> None:
         self._core = core
+        self._runtime = runtime  # client_auth is a runtime setting: applied through it
         self.by_digest: dict[str, KeyRecord] = {}  # replaced whole, never mutated
         self._used: dict[str, float] = {}  # app -> last use here, not yet written
 
     # --- the request path: no I/O unless the key has a limit ---------------------------
 
+    def mode(self) -> str:
+        """client_auth as this replica applies it: `keys` as well while it knows of a key
+        (a key seen before the mode that came with it, or keys older than the setting)."""
+        return CLOSED if self.by_digest else self._core.settings.client_auth
+
+    def is_open(self) -> bool:
+        """True when a request without any credential is served here."""
+        settings = self._core.settings
+        return (not self.by_digest and settings.client_auth == OPEN
+                and not settings.client_token)
+
     def authenticate(self, authorization: str) -> KeyRecord | None:
         """The key's record; None when inference is open or a shared token was given.
 
-        Raises Unauthorized when a credential is needed (a key exists, or the client token
-        is set) and the request has no valid one. The admin token is a credential too.
+        Raises Unauthorized when a credential is needed (client_auth is keys, a key
+        exists, or the client token is set) and the request has no valid one. The admin
+        token is a credential too.
         """
-        settings = self._core.settings
-        if not self.by_digest and not settings.client_token:
+        if self.is_open():
             return None
+        settings = self._core.settings
         scheme, _, value = authorization.partition(" ")
         value = value.strip()
         if scheme.lower() != "bearer" or not value:
@@ -203,23 +234,30 @@ class ClientKeys:
         fields = asdict(record)
         del fields["app"]
         core = self._core
-        if not await core.redis.hsetnx(core.keys.client_keys(), app, json.dumps(fields)):
+        created = await core.scripts.run(
+            "key_create", [core.keys.client_keys(), core.keys.settings()],
+            [app, json.dumps(fields), _CLOSED_JSON, core.keys.keys_channel(),
+             core.keys.settings_channel()],
+        )
+        if not created:
             raise Conflict(f"app {app!r} already has a key; revoke it first")
-        await core.redis.publish(core.keys.keys_channel(), app)
         self.by_digest = {**self.by_digest, record.digest: record}
+        self._runtime.apply({"client_auth": CLOSED})
         return secret, record
 
     async def revoke(self, app: str) -> None:
+        """Remove the app's key everywhere; inference stays closed (client_auth: keys)."""
         core = self._core
-        pipe = core.redis.pipeline(transaction=True)
-        pipe.hdel(core.keys.client_keys(), app)
-        pipe.hdel(core.keys.client_keys_used(), app)
-        pipe.publish(core.keys.keys_channel(), app)
-        removed, _, _ = await pipe.execute()
-        self.by_digest = {d: r for d, r in self.by_digest.items() if r.app != app}
+        removed = await core.scripts.run(
+            "key_revoke",
+            [core.keys.client_keys(), core.keys.client_keys_used(), core.keys.settings()],
+            [app, _CLOSED_JSON, core.keys.keys_channel(), core.keys.settings_channel()],
+        )
         self._used.pop(app, None)
         if not removed:
             raise NotFound(f"app {app!r} has no key")
+        self._runtime.apply({"client_auth": CLOSED})
+        self.by_digest = {d: r for d, r in self.by_digest.items() if r.app != app}
 
     async def listing(self) -> list[KeyListing]:
         core = self._core
@@ -245,6 +283,26 @@ class ClientKeys:
         records = (_decode(app, text) for app, text in raw.items())
         return {r.digest: r for r in records if r is not None}
 
+    async def resync(self) -> None:
+        """Reload the view from Redis (what the watcher does on a message or a quiet
+        interval; the mode follows through the runtime settings watcher)."""
+        self.by_digest = await self.load()
+
+    async def close_if_keys(self) -> None:
+        """Store client_auth = keys when keys exist and no mode is stored: the keys of a
+        fleet older than the setting keep it closed once the last of them is revoked.
+
+        HSETNX: a mode an admin stored is never overwritten (and `open` cannot be stored
+        beside a key in the first place).
+        """
+        if not self.by_digest:
+            return
+        core = self._core
+        if await core.redis.hsetnx(core.keys.settings(), "client_auth", _CLOSED_JSON):
+            await core.redis.publish(core.keys.settings_channel(), "client_auth")
+            log.info("client keys exist: client_auth set to keys")
+        self._runtime.apply(await self._runtime.load())
+
     async def flush_used(self) -> None:
         """Write the last-use times gathered since the last flush (one HSET)."""
         if not self._used:
@@ -257,6 +315,7 @@ class ClientKeys:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         self.by_digest = await self.load()
+        await self.close_if_keys()
         async with background(self._follow(), "herd-keys-watcher"):
             try:
                 yield
@@ -275,7 +334,7 @@ class ClientKeys:
                     # lost while reconnecting costs at most one interval.
                     await pubsub.get_message(ignore_subscribe_messages=True,
                                              timeout=RESYNC_INTERVAL)
-                    self.by_digest = await self.load()
+                    await self.resync()
                     await self.flush_used()
             except asyncio.CancelledError:
                 raise

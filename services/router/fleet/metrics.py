@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 from shared.models import Trace, TraceStatus
 from shared.routing import NO_APP
 
-__all__ = ["REGISTRY", "observe"]
+__all__ = ["REGISTRY", "observe", "refused"]
 
 _LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _TTFT_BUCKETS_S = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -64,6 +64,7 @@ class _Tally(Collector):
         self.retries: dict[Pair, float] = {}
         self.tokens: dict[tuple[str, str, str], float] = {}
         self.cold_loads: dict[Pair, float] = {}
+        self.refused: dict[Pair, float] = {}  # (app, status code)
         self.latency: dict[Pair, _Histogram] = {}
         self.ttft: dict[Pair, _Histogram] = {}
         self.queue_wait: dict[tuple[str], _Histogram] = {}
@@ -85,6 +86,9 @@ class _Tally(Collector):
              ["model", "node", "kind"], list(self.tokens.items())),
             ("herd_cold_loads", "Requests that made the node load the model first.",
              ["model", "node"], list(self.cold_loads.items())),
+            ("herd_rejected_requests", "Requests refused before routing for their credential "
+             "or their app's limit: 401, 403, 429, by the key's app ('(none)' without a valid "
+             "key) and status code.", ["app", "code"], list(self.refused.items())),
         )
         for name, doc, labels, values in counters:
             family = CounterMetricFamily(name, doc, labels=labels)
@@ -183,3 +187,16 @@ def _count_app_tokens(tally: _Tally, trace: Trace) -> None:
     if trace.completion_tokens:
         key = (app, "completion")
         table[key] = table.get(key, 0.0) + trace.completion_tokens
+
+
+# Refusals count as rejected requests of no model and no node, as a request rejected
+# before routing does (observe), so herd_requests_total still counts every request.
+_REFUSED_KEY = ("(none)", "none", str(TraceStatus.REJECTED))
+
+
+def refused(app: str, status: int) -> None:
+    """Count one request refused at the door (401, 403, 429); `app` is the key's app or
+    '(none)', so the label set stays as small as the number of keys."""
+    tally = _TALLY
+    _add(tally.refused, (app, str(status)))
+    tally.requests[_REFUSED_KEY] = tally.requests.get(_REFUSED_KEY, 0.0) + 1

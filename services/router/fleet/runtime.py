@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from services.router.fleet.background import background
 from services.router.fleet.core import Core
-from shared.errors import BadRequest
+from shared.errors import BadRequest, Conflict
 from shared.schemas import SettingView
 from shared.settings import (
     RUNTIME_FIELDS,
@@ -108,14 +108,28 @@ class RuntimeSettings:
         return True
 
     async def save(self, changes: dict[str, Any]) -> None:
-        """Store `changes` for every replica, and apply them here at once."""
+        """Store `changes` for every replica, and apply them here at once.
+
+        Conflict, and nothing stored, when they set client_auth to open while a client key
+        exists: the check and the write are one script, so a key created meanwhile on
+        another replica cannot slip between them (fleet/keys.py).
+        """
         core = self._core
-        pipe = core.redis.pipeline(transaction=True)
-        pipe.hset(core.keys.settings(), mapping={
-            name: json.dumps(jsonable(value)) for name, value in changes.items()
-        })
-        pipe.publish(core.keys.settings_channel(), ",".join(sorted(changes)))
-        await pipe.execute()
+        pairs: list[str] = []
+        for name, value in changes.items():
+            pairs += [name, json.dumps(jsonable(value))]
+        opens = changes.get("client_auth") == "open"
+        held = await core.scripts.run(
+            "settings_save", [core.keys.settings(), core.keys.client_keys()],
+            ["1" if opens else "0", core.keys.settings_channel(), ",".join(sorted(changes)),
+             *pairs],
+        )
+        if held:
+            count = int(held)
+            keys, them = ("1 client key exists", "it") if count == 1 else \
+                (f"{count} client keys exist", "them")
+            raise Conflict(f"{keys}: client_auth stays keys while any key does; revoke "
+                           f"{them} first (herd keys revoke APP)")
         self.apply(changes)
 
     async def write_back(self) -> None:

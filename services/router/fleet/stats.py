@@ -32,6 +32,7 @@ from shared.models import Trace, TraceStatus
 __all__ = [
     "FLUSH_INTERVAL",
     "MAX_TAGS",
+    "REFUSED_STATUSES",
     "Stats",
     "Tally",
     "add_request",
@@ -78,8 +79,15 @@ _FIELDS: dict[str, str] = {
     "conn": "connection_failures",
     "xfail": "attempt_failures",
     "qwait": "queue_wait_ms_sum",
+    "r401": "unauthorized",
+    "r403": "forbidden",
+    "r429": "rate_limited",
 }
-_TAG_METRICS = frozenset({"req", "err", "rej", "ptok", "ctok", "lat", "retry", "disc"})
+_TAG_METRICS = frozenset({"req", "err", "rej", "ptok", "ctok", "lat", "retry", "disc",
+                          "r401", "r403", "r429"})
+# Requests refused at the door, before their body is read or routed: no valid credential,
+# a forbidden one, an app over its limit. Counted (not traced) by `Stats.refused`.
+REFUSED_STATUSES = frozenset({401, 403, 429})
 _ERROR_STATUSES = frozenset({TraceStatus.FAILED, TraceStatus.INCOMPLETE})
 
 
@@ -190,6 +198,19 @@ class Tally:
             counted.append(tag)
         return counted
 
+    def refuse(self, app: str, status: int, now: float | None = None) -> None:
+        """Count one request refused at the door with `status` (REFUSED_STATUSES) as a
+        request rejected before routing (node "") of `app`."""
+        hour = current_hour(now)
+        deltas = self.pending.get(hour)
+        if deltas is None:
+            deltas = self.pending[hour] = {}
+        scopes = ["n:", *(f"t:{tag}" for tag in self._counted_tags(hour, [app]))]
+        for metric in ("req", "rej", f"r{status}"):
+            for scope in scopes:
+                name = f"{metric}|{scope}"
+                deltas[name] = deltas.get(name, 0) + 1
+
     def merge(self, pending: dict[int, dict[str, int]]) -> None:
         """Put back deltas a failed flush did not write."""
         for hour, deltas in pending.items():
@@ -241,6 +262,14 @@ class Stats:
     def count(self, trace: Trace, now: float | None = None) -> None:
         """Count one finished request in this replica's tally (the request path: no I/O)."""
         self.tally.add(trace, now)
+
+    def refused(self, app: str, status: int, now: float | None = None) -> None:
+        """Count one request refused at the door (401, 403, 429) for `app` (the key's app,
+        or NO_APP): in the tally like `count`, so a flood of refusals costs no Redis round
+        trip of its own. Such a request has no trace: a client refused by the thousand
+        would otherwise push everyone's traces out of the capped stream."""
+        if status in REFUSED_STATUSES:
+            self.tally.refuse(app, status, now)
 
     async def flush(self) -> int:
         """Write the tally to Redis in one transaction; returns how many fields it changed.

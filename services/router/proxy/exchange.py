@@ -27,6 +27,7 @@ from services.router.fleet.events import EVENTS_MAXLEN, emit
 from services.router.fleet.keys import KeyRecord
 from services.router.fleet.pulls import pull_for_request
 from services.router.fleet.routing import Ranked
+from services.router.fleet.stats import REFUSED_STATUSES
 from services.router.nodeclient import NodeBroken, NodeResponse
 from services.router.nodes import ModelMissing, UpstreamFailure
 from services.router.proxy.forward import (
@@ -56,7 +57,7 @@ from shared.errors import (
     error_body,
 )
 from shared.models import FleetSnapshot, Trace, TraceStatus
-from shared.routing import RouteRequest
+from shared.routing import NO_APP, RouteRequest
 
 __all__ = ["ENDPOINTS", "ROUTES", "Exchange", "handle"]
 
@@ -144,6 +145,7 @@ class Exchange:
                                     app=self.key.app if self.key is not None else "")
             await self.ctx.client_keys.admit(self.key)
         except HerdError as exc:
+            self._refused(exc)
             await self._send_error(exc)
             return
         self.task = asyncio.current_task()
@@ -179,6 +181,14 @@ class Exchange:
 
     def _authorize(self) -> None:
         self.key = self.ctx.client_keys.authenticate(self.headers.get("authorization", ""))
+
+    def _refused(self, exc: HerdError) -> None:
+        """Count a refusal at the door (401, 403, 429) for the key's app, or NO_APP
+        without a valid key: in-process tallies only, no trace (Stats.refused)."""
+        if exc.status_code in REFUSED_STATUSES:
+            app = self.key.app if self.key is not None else NO_APP
+            self.ctx.stats.refused(app, exc.status_code)
+            metrics.refused(app, exc.status_code)
 
     # --- routing and forwarding ---------------------------------------------------------
 
