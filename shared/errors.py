@@ -16,6 +16,7 @@ __all__ = [
     "PayloadTooLarge",
     "QueueFull",
     "RateLimited",
+    "RefusedByNode",
     "StateRebuilding",
     "StateUnavailable",
     "Unauthorized",
@@ -141,6 +142,19 @@ class StateRebuilding(HerdError):
 class UpstreamError(HerdError):
     status_code = 502
     openai_type = "server_error"
+
+
+class RefusedByNode(HerdError):
+    """A node refused the request itself (the model does not fit with its num_ctx, an
+    option of the wrong type, a template that does not parse): the client's error, passed
+    on with the node's own message and status, as that Ollama alone would have answered.
+    Not an UpstreamError: the node did nothing wrong (its trace says `rejected`)."""
+
+    openai_type = "invalid_request_error"
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status_code = status
 
 
 def is_openai_path(path: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -99,6 +100,19 @@ class RouteRequest:
     def options(self) -> dict[str, Any]:
         options = self.body.get("options")
         return options if isinstance(options, dict) else {}
+
+    def num_ctx_for(self, node_id: str) -> int:
+        """The num_ctx `node_id` would load the model with for this request, 0 for its own
+        default. Only Ollama's API carries one: its OpenAI endpoints ignore `options`."""
+        if self.node_num_ctx and (num_ctx := self.node_num_ctx.get(node_id)):
+            return num_ctx
+        if self.api != "ollama":
+            return 0
+        value = self.options().get("num_ctx")
+        # Ollama takes any JSON number (float64) and truncates it; anything else it refuses
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return 0
+        return max(0, int(value)) if math.isfinite(value) else 0
 
 
 @dataclass(slots=True)
