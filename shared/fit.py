@@ -52,7 +52,19 @@ class Need:
 
     gb: float = 0.0
     source: str = ""  # "weights" | "metadata" | "refusal"; "" when nothing is known
-    detail: str = ""  # for messages: how the figure was found
+    weights_gb: float = 0.0
+    kv_gb: float = 0.0  # metadata: the KV cache's lower bound, for `tokens`
+    tokens: int = 0  # metadata: the context counted; refusal: the num_ctx refused
+
+    @property
+    def detail(self) -> str:
+        """How the figure was found, for messages (built only when one is written)."""
+        if self.source == "metadata":
+            return (f"weights {self.weights_gb:.1f} GB + a KV cache of at least "
+                    f"{self.kv_gb:.1f} GB for {self.tokens} tokens")
+        if self.source == "refusal":
+            return f"as a node answered when asked for num_ctx {self.tokens}"
+        return f"weights {self.gb:.1f} GB"
 
 
 def room_gb(node: NodeState) -> float:
@@ -75,22 +87,19 @@ def need_of(
     """The largest lower bound known of what loading `model` with `num_ctx` (0: the node's
     default, unknown here) takes on `node`, which runs `slots` parallel sequences."""
     size = node.model_sizes_gb.get(model, 0.0)
-    best = Need(size, "weights", f"weights {size:.1f} GB") if size > 0 else Need()
+    best = Need(size, "weights", size) if size > 0 else Need()
     if num_ctx <= 0:
         return best
-    shape = node.model_shapes.get(model)
+    shape = node.model_shapes.get(model) if node.model_shapes else None
     if shape is not None and shape.kv_bytes_per_token > 0:
         tokens = min(num_ctx, shape.context_length) if shape.context_length > 0 else num_ctx
         kv = shape.kv_bytes_per_token * tokens * KV_FLOOR / GB
         if size + kv > best.gb:
-            best = Need(size + kv, "metadata",
-                        f"weights {size:.1f} GB + a KV cache of at least {kv:.1f} GB for "
-                        f"{tokens} tokens")
+            best = Need(size + kv, "metadata", size, kv, tokens)
     for refusal in refusals:
         if (refusal.num_ctx <= num_ctx and refusal.slots <= max(slots, 1)
                 and same_size(refusal.size_gb, size) and refusal.need_gb > best.gb):
-            best = Need(refusal.need_gb, "refusal",
-                        f"as a node answered when asked for num_ctx {refusal.num_ctx}")
+            best = Need(refusal.need_gb, "refusal", size, tokens=refusal.num_ctx)
     return best
 
 
@@ -103,7 +112,11 @@ def fits(
             num_ctx <= 0 or not loaded.context_length or loaded.context_length >= num_ctx):
         return True  # it is there already, with context enough: nothing to load
     room = room_gb(node)
-    return room <= 0 or need_of(node, model, num_ctx, refusals, slots).gb <= room
+    if room <= 0:
+        return True
+    if num_ctx <= 0:  # the weights alone: the common case, kept cheap
+        return node.model_sizes_gb.get(model, 0.0) <= room
+    return need_of(node, model, num_ctx, refusals, slots).gb <= room
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from shared.errors import BadRequest
-from shared.fit import FitReport, report
+from shared.fit import FitReport, fits, report
 from shared.hookspecs import hookimpl
 from shared.models import NodeStatus
 from shared.routing import PRIORITIES, RouteRequest, ScoringContext, Transform, TransformNote
@@ -242,9 +242,16 @@ class FitsSomewhere:
             # Without one the need is the weights alone, which the fit filter already
             # judges; judging every node here would cost each request of a large fleet.
             return
+        model, snapshot = request.model, context.snapshot
+        refusals = snapshot.refusals(model)
+        for node in snapshot.nodes.values():  # most requests stop at the first node
+            if node.status is not NodeStatus.OFFLINE and node.has_model(model) and fits(
+                    node, model, request.num_ctx_for(node.node_id), refusals,
+                    context.slots(node)):
+                return
         fit = fit_report(request, context)
         if fit.nowhere:
-            raise BadRequest(fit.message(request.model, num_ctx))
+            raise BadRequest(fit.message(model, num_ctx))
 
 
 @hookimpl

@@ -254,3 +254,16 @@ def test_a_node_failure_after_a_refusal_still_spends_the_budget() -> None:
     plan.failed("a", too_large(), request(131072), ctx)
     with pytest.raises(UpstreamError):
         plan.failed("big", UpstreamFailure("big: cannot connect"), request(131072), ctx)
+
+
+def test_the_num_ctx_a_node_gets_is_the_bodys_unless_it_was_given_its_own() -> None:
+    asked = request(131072)
+    assert asked.num_ctx_for("a") == 131072
+    asked.node_num_ctx = {"b": 8192}  # context protection: b's copy serves it as loaded
+    assert (asked.num_ctx_for("a"), asked.num_ctx_for("b")) == (131072, 8192)
+    asked.set_body({"model": M})  # stripped
+    assert asked.num_ctx_for("a") == 0
+    assert request(4096.7).num_ctx_for("a") == 4096  # Ollama truncates a JSON number
+    for value in ("8192", True, -5, None):
+        assert request(value).num_ctx_for("a") == 0
+    assert request(131072, api="openai").num_ctx_for("a") == 0  # /v1 ignores options
