@@ -146,3 +146,41 @@ def test_a_400_from_the_node_comes_back_unchanged_and_is_not_retried(
     assert len(seen_by_nodes(fleet, probe)) == 1
     for node_id, node in nodes(fleet).items():
         assert (node["status"], node["router_failures"]) == ("online", 0), node_id
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Fleet]:
+    """Two 24 GB nodes with the model loaded, and a 64 GB one without it."""
+    tmp = tmp_path_factory.mktemp("impossible-mixed")
+    nodes = {"a": [], "b": [], "big": ["--memory-gb", "64"]}
+    with start_fleet(tmp, redis_url, nodes, parallel=2) as running:
+        for node_id in ("a", "b"):
+            httpx.post(f"{running.sim_url(node_id)}/api/generate",
+                       json={"model": MODEL, "prompt": "", "keep_alive": -1}, timeout=30)
+            running.heartbeat(node_id)
+        payload = running.heartbeat("big")
+        payload["memory"].update(total_gb=64.0, used_gb=0.0, available_gb=64.0)
+        assert httpx.post(f"{running.url}/heartbeat", json=payload).status_code == 200
+        # Left to themselves the memory and context scorers send a large context to "big" at
+        # once; without them the nodes tie and "a" goes first, so the refusal is met.
+        answer = httpx.post(f"{running.url}/dashboard/api/settings",
+                            json={"weight_memory": 0, "weight_context": 0})
+        assert answer.status_code == 200, answer.text
+        yield running
+
+
+def test_a_memory_refusal_moves_to_a_node_with_room_and_then_goes_there_first(
+    mixed: Fleet,
+) -> None:
+    client = httpx.Client(base_url=mixed.url, timeout=60)
+    body = {"model": MODEL, "prompt": "long", "stream": False,
+            "options": {"num_ctx": WHOLE_CONTEXT, "num_predict": 4}}
+    first = client.post("/api/generate", json=body)
+    assert first.status_code == 200, first.text
+    # "a" refused; "b", as small, was skipped; "big" had the room
+    assert (first.headers["x-fleet-node"], first.headers["x-fleet-retries"]) == ("big", "1")
+    second = client.post("/api/generate", json=body)
+    assert (second.headers["x-fleet-node"], second.headers["x-fleet-retries"]) == ("big", "0")
+    client.close()
+    for node_id, node in nodes(mixed).items():
+        assert (node["status"], node["router_failures"]) == ("online", 0), node_id
