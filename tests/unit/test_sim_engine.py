@@ -12,6 +12,7 @@ from services.sim.catalogue import parse_models, spec_for
 from services.sim.config import SimConfig
 from services.sim.engine import Engine, SimError
 from services.sim.infer import Generation, Job, job_options
+from services.sim.openai_api import _job
 from services.sim.stats import Stats
 from services.sim.text import render_chat
 
@@ -201,3 +202,12 @@ async def test_a_loaded_model_keeps_its_queued_requests_against_another_model() 
     await asyncio.wait_for(asyncio.gather(*jobs), 10)
     loads = counters(engine, "llama3.2:3b")["loads"] + counters(engine, "qwen3:8b")["loads"]
     assert loads <= 6, loads
+
+
+def test_an_openai_field_of_the_wrong_type_stays_a_400() -> None:
+    # Ollama's OpenAI layer binds max_tokens and seed into typed fields: a 400 there
+    engine = make()
+    for field in ("max_tokens", "seed"):
+        with pytest.raises(SimError) as info:
+            _job(engine, {"model": "llama3.2:3b", field: "NaN"}, "hi", 1.0)
+        assert (info.value.status, info.value.message) == (400, f"{field} must be an integer")
