@@ -57,15 +57,14 @@ _FREE_OBJECT: dict[str, Any] = {"type": "object", "additionalProperties": True}
 
 _ERRORS = {
     400: "The body is not JSON, or a field is wrong; the error says which. Also a "
-         "request that fits on no node's memory (the model with its num_ctx), and a node's "
-         "own 4xx, passed on as it sent it.",
+         "request that fits on no node's memory (the model with its num_ctx), a node's own "
+         "4xx, passed on as it sent it, and a node's refusal of the request itself (an "
+         "option of the wrong type, a model that does not fit with that num_ctx) in the "
+         "node's words.",
     401: "A client token is set and the request does not carry it.",
     404: "No node has the model (and auto_pull is off or it does not exist).",
     405: "Only POST.",
     413: "The body is larger than the router accepts.",
-    500: "A node refused the request itself: the model does not fit in its memory with "
-         "that num_ctx, an option of the wrong type, a template it cannot use. The node's "
-         "own message and status, as that Ollama alone would answer; not retried.",
     502: "Every node tried failed before answering (after the retries).",
     503: "No node can serve the model now: all busy past the queue timeout, or none online.",
     504: "The node did not answer in time.",

@@ -61,10 +61,10 @@ def test_five_impossible_requests_leave_the_fleet_serving_everything(fleet: Flee
             client.chat(model=MODEL, messages=[{"role": "user", "content": probe}],
                         options={"num_ctx": WHOLE_CONTEXT})
         answers.append((info.value.status_code, info.value.error))
-    # The first reaches a node and gets its own reason, as from that Ollama alone; the
-    # refusal is not tried on the other node (no more room there).
+    # The first reaches a node and gets its own reason, as the client's error (a 400: the
+    # client must not retry it); the refusal is not tried on the other node (no more room).
     status, reason = answers[0]
-    assert status == 500, answers
+    assert status == 400, answers
     assert reason.startswith("model requires more system memory ("), answers
     assert len(seen_by_nodes(fleet, probes[0])) == 1
     # Then Herd knows: a 400 at once that names the model, num_ctx, need and largest node.
@@ -120,13 +120,14 @@ def test_an_option_of_the_wrong_type_is_the_nodes_answer_and_not_retried(
     probe = marker()
     body["messages"] = [{"role": "user", "content": probe}]
     through = httpx.post(f"{fleet.url}/api/chat", json=body, timeout=30)
-    assert (through.status_code, through.json()) == (500, direct.json())
+    # the node's own words, as the client's error: never a 500 from Herd for bad input
+    assert (through.status_code, through.json()) == (400, direct.json())
     assert through.json() == {"error": 'option "num_ctx" must be of type integer'}
     assert len(seen_by_nodes(fleet, probe)) == 1
     with pytest.raises(ollama.ResponseError) as info:
         ollama.Client(host=fleet.url).generate(model=MODEL, prompt="x",
                                                options={"num_ctx": "big"})
-    assert info.value.status_code == 500 and "must be of type integer" in info.value.error
+    assert info.value.status_code == 400 and "must be of type integer" in info.value.error
     for node_id, node in nodes(fleet).items():
         assert (node["status"], node["router_failures"]) == ("online", 0), node_id
 

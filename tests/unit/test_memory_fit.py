@@ -223,7 +223,9 @@ def test_an_invalid_request_is_answered_at_once_with_the_nodes_words() -> None:
     message = 'option "num_ctx" must be of type integer'
     with pytest.raises(RefusedByNode) as info:
         plan.failed("a", RequestRefused("a answered 500", 500, b"", message), request())
-    assert (info.value.status_code, info.value.message) == (500, message)
+    # the client's error, in the node's words: a 400 whatever the node's status
+    assert (info.value.status_code, info.value.node_status, info.value.message) == (
+        400, 500, message)
     assert plan.learned is None
 
 
@@ -237,7 +239,7 @@ def test_a_memory_refusal_tries_only_nodes_that_may_hold_it_and_is_learned() -> 
     plan.failed("big", too_large(70.0), request(131072), ctx)
     plan.failed("few", too_large(20.0 + 12.4), request(131072), ctx)
     error = plan.nothing_to_try(request(131072))
-    assert isinstance(error, RefusedByNode) and error.status_code == 500
+    assert isinstance(error, RefusedByNode) and error.status_code == 400
     assert "requires more system memory" in error.message
 
 
