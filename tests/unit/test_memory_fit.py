@@ -269,3 +269,12 @@ def test_the_num_ctx_a_node_gets_is_the_bodys_unless_it_was_given_its_own() -> N
     for value in ("8192", True, -5, None):
         assert request(value).num_ctx_for("a") == 0
     assert request(131072, api="openai").num_ctx_for("a") == 0  # /v1 ignores options
+
+
+def test_a_failure_where_it_might_have_fit_is_the_answer_not_the_earlier_refusal() -> None:
+    ctx = context(node("a"), node("big", 64.0))
+    plan = RetryPlan(max_retries=2)
+    plan.failed("a", too_large(), request(131072), ctx)
+    plan.failed("big", UpstreamFailure("big: cannot connect"), request(131072), ctx)
+    error = plan.nothing_to_try(request(131072))
+    assert isinstance(error, UpstreamError) and "big: cannot connect" in error.message

@@ -50,10 +50,12 @@ class RetryPlan:
 
     A node that 404s for the model (the registry was stale) is a routing miss: misses are
     bounded by the fleet's size, not by `max_retries`. A node that refuses the request
-    itself ends it at once with the node's own answer, unless the refusal is that the
-    model does not fit: then only nodes that may hold it are tried (not counted against
-    `max_retries` either: each has more room than the last), and what the node said is
-    kept in `learned` for the registry, so the next such request is answered at once.
+    itself ends it at once with the node's words (the client's 400), unless the refusal
+    is that the model does not fit: then only nodes that may hold it are tried (not
+    counted against `max_retries` either: bounded by the fleet's size too), and what the
+    node said is kept in `learned` for the registry, so the next such request is answered
+    at once. If none is left, the client gets the refusal; if one that might have held it
+    failed, that failure.
     """
 
     max_retries: int
@@ -100,6 +102,8 @@ class RetryPlan:
         self.learned = None  # only this failure's
         self.excluded.append(node_id)
         self.misses += isinstance(failure, ModelMissing)
+        # the answer is the latest refusal, unless a node that might have served failed since
+        self.refusal = None
         if isinstance(failure, RequestRefused):
             self.refusal = failure
             if not isinstance(failure, TooLarge):
