@@ -16,6 +16,7 @@ __all__ = [
     "PayloadTooLarge",
     "QueueFull",
     "RateLimited",
+    "RefusedByNode",
     "StateRebuilding",
     "StateUnavailable",
     "Unauthorized",
@@ -141,6 +142,23 @@ class StateRebuilding(HerdError):
 class UpstreamError(HerdError):
     status_code = 502
     openai_type = "server_error"
+
+
+class RefusedByNode(BadRequest):
+    """A node refused the request itself (the model does not fit with its num_ctx, an
+    option of the wrong type, a template that does not parse): the client's error, passed
+    on with the node's own message.
+
+    A 400 whatever the node's status (Ollama answers these with 500): the same request
+    gets the same answer whether Herd already knew it could not fit (its own 400) or a node
+    said so; bad input is never a 500 from Herd; and clients retry a 5xx (the OpenAI SDK
+    twice by default) but not a 4xx, and a retry cannot succeed. The node's status is
+    kept for the logs. Not an UpstreamError: the node did nothing wrong (the trace says
+    `rejected`)."""
+
+    def __init__(self, message: str, node_status: int) -> None:
+        super().__init__(message)
+        self.node_status = node_status
 
 
 def is_openai_path(path: str) -> bool:

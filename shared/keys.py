@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Keys"]
+__all__ = ["MODEL_FAILED_AT_FIELD", "MODEL_FAILURES_FIELD", "REFUSED_FIELD", "Keys"]
+
+# Per-model fields of a node's registry hash, each followed by the model's name (the Lua
+# scripts spell them the same way). Router-observed, so a heartbeat leaves them alone.
+MODEL_FAILURES_FIELD = "mfail:"  # failures of the model there since its last success
+MODEL_FAILED_AT_FIELD = "mfail_at:"  # Redis time of its last failure there
+REFUSED_FIELD = "refused:"  # the node's word that the model did not fit (MemoryRefusal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +28,9 @@ class Keys:
         return f"{self.prefix}nodes"
 
     def node(self, node_id: str) -> str:
-        """Hash: the node's last heartbeat payload, status and router-observed errors."""
+        """Hash: the node's last heartbeat payload (`state`), `status`, `last_seen`,
+        `draining`, and what the routers observed: `failures` (the node's), and per model
+        the fields named above."""
         return f"{self.prefix}node:{node_id}"
 
     def node_alive(self, node_id: str) -> str:

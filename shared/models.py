@@ -13,6 +13,9 @@ __all__ = [
     "TRACE_FIELD",
     "FleetSnapshot",
     "LoadedModel",
+    "MemoryRefusal",
+    "ModelFailures",
+    "ModelShape",
     "NodeState",
     "NodeStatus",
     "Trace",
@@ -60,6 +63,36 @@ class LoadedModel(msgspec.Struct, frozen=True):
     expires_at: str = ""
 
 
+class ModelShape(msgspec.Struct, frozen=True):
+    """What a model's own metadata (Ollama's /api/show model_info) says about its memory:
+    the KV cache bytes one token of context takes at f16 across all layers (K and V), and
+    the context it was trained for (Ollama clamps a larger num_ctx to it). Sent by the
+    agent only for plain full-attention models, where the figure is sure."""
+
+    kv_bytes_per_token: int = 0
+    context_length: int = 0
+
+
+class MemoryRefusal(msgspec.Struct, frozen=True):
+    """A node's own word that a model did not fit: "model requires more system memory
+    (need) ..." for a load with `num_ctx` and `slots` parallel sequences, while the model
+    weighed `size_gb` (a re-pulled model of another size makes the figure stale)."""
+
+    num_ctx: int
+    slots: int
+    need_gb: float
+    size_gb: float = 0.0
+    at: float = 0.0  # when it was said (epoch seconds)
+
+
+class ModelFailures(msgspec.Struct, frozen=True):
+    """Failures the routers saw on one model of a node since its last success there, and
+    when the last one happened (Redis time)."""
+
+    count: int = 0
+    last: float = 0.0
+
+
 class NodeState(msgspec.Struct, frozen=True):
     """One node, built from its last heartbeat plus what the routers observed."""
 
@@ -75,14 +108,20 @@ class NodeState(msgspec.Struct, frozen=True):
     memory_used_gb: float = 0.0
     memory_available_gb: float = 0.0
     memory_pressure: str = "normal"
+    swap_total_gb: float = 0.0
     models_loaded: tuple[LoadedModel, ...] = ()
     models_available: tuple[str, ...] = ()
     model_sizes_gb: dict[str, float] = msgspec.field(default_factory=dict)
+    model_shapes: dict[str, ModelShape] = msgspec.field(default_factory=dict)
     num_parallel: int = 0
     max_loaded_models: int = 0
     ollama_version: str = ""
     agent_version: str = ""
     router_failures: int = 0
+    # Router-observed, kept in the node's registry hash beside `failures` (not in its
+    # heartbeat state): failures per model, and what the node said did not fit.
+    model_failures: dict[str, ModelFailures] = msgspec.field(default_factory=dict)
+    memory_refusals: dict[str, MemoryRefusal] = msgspec.field(default_factory=dict)
     gpu: dict[str, float] | None = None
     disk_total_gb: float = 0.0
     disk_available_gb: float = 0.0
@@ -129,6 +168,8 @@ class FleetSnapshot:
     _warm: dict[str, tuple[tuple[NodeState, ...], tuple[NodeState, ...]]] = field(
         default_factory=dict, compare=False, repr=False)
     _models: list[frozenset[str]] = field(default_factory=list, compare=False, repr=False)
+    _refusals: dict[str, tuple[MemoryRefusal, ...]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     def servable_with(self, model: str) -> list[NodeState]:
         return list(self._servable_with(model))
@@ -152,6 +193,17 @@ class FleetSnapshot:
                      tuple(n for n in nodes if n.loaded(model) is None))
             if len(self._warm) < 1024:
                 self._warm[model] = found
+        return found
+
+    def refusals(self, model: str) -> tuple[MemoryRefusal, ...]:
+        """What any node said about `model` not fitting (a model's need does not depend on
+        the node that measured it); cached like the other per-model answers."""
+        found = self._refusals.get(model)
+        if found is None:
+            found = tuple(r for n in self.nodes.values()
+                          if (r := n.memory_refusals.get(model)) is not None)
+            if len(self._refusals) < 1024:
+                self._refusals[model] = found
         return found
 
     def models(self) -> frozenset[str]:

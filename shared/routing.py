@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -70,11 +71,13 @@ class RouteRequest:
     node_num_ctx: dict[str, int] = field(default_factory=dict)
     body_changed: bool = False
     notes: list[TransformNote] = field(default_factory=list)
+    _num_ctx: int = -1  # the body's num_ctx as num_ctx_for reads it; -1: not read yet
 
     def set_body(self, body: dict[str, Any]) -> None:
         """Replace the body; it is re-encoded once when forwarded."""
         self.body = body
         self.body_changed = True
+        self._num_ctx = -1
 
     def payload(self) -> bytes:
         """The bytes to forward: the client's own unless a transform changed the body."""
@@ -99,6 +102,20 @@ class RouteRequest:
     def options(self) -> dict[str, Any]:
         options = self.body.get("options")
         return options if isinstance(options, dict) else {}
+
+    def num_ctx_for(self, node_id: str) -> int:
+        """The num_ctx `node_id` would load the model with for this request, 0 for its own
+        default. Only Ollama's API carries one: its OpenAI endpoints ignore `options`."""
+        if self.node_num_ctx and (num_ctx := self.node_num_ctx.get(node_id)):
+            return num_ctx
+        if self._num_ctx < 0:  # asked per node by the filters: read the body once
+            value = self.options().get("num_ctx") if self.api == "ollama" else None
+            # Ollama takes any JSON number (float64) and truncates it; anything else it
+            # refuses
+            valid = isinstance(value, int | float) and not isinstance(value, bool) and (
+                math.isfinite(value))
+            self._num_ctx = max(0, int(value)) if valid else 0  # type: ignore[arg-type]
+        return self._num_ctx
 
 
 @dataclass(slots=True)

@@ -213,8 +213,14 @@ class Settings:
         30.0, "Seconds of heartbeat silence after which a node is offline.", runtime=True
     )
     node_failures_degraded: int = _setting(
-        3, "Consecutive request failures the routers see on a node before it is degraded "
-        "(until a success or a heartbeat with Ollama up).", runtime=True,
+        3, "Consecutive failures the routers see on a node before it is degraded (until a "
+        "success or a heartbeat with Ollama up); the same count on one model of a node "
+        "stops that model being sent there for model_failure_cooldown.", runtime=True,
+    )
+    model_failure_cooldown: float = _setting(
+        30.0, "Seconds a model that failed node_failures_degraded times in a row on a node "
+        "is not sent there (then one request tries it again). Failures of two models on "
+        "one node within this time count against the node itself.", runtime=True,
     )
 
     # --- the node agent

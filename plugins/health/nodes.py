@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shared.health import Finding, FunctionCheck, HealthCheck, HealthView, Severity, counted
 from shared.hookspecs import hookimpl
-from shared.models import NodeStatus
+from shared.models import NodeState, NodeStatus
 
 __all__ = ["herd_register_health_checks"]
 
@@ -75,7 +75,30 @@ def degraded_nodes(view: HealthView) -> list[Finding]:
                 fix="Nothing to do if maintenance is planned; restart herd-node to rejoin.",
                 node_id=node.node_id, data=data,
             ))
+        findings += _failing_models(view, node)
     return findings
+
+
+def _failing_models(view: HealthView, node: NodeState) -> list[Finding]:
+    """Models held off one node by their failures there (the node serves the others)."""
+    settings = view.settings
+    return [
+        Finding(
+            check_id="degraded_nodes", severity=Severity.WARNING,
+            title=f"{model} keeps failing on {node.node_id}",
+            description=f"The last {counted(failures.count, 'request')} for {model} on "
+            f"{node.node_id} failed (a runner that crashed, ran out of memory or hung); "
+            f"it gets no {model} requests for {settings.model_failure_cooldown:.0f} s at "
+            "a time, and serves its other models as usual.",
+            fix=f"Look at the Ollama log on {node.node_id} around {model}'s loads; if the "
+            f"model is damaged there, `ollama pull {model}` on {node.node_id} again.",
+            node_id=node.node_id,
+            data={"model": model, "failures": failures.count, "last_failure": failures.last},
+        )
+        for model, failures in sorted(node.model_failures.items())
+        if failures.count >= settings.node_failures_degraded
+        and view.now - failures.last < settings.model_failure_cooldown
+    ]
 
 
 def memory_pressure(view: HealthView) -> list[Finding]:

@@ -1,15 +1,18 @@
 """Built-in filters: a node must be servable, have the model, be able to hold it (now, beside
-its busy models, while another node has it loaded), and be the node an `X-Herd-Node`
-header pins the request to, if any."""
+its busy models, while another node has it loaded), not have failed with it lately, and be
+the node an `X-Herd-Node` header pins the request to, if any."""
 
 from __future__ import annotations
 
+import time
+
+from shared.fit import fits
 from shared.hookspecs import hookimpl
 from shared.models import NodeState
 from shared.routing import NodeFilter, RouteRequest, ScoringContext
 
-__all__ = ["PIN_HEADER", "FitsInMemory", "HasModel", "PinnedNode", "RoomToLoad", "Servable",
-           "herd_register_filters"]
+__all__ = ["PIN_HEADER", "FitsInMemory", "HasModel", "ModelHealthy", "PinnedNode",
+           "RoomToLoad", "Servable", "herd_register_filters"]
 
 PIN_HEADER = "x-herd-node"  # RouteRequest.headers has lower-case names
 
@@ -33,15 +36,33 @@ class HasModel:
 
 
 class FitsInMemory:
-    """A model bigger than all of a node's memory can never load there (unknown sizes pass)."""
+    """A load that needs more than all of a node's memory (with VRAM and swap) can never
+    happen there: the weights, the KV cache for the request's num_ctx, what a node said
+    when it refused the model (shared/fit.py; what is unknown passes)."""
 
     name = "fits_in_memory"
 
     def allows(self, node: NodeState, request: RouteRequest, context: ScoringContext) -> bool:
-        if node.loaded(request.model) is not None:
+        model = request.model
+        return fits(node, model, request.num_ctx_for(node.node_id),
+                    context.snapshot.refusals(model), context.slots(node))
+
+
+class ModelHealthy:
+    """A model that failed `node_failures_degraded` times in a row on a node (its runner
+    crashed, ran out of memory, hung) is not sent there for `model_failure_cooldown`
+    seconds; then one request tries it again. The node's other models are not affected:
+    only failures that blame the node itself degrade it."""
+
+    name = "model_healthy"
+
+    def allows(self, node: NodeState, request: RouteRequest, context: ScoringContext) -> bool:
+        failures = node.model_failures.get(request.model) if node.model_failures else None
+        if failures is None:
             return True
-        size = node.model_size_gb(request.model)
-        return not (size and node.memory_total_gb) or size <= node.memory_total_gb
+        settings = context.settings
+        return (failures.count < settings.node_failures_degraded
+                or time.time() - failures.last >= settings.model_failure_cooldown)
 
 
 # A loaded model takes more than its weights: its KV cache (num_ctx x slots) and buffers.
@@ -95,4 +116,4 @@ class PinnedNode:
 
 @hookimpl
 def herd_register_filters() -> list[NodeFilter]:
-    return [PinnedNode(), Servable(), HasModel(), FitsInMemory(), RoomToLoad()]
+    return [PinnedNode(), Servable(), HasModel(), ModelHealthy(), FitsInMemory(), RoomToLoad()]

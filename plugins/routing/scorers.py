@@ -114,13 +114,17 @@ class ContextFit:
 
 
 class FailurePenalty:
-    """Errors the routers saw on this node recently (proxy failures), until it recovers."""
+    """Errors the routers saw on this node recently (proxy failures), its own and those of
+    the request's model there, until it recovers."""
 
     name = "failures"
     weight = 20.0
 
     def score(self, node: NodeState, request: RouteRequest, context: ScoringContext) -> float:
-        return 1.0 / (1.0 + node.router_failures)
+        failures = node.router_failures
+        if node.model_failures and (model := node.model_failures.get(request.model)):
+            failures += model.count
+        return 1.0 / (1.0 + failures)
 
 
 class Affinity:

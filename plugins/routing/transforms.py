@@ -1,4 +1,5 @@
-"""Built-in transforms: context protection (num_ctx), tags, conversations, priority."""
+"""Built-in transforms: context protection (num_ctx), tags, conversations, priority, and
+the refusal of a request that fits on no node."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from typing import Any
 import msgspec
 
 from shared.errors import BadRequest
+from shared.fit import FitReport, fits, report
 from shared.hookspecs import hookimpl
+from shared.models import NodeStatus
 from shared.routing import PRIORITIES, RouteRequest, ScoringContext, Transform, TransformNote
 
 __all__ = [
     "ContextProtection",
     "Conversation",
+    "FitsSomewhere",
     "Priority",
     "Tags",
     "herd_register_transforms",
@@ -72,9 +76,17 @@ class ContextProtection:
         covering = {node_id: ctx for node_id, ctx in loaded if ctx >= sent}
         if wanted > largest:
             case = "kept"
+            fit = fit_report(request, context)
+            if fit.nowhere:
+                where = f"no node can hold it ({fit.need.gb:.1f} GB or more)"
+            elif fit.ruled_out:
+                where = (f"it will load where it fits (not on {', '.join(fit.ruled_out)}: "
+                         f"too small)")
+            else:
+                where = "it will load where it fits"
             message = (
                 f"Context protection: kept num_ctx={wanted} for {request.model}, larger than "
-                f"any loaded copy ({largest}); it will load where it fits"
+                f"any loaded copy ({largest}); {where}"
             )
         elif not covering:
             return  # only copies smaller than the default: a reload nobody can spare
@@ -205,6 +217,43 @@ class Priority:
         request.priority = asked
 
 
+def fit_report(request: RouteRequest, context: ScoringContext) -> FitReport:
+    """Which of the nodes with the model (online or not, offline aside: a degraded node
+    may recover) surely cannot load it with the request's num_ctx (shared/fit.py)."""
+    model = request.model
+    nodes = [n for n in context.snapshot.nodes.values()
+             if n.status is not NodeStatus.OFFLINE and n.has_model(model)]
+    return report(nodes, model, request.num_ctx_for, context.snapshot.refusals(model),
+                  context.slots)
+
+
+class FitsSomewhere:
+    """A request that surely fits on no node (the model with its num_ctx needs more memory
+    than any node with the model has, by the estimate in shared/fit.py) is the client's
+    error: a 400 at once that names the model, num_ctx, the need and the largest node,
+    instead of trying every node, each refusing. An estimate that is unsure lets it
+    through: the nodes decide, and what they say is learned."""
+
+    name = "fits_somewhere"
+
+    def apply(self, request: RouteRequest, context: ScoringContext) -> None:
+        num_ctx = request.num_ctx_for("")  # the body's own, as the client asked
+        if not num_ctx:
+            # Without one the need is the weights alone, which the fit filter already
+            # judges; judging every node here would cost each request of a large fleet.
+            return
+        model, snapshot = request.model, context.snapshot
+        refusals = snapshot.refusals(model)
+        for node in snapshot.nodes.values():  # most requests stop at the first node
+            if node.status is not NodeStatus.OFFLINE and node.has_model(model) and fits(
+                    node, model, request.num_ctx_for(node.node_id), refusals,
+                    context.slots(node)):
+                return
+        fit = fit_report(request, context)
+        if fit.nowhere:
+            raise BadRequest(fit.message(model, num_ctx))
+
+
 @hookimpl
 def herd_register_transforms() -> list[Transform]:
-    return [ContextProtection(), Tags(), Conversation(), Priority()]
+    return [ContextProtection(), Tags(), Conversation(), Priority(), FitsSomewhere()]

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import psutil
 
+from services.node.shapes import ModelShapes
 from services.version import VERSION
 
 __all__ = [
@@ -220,6 +221,7 @@ class Sampler:
         self._gpu = GpuSampler()
         self._process = psutil.Process()
         self._simulator: bool | None = None  # None: not asked yet
+        self._shapes = ModelShapes()
         psutil.cpu_percent(interval=None)  # the first call only starts the measurement
 
     async def aclose(self) -> None:
@@ -239,6 +241,7 @@ class Sampler:
             return {"up": False, "error": f"{type(exc).__name__}: {exc}"[:300],
                     "models_loaded": [], "models_available": []}
         models = [m for m in tags_body.get("models") or [] if isinstance(m, Mapping)]
+        shapes = await self._shapes.update(self._client, models)
         return {
             "up": True,
             "error": "",
@@ -248,6 +251,8 @@ class Sampler:
             "models_available_sizes": {
                 (m.get("name") or m.get("model")): round(float(m.get("size") or 0) / GB, 6)
                 for m in models},
+            # what each model's context costs, for the routers' fit estimate (shapes.py)
+            "models_available_shape": shapes,
             "version": str(version_body.get("version", "")),
         }
 

@@ -4,10 +4,25 @@ Every call to a node's Ollama goes through `Nodes`, over the keep-alive connecti
 `nodeclient.NodeClient`, and its failures are translated here: `UpstreamFailure` for the
 request path (the node failed before anything reached the client: retry elsewhere), and
 the API's own errors (`UpstreamError`, `NodeNotFound`) for model management.
+
+An inference answer that is not a success is classified here and nowhere else
+(`classify`), by whom it blames (`Blame`):
+- the request itself: a 4xx other than 404 is returned as the answer, unchanged; a 5xx
+  whose message is one of Ollama's refusals of the request (an option of the wrong type,
+  a template that does not parse, a `format` it cannot use) is `RequestRefused`, and one
+  saying the model does not fit in memory with what the request asked is `TooLarge`,
+  which another node with more memory may still serve;
+- nobody: a 404 for the model is `ModelMissing` (the registry was stale), a 503 "server
+  busy" a full node;
+- the model on that node: any other 5xx (a runner that crashed, ran out of memory while
+  running, a model that does not load) and an answer that never came;
+- the node: a connection refused, reset or never made.
 """
 
 from __future__ import annotations
 
+import enum
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,10 +34,15 @@ from shared.models import NodeState
 
 __all__ = [
     "FANOUT_TIMEOUT",
+    "Blame",
     "ModelMissing",
     "NodeResponse",
     "Nodes",
+    "RequestRefused",
+    "TooLarge",
     "UpstreamFailure",
+    "classify",
+    "node_message",
     "progress_lines",
 ]
 
@@ -35,19 +55,122 @@ DELETE_TIMEOUT = 30.0
 _decode = msgspec.json.Decoder().decode
 
 
+MAX_MESSAGE = 1000  # characters of a node's error message kept and passed on
+
+
+class Blame(enum.StrEnum):
+    """Whom a failed attempt counts against (the registry keeps the counts)."""
+
+    NODE = "node"  # unreachable: refused, reset, no connection; degrades the node
+    MODEL = "model"  # the node answered, this model failed there: counts for node:model
+    NOBODY = "nobody"  # the request's own doing, a stale registry, a busy node
+
+
 class UpstreamFailure(Exception):
     """The node failed before anything reached the client: retry elsewhere."""
 
-    def __init__(self, reason: str, status: int = 0, body: bytes = b"") -> None:
+    blame = Blame.NODE
+
+    def __init__(self, reason: str, status: int = 0, body: bytes = b"", *,
+                 blame: Blame | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
         self.body = body
+        if blame is not None:
+            self.blame = blame
 
 
 class ModelMissing(UpstreamFailure):
     """The node answered 404 for a model the registry said it had: a routing miss (the
     registry is stale), not the node failing, and not yet the client's 404."""
+
+    blame = Blame.NOBODY
+
+
+class RequestRefused(UpstreamFailure):
+    """The node refused the request itself: the client's error, with the node's own
+    `message` and status, as the same Ollama alone would have answered. Another node
+    would refuse it too: not retried, and no node's fault."""
+
+    blame = Blame.NOBODY
+
+    def __init__(self, reason: str, status: int, body: bytes, message: str) -> None:
+        super().__init__(reason, status, body)
+        self.message = message
+
+
+class TooLarge(RequestRefused):
+    """The model does not fit in the node's memory with what the request asked (its
+    num_ctx): a node with more memory may serve it. `need_gb` is the node's own figure
+    (rounded down), 0 when its words give none."""
+
+    def __init__(self, reason: str, status: int, body: bytes, message: str,
+                 need_gb: float) -> None:
+        super().__init__(reason, status, body, message)
+        self.need_gb = need_gb
+
+
+# Ollama's words for a model that does not fit (server/sched.go, llm/server.go, the MLX
+# runner, llama-server's start-up): the figure, when given, is what the load needs.
+_SIZE = r"(\d+(?:\.\d+)?) ?([KMGT]i?B|B)\b"
+_TOO_LARGE = (
+    re.compile(r"model requires more system memory \(" + _SIZE, re.IGNORECASE),
+    re.compile(r"model requires " + _SIZE + r" but only .* available", re.IGNORECASE),
+    re.compile(r"model requires more system memory", re.IGNORECASE),
+    re.compile(r"unable to load full model on GPU", re.IGNORECASE),
+    re.compile(r"reported out-of-memory during startup", re.IGNORECASE),
+)
+# Ollama's 500s that refuse the request itself: api.Options.FromMap ("option \"num_ctx\"
+# must be of type integer"), a `template` Go cannot parse or run, a `format` it cannot use.
+_REFUSED = (
+    re.compile(r'^option "[^"]*" must be of type'),
+    re.compile(r"^template: "),
+    re.compile(r"^invalid format: "),
+)
+_BUSY = re.compile(r"server busy", re.IGNORECASE)  # ErrMaxQueue's 503
+_UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def node_message(body: bytes) -> str:
+    """The error message in a node's answer: Ollama's `{"error": "..."}`, its OpenAI
+    endpoints' `{"error": {"message": "..."}}`, else the text itself."""
+    try:
+        data = _decode(body)
+    except msgspec.DecodeError:
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict):
+            error = error.get("message")
+        if isinstance(error, str):
+            return error.strip()[:MAX_MESSAGE]
+    return body[:MAX_MESSAGE].decode(errors="replace").strip()
+
+
+def _lower_bound_gb(number: str, unit: str) -> float:
+    """A printed size as GB, less half its last digit: Ollama rounds its figures."""
+    places = len(number.partition(".")[2])
+    unit_bytes: float = _UNITS[unit.upper()]
+    return max(0.0, float(number) - 0.5 * 10.0**-places) * unit_bytes / 1e9
+
+
+def classify(node_id: str, status: int, body: bytes) -> UpstreamFailure:
+    """What a node's failed answer (a 5xx, with its body) means for the request path."""
+    message = node_message(body)
+    reason = f"{node_id} answered {status}: {message}" if message else \
+        f"{node_id} answered {status}"
+    for pattern in _TOO_LARGE:
+        found = pattern.search(message)
+        if found is not None:
+            need = _lower_bound_gb(*found.groups()) if pattern.groups else 0.0
+            return TooLarge(reason, status, body, message, need)
+    if any(pattern.search(message) for pattern in _REFUSED):
+        return RequestRefused(reason, status, body, message)
+    if status == 503 and _BUSY.search(message):
+        return UpstreamFailure(reason, status, body, blame=Blame.NOBODY)
+    return UpstreamFailure(reason, status, body, blame=Blame.MODEL)
 
 
 async def progress_lines(response: NodeResponse) -> AsyncIterator[bytes]:
@@ -80,8 +203,10 @@ class Nodes:
     ) -> NodeResponse:
         """POST an inference request; returns the response once its headers arrived.
 
-        Raises UpstreamFailure on a refused connection, a timeout or a 5xx status, and
-        ModelMissing on a 404 (Ollama's inference endpoints 404 only for the model).
+        A success, or the request's own 4xx (the client gets it as it is). Raises
+        ModelMissing on a 404 (Ollama's inference endpoints 404 only for the model), what
+        `classify` makes of a 5xx, and UpstreamFailure on a connection refused, reset or
+        not made (the node's fault) or no answer within `stale_timeout` (the model's).
         """
         try:
             response = await self.client.post(
@@ -89,7 +214,10 @@ class Nodes:
                 connect_timeout=connect_timeout, read_timeout=stale_timeout,
             )
         except TimeoutError as exc:
-            raise UpstreamFailure(f"timeout talking to {node.node_id}") from exc
+            # Connected, but no answer: a load or a runner that hangs (the model's), unless
+            # it happens across models (the registry then blames the node).
+            raise UpstreamFailure(f"no answer from {node.node_id} within {stale_timeout:g} s",
+                                  blame=Blame.MODEL) from exc
         except NodeBroken as exc:
             raise UpstreamFailure(f"{node.node_id}: {exc}") from exc
         if response.status == 404:
@@ -102,8 +230,7 @@ class Nodes:
                 body = b""
             finally:
                 response.release()
-            raise UpstreamFailure(
-                f"{node.node_id} answered {response.status}", response.status, body)
+            raise classify(node.node_id, response.status, body)
         return response
 
     # --- the catalogue ----------------------------------------------------------------

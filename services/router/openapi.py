@@ -56,7 +56,11 @@ RAW_BODIES: dict[tuple[str, str], type[msgspec.Struct] | None] = {
 _FREE_OBJECT: dict[str, Any] = {"type": "object", "additionalProperties": True}
 
 _ERRORS = {
-    400: "The body is not JSON, or a field is wrong; the error says which.",
+    400: "The body is not JSON, or a field is wrong; the error says which. Also a "
+         "request that fits on no node's memory (the model with its num_ctx), a node's own "
+         "4xx, passed on as it sent it, and a node's refusal of the request itself (an "
+         "option of the wrong type, a model that does not fit with that num_ctx) in the "
+         "node's words.",
     401: "A client token is set and the request does not carry it.",
     404: "No node has the model (and auto_pull is off or it does not exist).",
     405: "Only POST.",

@@ -38,7 +38,9 @@ def int_option(options: Mapping[str, Any], name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SimError(400, f"option {name} must be a number, got {value!r}")
+        # Ollama's wording and status: api.Options.FromMap fails inside the scheduler, whose
+        # errors other than the ones it names are 500s (server/routes.go handleScheduleError).
+        raise SimError(500, f'option "{name}" must be of type integer')
     return int(value)
 
 

@@ -33,12 +33,21 @@ def _id(prefix: str) -> str:
     return f"{prefix}-{_counter}"
 
 
+def _int_field(body: dict[str, Any], name: str) -> int | None:
+    """An integer field of the request: Ollama's OpenAI layer binds it into a typed struct,
+    so a wrong type is a 400 there (unlike an Ollama option, checked later: a 500)."""
+    try:
+        return int_option(body, name)
+    except SimError as exc:
+        raise SimError(400, f"{name} must be an integer") from exc
+
+
 def _job(engine: Engine, body: dict[str, Any], prompt: str, slow: float) -> Job:
     spec = engine.model(model_name(body, normalize=False))
-    limit = int_option(body, "max_completion_tokens")
+    limit = _int_field(body, "max_completion_tokens")
     if limit is None:
-        limit = int_option(body, "max_tokens")
-    seed = int_option(body, "seed")
+        limit = _int_field(body, "max_tokens")
+    seed = _int_field(body, "seed")
     stop = body.get("stop") or []
     fmt = body.get("response_format")
     json_format = isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")

@@ -61,6 +61,8 @@ def test_agent_beside_a_simulator_reports_its_figures_over_the_environment(
     assert isinstance(ollama, dict) and ollama["up"] is True
     assert payload["max_loaded_models"] == ollama["max_loaded_models"] == 2
     assert payload["num_parallel"] == 3 and ollama["num_parallel_source"] == "sim"
+    # the simulator's /api/show has no layer counts: no KV figure rather than a guess
+    assert ollama["models_available_shape"] == {}
     assert payload["cpu"] == {"cores_physical": 12, "cores_logical": 12,
                               "utilization_pct": 0.0}
     assert payload["disk"] == httpx.get(sim.url + "/sim/node", timeout=5).json()["disk"]

@@ -17,6 +17,7 @@ from services.router.fleet.core import Core
 from services.router.fleet.events import recent_events
 from services.router.fleet.registry import Fleet
 from shared.keys import Keys
+from shared.models import MemoryRefusal
 from shared.settings import Settings
 
 EXAMPLE = Path(__file__).parent.parent / "data" / "herd-heartbeat-example.json"
@@ -167,6 +168,52 @@ async def test_router_failures_degrade_until_success(
     assert other.snapshot().nodes["capnode"].status == "online"
     node = await first_node_where(client, lambda n: n["status"] == "online")
     assert node["status"] == "online"
+
+
+async def test_a_models_failures_stay_with_it_unless_they_span_models(
+    client: AsyncTestClient[Any], settings: Settings, redis: Redis, keys: Keys,
+) -> None:
+    await client.post("/heartbeat", json=example())
+    other = Fleet(Core.create(settings, redis))
+    await other.refresh(sweep=False)
+    for _ in range(settings.node_failures_degraded + 1):
+        await other.record_failure("capnode", "answered 500", model="llama3.2:3b")
+    node = other.snapshot().nodes["capnode"]
+    # one model failing on a node leaves the node, and so its other models, servable
+    assert (node.status, node.router_failures) == ("online", 0)
+    assert node.model_failures["llama3.2:3b"].count == settings.node_failures_degraded + 1
+    # a heartbeat proves the node answers, not that the model works: the count stands
+    await client.post("/heartbeat", json=example())
+    await other.refresh_node("capnode")
+    assert other.snapshot().nodes["capnode"].model_failures["llama3.2:3b"].count == 4
+    # another model failing there within model_failure_cooldown points at the node
+    for _ in range(settings.node_failures_degraded):
+        await other.record_failure("capnode", "answered 500", model="qwen3:8b")
+    node = other.snapshot().nodes["capnode"]
+    assert (node.status, node.router_failures) == ("degraded", 3)
+    await other.record_success("capnode", "llama3.2:3b")
+    node = other.snapshot().nodes["capnode"]
+    assert node.status == "online" and "llama3.2:3b" not in node.model_failures
+    assert node.model_failures["qwen3:8b"].count == 3
+    assert not await redis.hexists(keys.node("capnode"), "mfail_at:llama3.2:3b")
+
+
+async def test_a_nodes_refusal_reaches_every_replica_and_outlives_heartbeats(
+    client: AsyncTestClient[Any], settings: Settings, redis: Redis, keys: Keys,
+) -> None:
+    await client.post("/heartbeat", json=example())
+    first, second = Fleet(Core.create(settings, redis)), Fleet(Core.create(settings, redis))
+    await first.refresh(sweep=False)
+    said = MemoryRefusal(num_ctx=131072, slots=4, need_gb=62.9, size_gb=2.147483648)
+    assert await first.note_refusal("capnode", "llama3.2:3b", said)
+    await client.post("/heartbeat", json=example())
+    await second.refresh(sweep=False)
+    kept = second.snapshot().nodes["capnode"].memory_refusals["llama3.2:3b"]
+    assert (kept.num_ctx, kept.need_gb) == (131072, 62.9) and kept.at > 0
+    assert second.snapshot().refusals("llama3.2:3b") == (kept,)
+    # a node the registry forgot is not brought back by a late refusal
+    assert not await first.note_refusal("gone", "llama3.2:3b", said)
+    assert not await redis.exists(keys.node("gone"))
 
 
 async def test_two_replicas_see_each_others_heartbeats_and_queues(

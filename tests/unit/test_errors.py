@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.errors import ModelNotFound, QueueFull, error_body
+from shared.errors import ModelNotFound, QueueFull, RefusedByNode, UpstreamError, error_body
 
 
 def test_ollama_shape() -> None:
@@ -30,3 +30,14 @@ def test_queue_full_carries_retry_after() -> None:
     error = QueueFull("busy", retry_after=7)
     assert error.status_code == 503
     assert error.headers == {"Retry-After": "7"}
+
+
+def test_a_nodes_refusal_is_the_clients_400_in_the_nodes_words_in_either_shape() -> None:
+    message = "model requires more system memory (30.2 GiB) than is available (22.4 GiB)"
+    error = RefusedByNode(message, 500)
+    assert (error.status_code, error.node_status) == (400, 500)
+    assert not isinstance(error, UpstreamError)
+    assert error_body("/api/chat", error.status_code, error.message, error) == {
+        "error": message}
+    assert error_body("/v1/chat/completions", 400, error.message, error)["error"] == {
+        "message": message, "type": "invalid_request_error", "param": None, "code": None}

@@ -15,6 +15,7 @@ from services.node.sampler import (
     resolve_max_loaded_models,
     resolve_num_parallel,
 )
+from services.node.shapes import model_shape
 from shared.settings import Settings
 
 
@@ -111,3 +112,41 @@ def test_a_simulators_word_on_slots_and_loaded_models() -> None:
     assert resolve_max_loaded_models(env, 0, SIM_NODE) == 2
     assert resolve_max_loaded_models(env, 0, None) == 5
     assert resolve_max_loaded_models({}, 1, {"max_loaded_models": 0}) == 3
+
+
+# Ollama's own /api/show example (docs/api.md): llama3 8B, 32 layers of 8 KV heads of 128.
+LLAMA3_SHOW = {
+    "model_info": {
+        "general.architecture": "llama", "general.parameter_count": 8030261248,
+        "llama.attention.head_count": 32, "llama.attention.head_count_kv": 8,
+        "llama.block_count": 32, "llama.context_length": 8192,
+        "llama.embedding_length": 4096, "llama.rope.dimension_count": 128,
+    },
+    "capabilities": ["completion", "vision"],
+}
+
+
+def test_a_models_kv_bytes_per_token_from_its_metadata() -> None:
+    # 32 layers x 8 heads x (128 + 128) x 2 bytes: the well-known 128 KiB per token
+    assert model_shape(LLAMA3_SHOW) == {"kv_bytes_per_token": 131072, "context_length": 8192}
+    info = dict(LLAMA3_SHOW["model_info"])  # type: ignore[call-overload]
+    explicit = {**info, "llama.attention.key_length": 64, "llama.attention.value_length": 64}
+    assert model_shape({"model_info": explicit})["kv_bytes_per_token"] == 65536  # type: ignore[index]
+
+
+@pytest.mark.parametrize("change", [
+    {"llama.attention.sliding_window": 4096},  # most layers hold a window, not num_ctx
+    {"llama.ssm.state_size": 16},  # recurrent layers
+    {"llama.attention.kv_lora_rank": 512},  # a compressed cache
+    {"llama.attention.head_count_kv": [8, 8, 0, 8]},  # per layer
+    {"llama.block_count": None},
+    {"general.architecture": None},
+])
+def test_an_unsure_shape_is_no_shape(change: dict[str, object]) -> None:
+    info = {**LLAMA3_SHOW["model_info"], **change}  # type: ignore[dict-item]
+    assert model_shape({"model_info": info}) is None
+
+
+def test_an_embedding_model_has_no_kv_cache_to_count() -> None:
+    assert model_shape({**LLAMA3_SHOW, "capabilities": ["embedding"]}) is None
+    assert model_shape({}) is None

@@ -5,11 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from services.router.fleet.heartbeat import ollama_url_for, parse_heartbeat, status_for
+from services.router.fleet.heartbeat import (
+    node_from_hash,
+    ollama_url_for,
+    parse_heartbeat,
+    state_encoder,
+    status_for,
+)
 from shared.errors import BadRequest
-from shared.models import NodeStatus
+from shared.fit import REFUSAL_TTL
+from shared.models import MemoryRefusal, ModelFailures, ModelShape, NodeStatus
 
 EXAMPLE = Path(__file__).parent.parent / "data" / "herd-heartbeat-example.json"
 
@@ -88,3 +96,37 @@ def test_unqualified_names_get_latest() -> None:
 def test_bad_payloads(payload: object) -> None:
     with pytest.raises(BadRequest):
         parse_heartbeat(payload, "10.0.0.1")
+
+
+def test_the_hash_carries_what_the_routers_saw_per_model() -> None:
+    state = parse_heartbeat(json.loads(EXAMPLE.read_text()), "10.0.0.7")
+    said = MemoryRefusal(num_ctx=131072, slots=4, need_gb=62.9, size_gb=2.0, at=1000.0)
+    fields = {
+        "state": state_encoder.encode(state).decode(), "status": "online",
+        "last_seen": "990", "failures": "1",
+        "mfail:llama3.2:3b": "2", "mfail_at:llama3.2:3b": "995.5",
+        "refused:llama3.2:3b": msgspec.json.encode(said).decode(),
+        "refused:qwen3:8b": "not json",  # a damaged field is skipped, not the node
+    }
+    node = node_from_hash(fields, now=1000.0 + REFUSAL_TTL - 1)
+    assert node is not None and node.router_failures == 1
+    assert node.model_failures == {"llama3.2:3b": ModelFailures(count=2, last=995.5)}
+    assert node.memory_refusals == {"llama3.2:3b": said}
+    stale = node_from_hash(fields, now=1000.0 + REFUSAL_TTL)
+    assert stale is not None and stale.memory_refusals == {}  # believed for an hour
+
+
+def test_a_heartbeat_may_say_what_models_need_and_the_swap() -> None:
+    payload = json.loads(EXAMPLE.read_text())
+    payload["memory"]["swap_total_gb"] = 8.0
+    payload["ollama"]["models_available_shape"] = {
+        "llama3.2:3b": {"kv_bytes_per_token": 114688, "context_length": 131072},
+        "qwen3": {"kv_bytes_per_token": 147456, "context_length": 40960},
+        "bad": {"kv_bytes_per_token": "many"}, "worse": 7,
+    }
+    node = parse_heartbeat(payload, "10.0.0.7")
+    assert node.swap_total_gb == 8.0
+    assert node.model_shapes == {
+        "llama3.2:3b": ModelShape(kv_bytes_per_token=114688, context_length=131072),
+        "qwen3:latest": ModelShape(kv_bytes_per_token=147456, context_length=40960),
+    }

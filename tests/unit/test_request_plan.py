@@ -86,14 +86,14 @@ def test_retry_plan_counts_failures_not_misses() -> None:
     request = _request({"model": "m:1"})
     assert plan.slot_id("abc") == "abc"
     assert isinstance(plan.nothing_to_try(request), NoNodeAvailable)
-    plan.failed("a", ModelMissing("a has no m:1", 404), "m:1")
-    plan.failed("b", ModelMissing("b has no m:1", 404), "m:1")
+    plan.failed("a", ModelMissing("a has no m:1", 404), request)
+    plan.failed("b", ModelMissing("b has no m:1", 404), request)
     assert plan.slot_id("abc") == "abc.2"  # each attempt its own slot id
     assert isinstance(plan.nothing_to_try(request), ModelNotFound)  # only misses: a 404
-    plan.failed("c", UpstreamFailure("c answered 500", 500), "m:1")
+    plan.failed("c", UpstreamFailure("c answered 500", 500), request)
     assert isinstance(plan.nothing_to_try(request), UpstreamError)
     with pytest.raises(UpstreamError, match="failed on 4 node"):
-        plan.failed("d", UpstreamFailure("d answered 500", 500), "m:1")
+        plan.failed("d", UpstreamFailure("d answered 500", 500), request)
     assert plan.excluded == ["a", "b", "c", "d"]
 
 

@@ -11,7 +11,8 @@ import pytest
 from services.sim.catalogue import parse_models, spec_for
 from services.sim.config import SimConfig
 from services.sim.engine import Engine, SimError
-from services.sim.infer import Generation, Job
+from services.sim.infer import Generation, Job, job_options
+from services.sim.openai_api import _job
 from services.sim.stats import Stats
 from services.sim.text import render_chat
 
@@ -83,6 +84,17 @@ async def test_memory_limit_evicts_and_too_big_fails() -> None:
     assert engine.memory_used <= engine.memory_total
     with pytest.raises(SimError, match="more system memory"):
         await run(engine, "qwen3:8b", num_ctx=40960)
+
+
+def test_an_option_of_the_wrong_type_is_ollamas_500() -> None:
+    # Ollama checks option types inside its scheduler: a 500 with this wording, not a 400.
+    engine = make()
+    for value in ("8192", True, [1]):
+        with pytest.raises(SimError) as info:
+            job_options(engine, {"options": {"num_ctx": value}})
+        assert (info.value.status, info.value.message) == (
+            500, 'option "num_ctx" must be of type integer')
+    assert job_options(engine, {"options": {"num_ctx": 8192.0}})["num_ctx"] == 8192
 
 
 async def test_a_busy_model_is_not_evicted_the_newcomer_waits() -> None:
@@ -190,3 +202,12 @@ async def test_a_loaded_model_keeps_its_queued_requests_against_another_model() 
     await asyncio.wait_for(asyncio.gather(*jobs), 10)
     loads = counters(engine, "llama3.2:3b")["loads"] + counters(engine, "qwen3:8b")["loads"]
     assert loads <= 6, loads
+
+
+def test_an_openai_field_of_the_wrong_type_stays_a_400() -> None:
+    # Ollama's OpenAI layer binds max_tokens and seed into typed fields: a 400 there
+    engine = make()
+    for field in ("max_tokens", "seed"):
+        with pytest.raises(SimError) as info:
+            _job(engine, {"model": "llama3.2:3b", field: "NaN"}, "hi", 1.0)
+        assert (info.value.status, info.value.message) == (400, f"{field} must be an integer")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,7 +17,17 @@ from urllib.parse import urlsplit
 import msgspec
 
 from shared.errors import BadRequest
-from shared.models import LoadedModel, NodeState, NodeStatus, normalize_model
+from shared.fit import REFUSAL_TTL
+from shared.keys import MODEL_FAILED_AT_FIELD, MODEL_FAILURES_FIELD, REFUSED_FIELD
+from shared.models import (
+    LoadedModel,
+    MemoryRefusal,
+    ModelFailures,
+    ModelShape,
+    NodeState,
+    NodeStatus,
+    normalize_model,
+)
 
 __all__ = [
     "is_draining_only",
@@ -37,6 +48,7 @@ DEFAULT_OLLAMA_PORT = 11434
 
 state_encoder = msgspec.json.Encoder()
 state_decoder = msgspec.json.Decoder(NodeState)
+_refusal_decoder = msgspec.json.Decoder(MemoryRefusal)
 
 
 def _is_loopback(host: str) -> bool:
@@ -161,6 +173,26 @@ def _gpu(value: Any) -> dict[str, float] | None:
     } or None
 
 
+def _count(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        and math.isfinite(value) and value > 0 else 0
+
+
+def _shapes(value: Any) -> dict[str, ModelShape]:
+    """`ollama.models_available_shape`: what the agent read of each model's metadata.
+    An optional extra: entries that are not what it sends are left out, not refused."""
+    if not isinstance(value, Mapping):
+        return {}
+    shapes: dict[str, ModelShape] = {}
+    for name, entry in value.items():
+        if isinstance(name, str) and isinstance(entry, Mapping):
+            shape = ModelShape(kv_bytes_per_token=_count(entry.get("kv_bytes_per_token")),
+                               context_length=_count(entry.get("context_length")))
+            if shape.kv_bytes_per_token:
+                shapes[normalize_model(name)] = shape
+    return shapes
+
+
 def is_draining_only(payload: Mapping[str, Any]) -> bool:
     """`{"node_id": ..., "draining": true}`: a goodbye that must not erase the node's state."""
     return payload.get("draining") is True and "ollama" not in payload
@@ -194,10 +226,12 @@ def parse_heartbeat(payload: Any, source_ip: str) -> NodeState:
         memory_used_gb=_num(memory.get("used_gb"), "memory.used_gb"),
         memory_available_gb=_num(memory.get("available_gb"), "memory.available_gb"),
         memory_pressure=_str(memory.get("pressure"), "memory.pressure") or "normal",
+        swap_total_gb=max(0.0, _num(memory.get("swap_total_gb"), "memory.swap_total_gb")),
         models_loaded=_loaded(ollama.get("models_loaded")) if up else (),
         models_available=_names(ollama.get("models_available"), "models_available")
         if up else (),
         model_sizes_gb=model_sizes,
+        model_shapes=_shapes(ollama.get("models_available_shape")) if up else {},
         num_parallel=max(0, _num(ollama.get("num_parallel", payload.get("num_parallel")),
                                  "num_parallel", int)),
         max_loaded_models=max(0, _num(ollama.get("max_loaded_models"), "max_loaded_models",
@@ -213,24 +247,51 @@ def parse_heartbeat(payload: Any, source_ip: str) -> NodeState:
     )
 
 
-def node_from_hash(fields: Mapping[str, str]) -> NodeState | None:
-    """The registry hash → a NodeState with the routers' view (status, failures) applied."""
+def node_from_hash(fields: Mapping[str, str], now: float | None = None) -> NodeState | None:
+    """The registry hash → a NodeState with the routers' view (status, failures, what the
+    node refused) applied. Refusals older than REFUSAL_TTL at `now` are left out."""
     raw = fields.get("state")
     if not raw:
         return None
     try:
         state = state_decoder.decode(raw)
         status = NodeStatus(fields.get("status") or "online")
+        failures, refusals = _per_model(fields, time.time() if now is None else now)
         return msgspec.structs.replace(
             state,
             status=status,
             last_seen=float(fields.get("last_seen") or 0.0),
             draining=fields.get("draining") == "1",
             router_failures=int(fields.get("failures") or 0),
+            model_failures=failures,
+            memory_refusals=refusals,
         )
     except (msgspec.DecodeError, ValueError):
         log.warning("unreadable node record ignored", extra={"state": raw[:200]})
         return None
+
+
+def _per_model(
+    fields: Mapping[str, str], now: float,
+) -> tuple[dict[str, ModelFailures], dict[str, MemoryRefusal]]:
+    failures: dict[str, ModelFailures] = {}
+    refusals: dict[str, MemoryRefusal] = {}
+    for name, value in fields.items():
+        if name.startswith(MODEL_FAILURES_FIELD):
+            model = name[len(MODEL_FAILURES_FIELD):]
+            try:
+                last = float(fields.get(MODEL_FAILED_AT_FIELD + model) or 0.0)
+                failures[model] = ModelFailures(count=int(value), last=last)
+            except ValueError:
+                continue
+        elif name.startswith(REFUSED_FIELD):
+            try:
+                refusal = _refusal_decoder.decode(value)
+            except msgspec.DecodeError:
+                continue
+            if now - refusal.at < REFUSAL_TTL:
+                refusals[name[len(REFUSED_FIELD):]] = refusal
+    return failures, refusals
 
 
 def with_model(state: NodeState, model: str, size_gb: float | None) -> NodeState:

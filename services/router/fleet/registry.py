@@ -27,7 +27,8 @@ from services.router.fleet.heartbeat import (
     with_model,
 )
 from services.router.fleet.rebuild import Rebuild
-from shared.models import FleetSnapshot, NodeState, NodeStatus
+from shared.keys import REFUSED_FIELD
+from shared.models import FleetSnapshot, MemoryRefusal, NodeState, NodeStatus
 
 __all__ = ["Fleet", "Reading"]
 
@@ -91,10 +92,10 @@ class Fleet:
         self._snapshot = FleetSnapshot(nodes=nodes, taken_at=time.time())
         return True
 
-    def _status_args(self) -> list[Any]:
+    def _status_args(self, model: str = "") -> list[Any]:
         s = self._ctx.settings
         return [s.heartbeat_timeout, s.heartbeat_offline, s.node_failures_degraded,
-                self._ctx.keys.fleet_channel()]
+                self._ctx.keys.fleet_channel(), model, s.model_failure_cooldown]
 
     async def ingest_heartbeat(self, payload: Any, source_ip: str) -> NodeState:
         """Store one heartbeat; returns the node as now registered."""
@@ -125,6 +126,9 @@ class Fleet:
         node = msgspec.structs.replace(
             known, status=NodeStatus(new), last_seen=float(now), draining=draining,
             router_failures=0 if good else known.router_failures,
+            # a heartbeat says nothing of these: the routers' record stands
+            model_failures=before.model_failures if before else known.model_failures,
+            memory_refusals=before.memory_refusals if before else known.memory_refusals,
         )
         self._put(node)
         if old != new:
@@ -147,23 +151,54 @@ class Fleet:
             await emit(self._ctx.redis, self._ctx.keys, "model_unloaded",
                        node_id=after.node_id, model=name)
 
-    async def record_failure(self, node_id: str, reason: str) -> None:
-        """A request to this node failed before any output: it loses standing fleet-wide."""
-        log.info("node failure observed", extra={"node_id": node_id, "reason": reason})
-        await self._apply("fail", [node_id])
+    async def record_failure(self, node_id: str, reason: str, model: str = "") -> None:
+        """A request to this node failed before any output: it loses standing fleet-wide.
 
-    async def record_success(self, node_id: str) -> None:
+        With `model`, the node answered but that model failed there: the failure counts
+        for node:model (after node_failures_degraded in a row the model is not sent there
+        for model_failure_cooldown), and for the node only when other models failed there
+        lately. Without, the node could not be reached: it counts for the node.
+        """
+        log.info("node failure observed",
+                 extra={"node_id": node_id, "model": model, "reason": reason})
+        await self._apply("fail_model" if model else "fail", [node_id], model)
+
+    async def record_success(self, node_id: str, model: str = "") -> None:
         """A request succeeded; only a node with failures on record costs a round trip."""
         node = self._snapshot.nodes.get(node_id)
-        if node is not None and node.router_failures == 0:
+        if node is not None and node.router_failures == 0 and (
+                model not in node.model_failures):
             return
-        await self._apply("ok", [node_id])
+        await self._apply("ok", [node_id], model)
 
-    async def _apply(self, mode: str, node_ids: list[str]) -> list[tuple[str, str, str]]:
+    async def note_refusal(self, node_id: str, model: str, refusal: MemoryRefusal) -> bool:
+        """Keep what `node_id` said about `model` not fitting, so every replica's fit
+        estimate has it (shared/fit.py). False if the node is unknown."""
+        redis, keys = self._ctx.redis, self._ctx.keys
+        key = keys.node(node_id)
+        value = state_encoder.encode(msgspec.structs.replace(refusal, at=time.time()))
+        async with redis.pipeline(transaction=True) as pipe:
+            for _ in range(5):  # a heartbeat in between: try again
+                try:
+                    await pipe.watch(key)
+                    if not await pipe.exists(key):
+                        return False  # never re-create a forgotten node's hash (no TTL)
+                    pipe.multi()
+                    pipe.hset(key, REFUSED_FIELD + model, value)
+                    pipe.publish(keys.fleet_channel(), node_id)
+                    await pipe.execute()
+                    break
+                except WatchError:
+                    await pipe.reset()
+        await self.refresh_node(node_id)
+        return True
+
+    async def _apply(self, mode: str, node_ids: list[str],
+                     model: str = "") -> list[tuple[str, str, str]]:
         keys = self._ctx.keys
         flat = await self._ctx.scripts.run(
-            "node_status", [keys.node(n) for n in node_ids], [mode, *self._status_args(),
-                                                                 *node_ids],
+            "node_status", [keys.node(n) for n in node_ids],
+            [mode, *self._status_args(model), *node_ids],
         )
         changes = [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
         for node_id, old, new in changes:

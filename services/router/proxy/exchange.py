@@ -29,7 +29,7 @@ from services.router.fleet.pulls import pull_for_request
 from services.router.fleet.routing import Ranked
 from services.router.fleet.stats import REFUSED_STATUSES
 from services.router.nodeclient import NodeBroken, NodeResponse
-from services.router.nodes import ModelMissing, UpstreamFailure
+from services.router.nodes import Blame, ModelMissing, RequestRefused, UpstreamFailure
 from services.router.proxy.forward import (
     TAIL_BYTES,
     Usage,
@@ -56,7 +56,7 @@ from shared.errors import (
     UpstreamError,
     error_body,
 )
-from shared.models import FleetSnapshot, Trace, TraceStatus
+from shared.models import FleetSnapshot, MemoryRefusal, Trace, TraceStatus
 from shared.routing import NO_APP, RouteRequest
 
 __all__ = ["ENDPOINTS", "ROUTES", "Exchange", "handle"]
@@ -215,7 +215,7 @@ class Exchange:
             trace.app = place.app
             plan = RetryPlan(settings.max_retries)
             while True:
-                candidates = Candidates(engine, request, scoring, plan.excluded,
+                candidates = Candidates(engine, request, scoring, plan.skip,
                                         next(engine.turns))
                 if not candidates.ranked:
                     raise plan.nothing_to_try(request)
@@ -239,10 +239,13 @@ class Exchange:
                     await self._forward(chosen)
                     return
                 except UpstreamFailure as failure:
-                    await self._attempt_failed(node_id, failure)
                     self.retries = trace.retry_count = plan.retries + 1
-                    trace.excluded_nodes = [*plan.excluded, node_id]
-                    plan.failed(node_id, failure, request.model)
+                    if not isinstance(failure, RequestRefused):  # no node's failure
+                        trace.excluded_nodes = [*trace.excluded_nodes, node_id]
+                    try:
+                        plan.failed(node_id, failure, request, scoring)
+                    finally:
+                        await self._attempt_failed(node_id, failure, plan.learned)
         except HerdError as exc:
             if isinstance(exc, ModelNotFound | NoNodeAvailable) and ctx.fleet.rebuilding():
                 exc = StateRebuilding()  # Redis came back empty: not yet a real 404
@@ -277,24 +280,33 @@ class Exchange:
             pick_model(request, snapshot)
         return snapshot
 
-    async def _attempt_failed(self, node_id: str, failure: UpstreamFailure) -> None:
-        """Return the slot, mark the node, and note the retry; the request goes on elsewhere."""
+    async def _attempt_failed(self, node_id: str, failure: UpstreamFailure,
+                              learned: MemoryRefusal | None) -> None:
+        """Return the slot, count the failure against whom it blames (nodes.Blame), keep
+        what a node said about memory, and note the attempt."""
         assert self.hold is not None and self.request is not None
         _, model, slot_id = self.hold
         self.hold = None
         self.response = None
         self.ctx.routing.inputs.finished(node_id, model)
-        log.warning("node failed, retrying elsewhere", extra={
-            "node_id": node_id, "model": model, "reason": failure.reason,
-            "request_id": self.request.request_id})
+        refused = isinstance(failure, RequestRefused)
+        (log.info if refused else log.warning)(
+            "node refused the request" if refused else "node failed", extra={
+                "node_id": node_id, "model": model, "reason": failure.reason,
+                "blame": str(failure.blame), "request_id": self.request.request_id})
         try:
             await self.ctx.slots.release(node_id, model, slot_id, False)
             if isinstance(failure, ModelMissing):  # the node is fine; its record is not
                 await self.ctx.fleet.note_model(node_id, model, None)
-            else:
-                await self.ctx.fleet.record_failure(node_id, failure.reason)
-            await emit(self.ctx.redis, self.ctx.keys, "retry", node_id=node_id, model=model,
-                       reason=failure.reason, request_id=self.request.request_id)
+            elif failure.blame is not Blame.NOBODY:
+                await self.ctx.fleet.record_failure(
+                    node_id, failure.reason, model if failure.blame is Blame.MODEL else "")
+            if learned is not None:
+                await self.ctx.fleet.note_refusal(node_id, model, learned)
+            if not refused:  # the client's own error is in its trace, not the fleet's events
+                await emit(self.ctx.redis, self.ctx.keys, "retry", node_id=node_id,
+                           model=model, reason=failure.reason,
+                           request_id=self.request.request_id)
         except RedisError as exc:
             log.warning("could not record a node failure", extra={"error": str(exc)})
 
@@ -327,8 +339,8 @@ class Exchange:
             if usage.load_ms or usage.prompt_eval_ms:
                 trace.time_to_first_token_ms = round(
                     (time.perf_counter() - self.t0) * 1000 - self._elapsed_gen_ms(usage), 2)
-        else:
-            trace.status = TraceStatus.FAILED
+        else:  # a 4xx (nodes.forward raises for the rest): the request's own error
+            trace.status = TraceStatus.REJECTED
             trace.error_message = data[:500].decode(errors="replace")
         self._apply_usage(usage)
         self.finished = True
@@ -488,9 +500,9 @@ class Exchange:
                 "error": str(exc), "request_id": trace.request_id})
         metrics.observe(trace)
         if hold is not None and trace.status is TraceStatus.COMPLETED and self.ranked and (
-                self.ranked.node.router_failures):
+                self.ranked.node.router_failures or hold[1] in self.ranked.node.model_failures):
             with contextlib.suppress(RedisError):
-                await ctx.fleet.record_success(hold[0])
+                await ctx.fleet.record_success(hold[0], hold[1])
 
     async def _send_error(self, exc: HerdError) -> None:
         if self.started:
