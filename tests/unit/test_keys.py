@@ -10,7 +10,7 @@ from shared.keys import Keys
 def _all_keys(keys: Keys) -> list[str]:
     built = []
     for name, method in inspect.getmembers(keys, inspect.ismethod):
-        if name.startswith("_"):
+        if name.startswith("_") or isinstance(method.__self__, type):  # for_redis
             continue
         params = len(inspect.signature(method).parameters)
         key = method(*(["n1", "llama3.2:3b"][:params]))
