@@ -33,7 +33,9 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 import redis.asyncio
 import redis.asyncio.sentinel
+import redis.retry
 import redis.sentinel
+from redis.backoff import NoBackoff
 
 from shared.children import die_with_parent, stop_process
 from shared.clusterpool import ClusterSlotRedis, cluster_client
@@ -271,7 +273,9 @@ def _check_cluster(target: RedisTarget, timeout: float) -> None:
     kwargs = _client_kwargs(target, timeout)
     kwargs.pop("db")
     for host, port in target.cluster_nodes:
-        client = redis.Redis(host=host, port=port, socket_timeout=timeout, **kwargs)
+        # No retries: an answer or not, at once, from each node in turn.
+        client = redis.Redis(host=host, port=port, socket_timeout=timeout,
+                             retry=redis.retry.Retry(NoBackoff(), 0), **kwargs)
         try:
             info = client.execute_command("CLUSTER", "INFO")
         except redis.ResponseError as exc:

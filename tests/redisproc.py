@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -225,6 +226,18 @@ def sentinel_url(sentinel: RedisProc, master_name: str = "herdmaster") -> str:
     return f"redis+sentinel://127.0.0.1:{sentinel.port}/{master_name}/0"
 
 
+def _cluster_port() -> int:
+    """A free port a cluster node can use: its bus listens 10000 higher (<= 65535)."""
+    for _ in range(200):
+        port = free_port()
+        if port > 55535:
+            continue
+        with contextlib.suppress(OSError), socket.socket() as bus:
+            bus.bind(("127.0.0.1", port + 10000))
+            return port
+    raise AssertionError("no free port pair for a cluster node")
+
+
 def _cluster_info(node: RedisProc) -> str:
     client = node.client()
     try:
@@ -241,23 +254,34 @@ class ClusterGroup:
     """
 
     def __init__(self, directory: Path, *, primaries: int = 3, replicas: int = 1,
-                 node_timeout_ms: int = 2000) -> None:
+                 node_timeout_ms: int = 2000, password: str = "",
+                 tls: TlsFiles | None = None) -> None:
         self.server, self.cli = require_cluster_tools()
         self.primaries = primaries
         self.replicas = replicas
+        self.password = password
+        self.tls = tls
         self.nodes = [
-            RedisProc(directory, f"node{i}", binary=self.server)
+            RedisProc(directory, f"node{i}", binary=self.server, password=password, tls=tls)
             for i in range(primaries * (1 + replicas))
         ]
         for node in self.nodes:
+            node.port = _cluster_port()
             node.extra = ["--cluster-enabled", "yes", "--cluster-config-file",
                           str(node.dir / "nodes.conf"),
                           "--cluster-node-timeout", str(node_timeout_ms)]
+            if password:
+                node.extra += ["--masterauth", password]
+            if tls:
+                node.extra += ["--tls-cluster", "yes", "--tls-replication", "yes"]
 
     def url(self, count: int = 3) -> str:
-        """A redis+cluster:// URL naming the first `count` nodes."""
+        """A redis+cluster:// URL naming the first `count` nodes (rediss+ with TLS)."""
         hosts = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:count])
-        return f"redis+cluster://{hosts}/"
+        auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss+cluster://{auth}{hosts}/?ssl_ca_certs={self.tls.cert}"
+        return f"redis+cluster://{auth}{hosts}/"
 
     def live(self) -> list[RedisProc]:
         return [n for n in self.nodes if n.proc is not None and n.proc.alive()]
@@ -265,8 +289,11 @@ class ClusterGroup:
     def start(self, timeout: float = 30.0) -> ClusterGroup:
         for node in self.nodes:
             node.start()
+        options = ["-a", self.password, "--no-auth-warning"] if self.password else []
+        if self.tls:
+            options += ["--tls", "--cacert", str(self.tls.cert)]
         subprocess.run(
-            [self.cli, "--cluster", "create",
+            [self.cli, *options, "--cluster", "create",
              *(f"127.0.0.1:{n.port}" for n in self.nodes),
              "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True, capture_output=True, timeout=60,
@@ -322,10 +349,11 @@ class ClusterGroup:
 
 @contextlib.contextmanager
 def redis_cluster(directory: Path, *, primaries: int = 3, replicas: int = 1,
-                  node_timeout_ms: int = 2000) -> Iterator[ClusterGroup]:
+                  node_timeout_ms: int = 2000, password: str = "",
+                  tls: TlsFiles | None = None) -> Iterator[ClusterGroup]:
     """A started cluster (skipped where the system's redis-server or redis-cli is missing)."""
     group = ClusterGroup(directory, primaries=primaries, replicas=replicas,
-                         node_timeout_ms=node_timeout_ms)
+                         node_timeout_ms=node_timeout_ms, password=password, tls=tls)
     try:
         yield group.start()
     finally:
