@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import hiredis
@@ -158,8 +158,48 @@ class FastCluster(FastRedis):
 
     # --- commands -----------------------------------------------------------------------
 
+    def _ready(self, slots: Sequence[int | None]) -> tuple[Address, _Protocol] | None:
+        """The one open connection every command goes to, if the map is current: the usual
+        case, sent without the general path's grouping (its cost showed in the benchmark)."""
+        if self.slots.stale:
+            return None
+        first = slots[0]
+        address = self._where(first)
+        if address is None:
+            return None
+        for slot in slots:
+            if slot != first and self._where(slot) != address:
+                return None
+        protocol = self._nodes.get(address)
+        if protocol is None or protocol.lost is not None:
+            return None
+        return address, protocol
+
     async def execute(self, *args: Arg) -> Any:
-        (reply,) = await self.execute_many([args])
+        slot = command_slot(args)
+        ready = self._ready((slot,))
+        if ready is not None:  # one command, one future: no gather (as FastRedis.execute)
+            address, protocol = ready
+            (future,) = protocol.send(_pack(args), 1)
+            try:
+                reply = await future
+            except RedisError:
+                self.slots.stale = True
+                raise
+            if not isinstance(reply, hiredis.ReplyError):
+                if slot is not None:
+                    self.master = address
+                return reply
+            asking: dict[int, Address] = {}
+            replies: list[Any] = [None]
+            pending, pause = self._settle(address, (0,), (reply,), replies, asking)
+            if pending:
+                if pause:
+                    await asyncio.sleep(TRYAGAIN_PAUSE)
+                await self._routed((args,), (slot,), replies, pending, asking)
+            (reply,) = replies
+        else:
+            (reply,) = await self.execute_many([args])
         if isinstance(reply, RedisError):
             raise reply
         return reply
@@ -169,52 +209,87 @@ class FastCluster(FastRedis):
         returned, connection errors raised (as FastRedis)."""
         slots = [command_slot(c) for c in commands]
         replies: list[Any] = [None] * len(commands)
-        pending = list(range(len(commands)))
         asking: dict[int, Address] = {}
+        ready = self._ready(slots)
+        if ready is None:
+            return await self._routed(commands, slots, replies, list(range(len(commands))),
+                                      asking)
+        address, protocol = ready
+        payload = b"".join(_pack(tuple(c)) for c in commands)
+        try:
+            results = await asyncio.gather(*protocol.send(payload, len(commands)))
+        except RedisError:
+            self.slots.stale = True  # the node may have failed over: ask next time
+            raise
+        if slots[0] is not None:
+            self.master = address
+        for reply in results:
+            if isinstance(reply, hiredis.ReplyError):
+                break
+        else:
+            return results  # no error reply: nothing to settle
+        pending, pause = self._settle(address, range(len(commands)), results, replies, asking)
+        if not pending:
+            return replies
+        if pause:
+            await asyncio.sleep(TRYAGAIN_PAUSE)
+        return await self._routed(commands, slots, replies, pending, asking)
+
+    def _settle(self, address: Address, indexes: Iterable[int], results: Sequence[Any],
+                replies: list[Any], asking: dict[int, Address]) -> tuple[list[int], bool]:
+        """Fill `replies` from one node's `results`; return the commands redirected (they
+        did not run) and whether one was TRYAGAIN."""
+        pending: list[int] = []
+        pause = False
+        for i, reply in zip(indexes, results, strict=True):
+            if not isinstance(reply, hiredis.ReplyError):
+                replies[i] = reply
+                continue
+            text = str(reply)
+            if text.startswith("MOVED "):
+                slot, moved_to = parse_redirect(text)
+                self.slots.moved(slot, moved_to)
+                pending.append(i)
+            elif text.startswith("ASK "):
+                asking[i] = parse_redirect(text)[1]
+                pending.append(i)
+            elif text.startswith("TRYAGAIN"):
+                pending.append(i)
+                pause = True
+            else:
+                replies[i] = self._reply_error(address, text)
+        return pending, pause
+
+    async def _routed(self, commands: Sequence[Sequence[Arg]], slots: Sequence[int | None],
+                      replies: list[Any], pending: list[int],
+                      asking: dict[int, Address]) -> list[Any]:
+        """Send the `pending` commands, each to its node, following redirections."""
         unsent: RedisError | None = None
         for _ in range(MAX_REDIRECTS):
             groups: dict[tuple[Address, bool], list[int]] = {}
             for i in pending:
                 if i in asking:
-                    where = (asking[i], True)
+                    where = (asking.pop(i), True)
                 else:
                     where = (await self._route(slots[i]), False)
                     if slots[i] is not None:
                         self.master = where[0]  # where keyless commands go too
                 groups.setdefault(where, []).append(i)
-            if len(groups) == 1:  # the usual case: no task per group
-                ((where, indexes),) = groups.items()
-                results: list[list[Any] | _Unsent | BaseException] = [
-                    await self._send(where[0], [commands[i] for i in indexes], where[1])]
-            else:
-                results = list(await asyncio.gather(
-                    *(self._send(where[0], [commands[i] for i in indexes], where[1])
-                      for where, indexes in groups.items()), return_exceptions=True))
-            pending, asking, pause = [], {}, False
+            results = list(await asyncio.gather(
+                *(self._send(where[0], [commands[i] for i in indexes], where[1])
+                  for where, indexes in groups.items()), return_exceptions=True))
+            pending, pause = [], False
             for (where, indexes), result in zip(groups.items(), results, strict=True):
                 if isinstance(result, _Unsent):
                     unsent = result.error
                     pending += indexes  # not sent: route again once the map is refreshed
-                    continue
-                if isinstance(result, BaseException):
+                elif isinstance(result, BaseException):
                     raise result
-                for i, reply in zip(indexes, result, strict=True):
-                    if not isinstance(reply, hiredis.ReplyError):
-                        replies[i] = reply
-                        continue
-                    text = str(reply)
-                    if text.startswith("MOVED "):
-                        slot, address = parse_redirect(text)
-                        self.slots.moved(slot, address)
-                        pending.append(i)
-                    elif text.startswith("ASK "):
-                        asking[i] = parse_redirect(text)[1]
-                        pending.append(i)
-                    elif text.startswith("TRYAGAIN"):
-                        pending.append(i)
-                        pause = True
-                    else:
-                        replies[i] = self._reply_error(where[0], text)
+                else:
+                    redirected, again = self._settle(where[0], indexes, result, replies,
+                                                     asking)
+                    pending += redirected
+                    pause = pause or again
             if not pending:
                 return replies
             if unsent is not None:
