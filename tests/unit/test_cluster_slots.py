@@ -1,5 +1,5 @@
 """The slot map both cluster clients route by: which key a command has, redirections, and a
-CLUSTER SLOTS reply read into primaries."""
+CLUSTER SLOTS reply read into primaries; and a prefix that cannot be a hash tag refused."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import pytest
 from redis.crc import key_slot as redis_py_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from services.router.server import serve
 from shared.clusterslots import SlotMap, command_slot, key_slot, parse_redirect
+from shared.settings import Settings, SettingsError
 
 
 def test_a_command_goes_to_its_first_keys_slot() -> None:
@@ -77,3 +79,10 @@ async def test_refresh_asks_until_a_node_answers() -> None:
     assert len(asked) == 2
     with pytest.raises(RedisConnectionError, match="no Redis Cluster node answered"):
         await SlotMap([("down", 1)]).refresh(ask)
+
+
+def test_herd_refuses_an_empty_prefix_on_a_cluster_before_starting() -> None:
+    settings = Settings.load(environ={}, redis_url="redis+cluster://127.0.0.1:1/",
+                             redis_prefix=":")
+    with pytest.raises(SettingsError, match="must not be empty on a Redis Cluster"):
+        serve(settings)
