@@ -44,7 +44,8 @@ from shared.clusterslots import Address, SlotMap, key_slot
 from shared.keys import hash_tagged
 from shared.redisurl import RedisTarget
 
-__all__ = ["ClusterSlotRedis", "cluster_client"]
+__all__ = ["ClusterSlotRedis", "Redirected", "Unreached", "cluster_client"]
+
 
 class Redirected(RedisConnectionError):
     """The node did not run the command (MOVED, ASK, TRYAGAIN, CLUSTERDOWN): send it again."""

@@ -71,7 +71,7 @@ class FastCluster(FastRedis):
                  retry_interval: float = 0.5, key_prefix: str = "") -> None:
         super().__init__(url, reply_timeout=reply_timeout, retry_interval=retry_interval)
         self._home_slot = key_slot(hash_tagged(key_prefix)) if key_prefix else None
-        self.slots = SlotMap(self._target.cluster_nodes)
+        self.slot_map = SlotMap(self._target.cluster_nodes)
         self._nodes: dict[Address, _Protocol] = {}
         self._locks: dict[Address, asyncio.Lock] = {}
         self._node_failures: dict[Address, tuple[float, RedisError]] = {}
@@ -97,10 +97,10 @@ class FastCluster(FastRedis):
                     f"no connection to {address[0]}:{address[1]} within "
                     f"{self._reply_timeout:g} s")
                 self._node_failures[address] = (time.monotonic(), error)
-                self.slots.unreachable(address)
+                self.slot_map.unreachable(address)
                 raise error from exc
             self._node_failures.pop(address, None)
-            self.slots.reachable(address)
+            self.slot_map.reachable(address)
             self._nodes[address] = protocol
             return protocol
 
@@ -113,10 +113,10 @@ class FastCluster(FastRedis):
         return reply
 
     async def _refresh(self, *, force: bool = False) -> None:
-        await self.slots.refresh(self._ask_slots, force=force)
+        await self.slot_map.refresh(self._ask_slots, force=force)
 
     async def _route(self, slot: int | None) -> Address:
-        if self.slots.stale:
+        if self.slot_map.stale:
             # On failure, route by what is known: the send says whether that still works.
             with contextlib.suppress(RedisError):
                 await self._refresh()
@@ -130,13 +130,13 @@ class FastCluster(FastRedis):
 
     def _where(self, slot: int | None) -> Address | None:
         if slot is not None:
-            return self.slots.owner(slot)
+            return self.slot_map.owner(slot)
         if self._home_slot is not None:
-            return self.slots.owner(self._home_slot)
+            return self.slot_map.owner(self._home_slot)
         home = self.master
         if home is not None and home not in self._node_failures:
             return home
-        return self.slots.any_primary()
+        return self.slot_map.any_primary()
 
     async def _send(self, address: Address, commands: Sequence[Sequence[Arg]],
                     asking: bool) -> list[Any] | _Unsent:
@@ -153,7 +153,7 @@ class FastCluster(FastRedis):
             replies = await asyncio.gather(*protocol.send(payload, count))
             return replies[1::2] if asking else replies
         except RedisError:
-            self.slots.stale = True  # the node may have failed over: ask next time
+            self.slot_map.stale = True  # the node may have failed over: ask next time
             raise
 
     # --- commands -----------------------------------------------------------------------
@@ -161,7 +161,7 @@ class FastCluster(FastRedis):
     def _ready(self, slots: Sequence[int | None]) -> tuple[Address, _Protocol] | None:
         """The one open connection every command goes to, if the map is current: the usual
         case, sent without the general path's grouping (its cost showed in the benchmark)."""
-        if self.slots.stale:
+        if self.slot_map.stale:
             return None
         first = slots[0]
         address = self._where(first)
@@ -184,7 +184,7 @@ class FastCluster(FastRedis):
             try:
                 reply = await future
             except RedisError:
-                self.slots.stale = True
+                self.slot_map.stale = True
                 raise
             if not isinstance(reply, hiredis.ReplyError):
                 if slot is not None:
@@ -219,7 +219,7 @@ class FastCluster(FastRedis):
         try:
             results = await asyncio.gather(*protocol.send(payload, len(commands)))
         except RedisError:
-            self.slots.stale = True  # the node may have failed over: ask next time
+            self.slot_map.stale = True  # the node may have failed over: ask next time
             raise
         if slots[0] is not None:
             self.master = address
@@ -248,7 +248,7 @@ class FastCluster(FastRedis):
             text = str(reply)
             if text.startswith("MOVED "):
                 slot, moved_to = parse_redirect(text)
-                self.slots.moved(slot, moved_to)
+                self.slot_map.moved(slot, moved_to)
                 pending.append(i)
             elif text.startswith("ASK "):
                 asking[i] = parse_redirect(text)[1]
@@ -294,9 +294,9 @@ class FastCluster(FastRedis):
                 return replies
             if unsent is not None:
                 keyed = [s for s in (slots[i] for i in pending) if s is not None]
-                before = [self.slots.owner(s) for s in keyed]
+                before = [self.slot_map.owner(s) for s in keyed]
                 await self._refresh(force=True)
-                if [self.slots.owner(s) for s in keyed] == before:
+                if [self.slot_map.owner(s) for s in keyed] == before:
                     raise unsent  # the primary is still the one that cannot be reached
                 unsent = None
             if pause:

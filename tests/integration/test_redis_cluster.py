@@ -237,7 +237,7 @@ async def test_both_clients_follow_the_slot_when_it_moves(
     assert await asyncio.wait_for(
         fast.execute("EVAL", both, 2, moved_key, staying_key), GUARD) == ["m", "s"]
     assert fast.master == ("127.0.0.1", target.port)
-    assert fast.slots.owner(slot) == ("127.0.0.1", target.port)
+    assert fast.slot_map.owner(slot) == ("127.0.0.1", target.port)
     assert await asyncio.wait_for(redis.mget(moved_key, staying_key), GUARD) == ["m", "s"]
     assert (await redis.client_info())["laddr"]  # keyless: on the slot's new primary too
     client_port = int((await redis.execute_command("CONFIG", "GET", "port"))[1])
