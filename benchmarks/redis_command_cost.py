@@ -1,10 +1,14 @@
 """CPU per Redis command on the request path's lean connection, against redis-py's client.
 
-Starts an embedded Redis (unix socket, as `herd` does) and runs, on one event loop (uvloop),
-the request path's two calls: an EVALSHA of a small script, and a two-command pipeline
-(EVAL + XADD), one at a time and 32 at once. Reports this process's CPU time per command
-(user + system, less noisy than wall time on a shared machine), median of `--rounds`.
+Starts an embedded Redis (unix socket, as `herd` does), or uses `--redis-url`, and runs, on
+one event loop (uvloop), the request path's two calls: an EVALSHA of a small script, and a
+two-command pipeline (EVAL + XADD), one at a time and 32 at once. Reports this process's CPU
+time per command (user + system, less noisy than wall time on a shared machine), median of
+`--rounds`. With a `redis+cluster://` URL the lean connection is FastCluster, and the same
+calls also go over a plain lean connection straight to the primary of the keys' slot: the
+difference is what routing by slot costs.
 Run: .venv/bin/python benchmarks/redis_command_cost.py [--commands 5000] [--rounds 5]
+     [--redis-url redis+cluster://127.0.0.1:7000/]
 """
 
 from __future__ import annotations
@@ -17,16 +21,20 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import uvloop
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from shared.fastcluster import FastCluster, fast_redis  # noqa: E402
 from shared.fastredis import FastRedis  # noqa: E402
 from shared.redisconn import EmbeddedRedis, connect  # noqa: E402
+from shared.redisurl import parse_redis_url  # noqa: E402
 
 SCRIPT = "return redis.call('INCR', KEYS[1])"
+Call = Callable[[], Awaitable[object]]
 
 
 async def cpu_per_call(call: Callable[[], Awaitable[object]], n: int, concurrency: int) -> float:
@@ -42,25 +50,41 @@ async def cpu_per_call(call: Callable[[], Awaitable[object]], n: int, concurrenc
     return (time.process_time() - started) / (per_worker * concurrency) * 1e6
 
 
-async def run(url: str, commands: int, rounds: int) -> None:
-    fast = FastRedis(url)
-    slow = connect(url)
-    sha = await fast.execute("SCRIPT", "LOAD", SCRIPT)
-
+def lean_calls(fast: FastRedis, sha: str) -> tuple[Call, Call]:
+    # One hash tag: on a cluster both keys are in one slot, as Herd's are.
     async def fast_eval() -> object:
-        return await fast.execute("EVALSHA", sha, 1, "bench:k")
+        return await fast.execute("EVALSHA", sha, 1, "{bench}:k")
 
     async def fast_pipe() -> object:
         pipe = fast.pipeline()
-        pipe.eval(SCRIPT, 1, "bench:k")
-        pipe.xadd("bench:s", {"f": "v"}, maxlen=1000)
+        pipe.eval(SCRIPT, 1, "{bench}:k")
+        pipe.xadd("{bench}:s", {"f": "v"}, maxlen=1000)
         return await pipe.execute()
 
+    return fast_eval, fast_pipe
+
+
+async def run(url: str, commands: int, rounds: int) -> None:
+    fast = fast_redis(url, key_prefix="bench:")
+    slow = connect(url, key_prefix="bench:")
+    sha = await fast.execute("SCRIPT", "LOAD", SCRIPT)
+    fast_eval, fast_pipe = lean_calls(fast, sha)
+
     async def slow_eval() -> object:
-        return await slow.evalsha(sha, 1, "bench:k")  # type: ignore[no-untyped-call]
+        return await slow.evalsha(sha, 1, "{bench}:k")  # type: ignore[no-untyped-call]
 
     cases = [("lean EVALSHA", fast_eval), ("lean pipeline (2)", fast_pipe),
              ("redis-py EVALSHA", slow_eval)]
+    direct: FastRedis | None = None
+    if isinstance(fast, FastCluster):
+        await fast_eval()
+        assert fast.master is not None
+        host, port = fast.master
+        target = parse_redis_url(url)
+        auth = f":{quote(target.password)}@" if target.password else ""
+        direct = FastRedis(f"{'rediss' if target.tls else 'redis'}://{auth}{host}:{port}/0")
+        direct_eval, direct_pipe = lean_calls(direct, sha)
+        cases += [("plain lean EVALSHA", direct_eval), ("plain lean pipeline", direct_pipe)]
     for name, call in cases:
         for concurrency in (1, 32):
             await cpu_per_call(call, commands // 5, concurrency)  # warm up
@@ -69,13 +93,20 @@ async def run(url: str, commands: int, rounds: int) -> None:
                   f"per call (rounds: {', '.join(f'{s:.1f}' for s in samples)})")
     await fast.close()
     await slow.aclose()
+    if direct is not None:
+        await direct.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commands", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--redis-url", default="",
+                        help="A Redis to use (a cluster too) instead of an embedded one.")
     args = parser.parse_args()
+    if args.redis_url:
+        uvloop.run(run(args.redis_url, args.commands, args.rounds))
+        return
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp)) as url:
         uvloop.run(run(url, args.commands, args.rounds))
 

@@ -32,10 +32,13 @@ import hiredis
 from redis.exceptions import (
     AuthenticationError,
     BusyLoadingError,
+    ClusterDownError,
+    MasterDownError,
     NoScriptError,
     ReadOnlyError,
     RedisError,
     ResponseError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -70,7 +73,9 @@ def reply_error(message: str) -> RedisError:
     """redis-py's class for an error reply: LOADING, READONLY and NOSCRIPT kept apart.
 
     LOADING (BusyLoadingError) is a ConnectionError in redis-py: Redis is up but not
-    serving yet, which callers treat like Redis being away.
+    serving yet, which callers treat like Redis being away; so are a cluster that is down
+    (CLUSTERDOWN: no primary for a slot, mid-failover) and a replica cut off from its
+    primary (MASTERDOWN).
     """
     if message.startswith("NOSCRIPT"):
         return NoScriptError(message)
@@ -78,6 +83,12 @@ def reply_error(message: str) -> RedisError:
         return ReadOnlyError(message)
     if message.startswith("LOADING"):
         return BusyLoadingError(message)
+    if message.startswith("CLUSTERDOWN"):
+        return ClusterDownError(message)
+    if message.startswith("MASTERDOWN"):
+        return MasterDownError(message)
+    if message.startswith("TRYAGAIN"):
+        return TryAgainError(message)
     return ResponseError(message)
 
 
@@ -164,14 +175,18 @@ class FastRedis:
 
     `url` is any form shared.redisurl accepts. `reply_timeout` bounds each reply and each
     connection attempt (with Sentinel: each question to a Sentinel, and the master's
-    connection).
+    connection). A cluster URL needs its subclass (shared.fastcluster.fast_redis).
     """
+
+    serves_cluster = False
 
     def __init__(
         self, url: str | RedisTarget, *, reply_timeout: float = 2.0,
         retry_interval: float = 0.5,
     ) -> None:
         self._target = url if isinstance(url, RedisTarget) else parse_redis_url(url)
+        if self._target.is_cluster and not self.serves_cluster:
+            raise ValueError("a redis+cluster:// URL needs shared.fastcluster.FastCluster")
         self._reply_timeout = reply_timeout
         self._retry_interval = retry_interval
         self._ssl = ssl_context(self._target.tls) if self._target.tls is not None else None
@@ -208,7 +223,14 @@ class FastRedis:
             host, port = await self._ask_sentinels()
         else:
             host, port = target.host, target.port
-        protocol = await self._dial(host, port, target.path)
+        protocol = await self._handshake(host, port, target.path)
+        self.master = (host, port)
+        return protocol
+
+    async def _handshake(self, host: str, port: int, path: str = "") -> _Protocol:
+        """A new connection to `host:port` (or `path`), authenticated and on the database."""
+        target = self._target
+        protocol = await self._dial(host, port, path)
         setup: list[Sequence[Arg]] = []
         if target.password:
             setup.append(("AUTH", target.username, target.password) if target.username
@@ -232,7 +254,6 @@ class FastRedis:
         except BaseException:
             protocol.fail(RedisConnectionError("Redis connection setup failed"))
             raise
-        self.master = (host, port)
         return protocol
 
     async def _dial(self, host: str, port: int, path: str = "") -> _Protocol:

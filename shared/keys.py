@@ -3,13 +3,19 @@
 Each key family has one writer (docs/architecture.md, "Shared state"). Node ids and model
 names go into keys verbatim; both may contain ':' (``llama3.2:3b``), so a key's parts are
 joined with '|' where they could be confused.
+
+On a Redis Cluster the prefix is the hash tag of every key (`{herd}:` for `herd:`): all of a
+deployment's keys then live in one slot, so every script, MULTI and pipeline stays on one
+node. A single Redis keeps the prefix as it is.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MODEL_FAILED_AT_FIELD", "MODEL_FAILURES_FIELD", "REFUSED_FIELD", "Keys"]
+__all__ = [
+    "MODEL_FAILED_AT_FIELD", "MODEL_FAILURES_FIELD", "REFUSED_FIELD", "Keys", "hash_tagged",
+]
 
 # Per-model fields of a node's registry hash, each followed by the model's name (the Lua
 # scripts spell them the same way). Router-observed, so a heartbeat leaves them alone.
@@ -18,9 +24,30 @@ MODEL_FAILED_AT_FIELD = "mfail_at:"  # Redis time of its last failure there
 REFUSED_FIELD = "refused:"  # the node's word that the model did not fit (MemoryRefusal)
 
 
+def hash_tagged(prefix: str) -> str:
+    """`prefix` made a Redis Cluster hash tag: 'herd:' -> '{herd}:'.
+
+    A prefix that already holds a tag ('{...}' with something inside) is kept as it is: only
+    the first tag of a key counts, and every key starts with the prefix.
+    """
+    start = prefix.find("{")
+    if start >= 0 and prefix.find("}", start + 1) > start + 1:  # Redis's rule (cluster spec)
+        return prefix
+    core = prefix.rstrip(":")
+    if not core:
+        raise ValueError("the key prefix (FLEET_REDIS_PREFIX) must not be empty on a Redis "
+                         "Cluster: it becomes the hash tag of every key")
+    return "{" + core + "}" + prefix[len(core):]
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     prefix: str = "herd:"
+
+    @classmethod
+    def for_redis(cls, prefix: str, *, cluster: bool) -> Keys:
+        """The keys of one deployment: on a cluster, `prefix` as every key's hash tag."""
+        return cls(hash_tagged(prefix) if cluster else prefix)
 
     # --- node registry (writer: routers, on heartbeat and on proxy errors)
     def nodes(self) -> str:

@@ -1,6 +1,7 @@
 """The one way Herd gets a Redis: the configured URL, or an embedded redis-server it owns.
 
-Every URL form of shared.redisurl works here (TLS, unix sockets, Sentinel). Clients keep TCP
+Every URL form of shared.redisurl works here (TLS, unix sockets, Sentinel, Cluster: see
+shared.clusterpool for how a cluster is used). Clients keep TCP
 keepalive on and bound connecting by the reply timeout. Replies on redis-py's connections
 are not bounded by a socket timeout: with one, redis-py 7 can swallow a task's cancellation
 that lands inside its timeout block (redis/redis-py#2551), and a replica then hangs in its
@@ -32,9 +33,12 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 import redis.asyncio
 import redis.asyncio.sentinel
+import redis.retry
 import redis.sentinel
+from redis.backoff import NoBackoff
 
 from shared.children import die_with_parent, stop_process
+from shared.clusterpool import ClusterSlotRedis, cluster_client
 from shared.redisurl import RedisTarget, parse_redis_url
 
 __all__ = [
@@ -43,6 +47,7 @@ __all__ = [
     "RedisUnavailable",
     "check_redis",
     "connect",
+    "is_cluster",
     "mask_url",
     "parse_or_explain",
     "redis_server_binary",
@@ -60,7 +65,9 @@ REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
     redis.exceptions.ConnectionError,  # BusyLoadingError (LOADING) is one too
     redis.exceptions.TimeoutError,
     redis.exceptions.ReadOnlyError,
-    redis.exceptions.MasterDownError,
+    redis.exceptions.ClusterDownError,  # MasterDownError is one too
+    redis.exceptions.TryAgainError,  # a cluster slot being migrated
+    redis.exceptions.AskError,  # MovedError too: redirections that did not settle
     OSError,
 )
 
@@ -260,9 +267,43 @@ def parse_or_explain(url: str) -> RedisTarget:
         raise RedisUnavailable(f"invalid Redis URL {mask_url(url)!r}: {exc}") from None
 
 
+def _check_cluster(target: RedisTarget, timeout: float) -> None:
+    """The first node that answers must be in a cluster that is up."""
+    problems: list[str] = []
+    kwargs = _client_kwargs(target, timeout)
+    kwargs.pop("db")
+    for host, port in target.cluster_nodes:
+        # No retries: an answer or not, at once, from each node in turn.
+        client = redis.Redis(host=host, port=port, socket_timeout=timeout,
+                             retry=redis.retry.Retry(NoBackoff(), 0), **kwargs)
+        try:
+            info = client.execute_command("CLUSTER", "INFO")
+        except redis.ResponseError as exc:
+            raise RedisUnavailable(
+                f"{host}:{port} is not a Redis Cluster node ({exc}): use redis:// for a "
+                "single Redis") from None
+        except redis.RedisError as exc:
+            problems.append(f"{host}:{port}: {exc}")
+            continue
+        finally:
+            client.close()
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        if "cluster_state:ok" not in text:
+            raise RedisUnavailable(f"the Redis Cluster at {host}:{port} is down "
+                                   "(cluster_state is not ok)")
+        return
+    raise RedisUnavailable(f"cannot reach Redis at {target.redacted()}: " + "; ".join(problems))
+
+
 def check_redis(url: str, timeout: float = 3.0) -> None:
-    """Raise RedisUnavailable with a one-line reason unless Redis at `url` answers PING."""
+    """Raise RedisUnavailable with a one-line reason unless Redis at `url` answers PING.
+
+    A cluster node behind a plain URL is refused too: every command would be redirected.
+    """
     target = parse_or_explain(url)
+    if target.is_cluster:
+        _check_cluster(target, timeout)
+        return
     client: redis.Redis
     try:
         if target.is_sentinel:
@@ -279,20 +320,32 @@ def check_redis(url: str, timeout: float = 3.0) -> None:
         raise RedisUnavailable(f"invalid Redis URL {target.redacted()}: {exc}") from None
     try:
         client.ping()
+        try:
+            cluster = client.info("cluster").get("cluster_enabled")
+        except redis.ResponseError:
+            cluster = 0  # INFO renamed or refused (some managed services): not a question
     except redis.RedisError as exc:
         raise RedisUnavailable(f"cannot reach Redis at {target.redacted()}: {exc}") from None
     finally:
         client.close()
+    if cluster:
+        raise RedisUnavailable(f"{target.redacted()} is a Redis Cluster node: use "
+                               "redis+cluster:// (or rediss+cluster://)")
 
 
 def connect(
-    url: str, *, max_connections: int = 64, timeout: float = 2.0
+    url: str, *, max_connections: int = 64, timeout: float = 2.0, key_prefix: str = ""
 ) -> redis.asyncio.Redis:
     """The async client every service uses (replies decoded as str).
 
-    `timeout` bounds connecting (with Sentinel, also each question to a Sentinel).
+    `timeout` bounds connecting (with Sentinel, also each question to a Sentinel). On a
+    cluster, `key_prefix` (FLEET_REDIS_PREFIX) says at once which primary holds Herd's keys.
     """
     target = parse_or_explain(url)
+    if target.is_cluster:
+        # Typed as the plain client: it is one, pinned to the primary of Herd's slot.
+        return cluster_client(target, _client_kwargs(target, timeout),
+                              max_connections=max_connections, key_prefix=key_prefix)
     if target.is_sentinel:
         # The Sentinel pool asks for the master on every new connection and drops its
         # connections when a reply says READONLY, so a failover is followed by itself.
@@ -318,6 +371,11 @@ def connect(
         **tcp,
     )
     return redis.asyncio.Redis.from_pool(pool)  # closing the client closes the pool
+
+
+def is_cluster(client: redis.asyncio.Redis) -> bool:
+    """True for a client `connect` made for a Redis Cluster (its keys need the hash tag)."""
+    return isinstance(client, ClusterSlotRedis)
 
 
 @contextlib.contextmanager

@@ -6,9 +6,13 @@
   `ssl_ca_path`;
 - `redis+sentinel://[user:password@]host:port[,host:port...]/<master name>[/<db>]`, with
   `sentinel_password` (and `sentinel_username`) as query parameters; `rediss+sentinel://`
-  speaks TLS to the Sentinels and to the master.
+  speaks TLS to the Sentinels and to the master;
+- `redis+cluster://[user:password@]host:port[,host:port...][/]`: a Redis Cluster, reached
+  through any of the listed nodes (the others are learned from the cluster itself);
+  `rediss+cluster://` speaks TLS to every node. A cluster has only database 0.
 
 The credentials in a Sentinel URL are the master's; Sentinels often have none or their own.
+In a cluster URL they are every node's.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio.connection import RedisSSLContext
 
-__all__ = ["RedisTarget", "parse_redis_url", "ssl_context"]
+__all__ = ["CLUSTER_SCHEMES", "RedisTarget", "parse_redis_url", "ssl_context"]
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
-_SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+_SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES, *CLUSTER_SCHEMES)
+_TLS_SCHEMES = ("rediss", "rediss+sentinel", "rediss+cluster")
 _SSL_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs",
                 "ssl_check_hostname", "ssl_ca_path", "ssl_password")
 _TRUE = {"1", "true", "yes", "on"}
@@ -47,11 +53,16 @@ class RedisTarget:
     service_name: str = ""  # the master's name in Sentinel
     sentinel_username: str | None = None
     sentinel_password: str | None = None
+    cluster_nodes: tuple[tuple[str, int], ...] = ()  # the nodes a cluster is first asked
     other: dict[str, str] = field(default_factory=dict)  # query parameters left to redis-py
 
     @property
     def is_sentinel(self) -> bool:
         return bool(self.sentinels)
+
+    @property
+    def is_cluster(self) -> bool:
+        return bool(self.cluster_nodes)
 
     def redacted(self) -> str:
         """The URL without its passwords, for logs and error messages."""
@@ -97,7 +108,7 @@ def parse_redis_url(url: str) -> RedisTarget:
     if not sep or scheme not in _SCHEMES:
         raise ValueError(
             f"unsupported Redis URL scheme {scheme or url!r}: use redis://, rediss://, "
-            "unix:// or redis+sentinel://"
+            "unix://, redis+sentinel:// or redis+cluster://"
         )
     location, _, query_text = rest.partition("?")
     query = {k: v[-1] for k, v in parse_qs(query_text, keep_blank_values=True).items()}
@@ -115,7 +126,7 @@ def parse_redis_url(url: str) -> RedisTarget:
     password = query.pop("password", None) or password
 
     tls: dict[str, Any] | None = None
-    if scheme in ("rediss", "rediss+sentinel"):
+    if scheme in _TLS_SCHEMES:
         tls = {}
         for name in _SSL_OPTIONS:
             if name in query:
@@ -142,6 +153,15 @@ def parse_redis_url(url: str) -> RedisTarget:
             sentinel_username=query.pop("sentinel_username", None) or None,
             sentinel_password=query.pop("sentinel_password", None) or None, other=query,
         )
+    if scheme in CLUSTER_SCHEMES:
+        nodes = tuple(_host_port(h, 6379) for h in netloc.split(",") if h)
+        if not nodes:
+            raise ValueError("a redis+cluster:// URL needs at least one host:port")
+        db = _db(path.strip("/") or db_text)
+        if db:
+            raise ValueError(f"a Redis Cluster has only database 0, not {db}")
+        return RedisTarget(**common, host=nodes[0][0], port=nodes[0][1], cluster_nodes=nodes,
+                           other=query)
     if scheme == "unix":
         socket_path = "/" + path if path else ""
         if not socket_path:

@@ -58,9 +58,9 @@ class Settings:
     )
     redis_url: str = _setting(
         "",
-        "Redis shared by all router replicas: redis://, rediss:// (TLS), unix:// or "
-        "redis+sentinel:// (see the URL forms below). Empty: start an embedded Redis under "
-        "the data dir.",
+        "Redis shared by all router replicas: redis://, rediss:// (TLS), unix://, "
+        "redis+sentinel:// or redis+cluster:// (see the URL forms below). Empty: start an "
+        "embedded Redis under the data dir.",
     )
     redis_timeout: float = _setting(
         2.0,
@@ -68,7 +68,10 @@ class Settings:
         "then answers 503 with Retry-After instead of hanging on a Redis that stopped "
         "answering.",
     )
-    redis_prefix: str = _setting("herd:", "Prefix of every Redis key and channel Herd uses.")
+    redis_prefix: str = _setting(
+        "herd:", "Prefix of every Redis key and channel Herd uses. On a Redis Cluster it "
+        "becomes every key's hash tag (herd: -> {herd}:), so all of them live in one slot.",
+    )
     data_dir: str = _setting(
         "~/.fleet-manager", "Where latency.db, logs/ and the embedded redis/ live."
     )
@@ -504,6 +507,10 @@ redis+sentinel://:s3cret@10.0.0.5:26379,10.0.0.6:26379,10.0.0.7:26379/mymaster/0
 redis+sentinel://10.0.0.5:26379/mymaster/0?sentinel_password=sentinelpw
 # Sentinels and Redis over TLS
 rediss+sentinel://10.0.0.5:26379/mymaster/0?ssl_ca_certs=ca.pem
+# a Redis Cluster: any of its nodes (the others are learned from it); database 0 only
+redis+cluster://:s3cret@10.0.0.5:7000,10.0.0.6:7000,10.0.0.7:7000/
+# a managed cluster's configuration endpoint, over TLS
+rediss+cluster://default:s3cret@clustercfg.my-cache.xxxxxx.use1.cache.amazonaws.com:6379/
 ```
 
 TLS query parameters are redis-py's: `ssl_ca_certs`, `ssl_ca_path`, `ssl_certfile`,
@@ -513,6 +520,16 @@ In a Sentinel URL the user and password are the master's; `sentinel_password` (a
 `sentinel_username`) are the Sentinels' own, when they have one. Herd asks the Sentinels for
 the master at every new connection and again after a failover (a lost connection or a
 `READONLY` reply), so a promoted replica is followed without a restart.
+
+In a cluster URL (`redis+cluster://`, `rediss+cluster://` for TLS to every node) the user
+and password are every node's, and the hosts are only where Herd first asks for the
+cluster's slot map: one reachable node is enough. On a cluster, every key Herd writes
+carries `FLEET_REDIS_PREFIX` as its hash tag (`herd:` becomes `{herd}:`; a prefix that
+already holds a tag, such as `{tenant7}:herd:`, is kept), so all of one deployment's keys
+live in one hash slot: every Lua script, MULTI and pipeline stays on one node. On a single
+Redis (and with Sentinel) the prefix is used as it is, so existing deployments keep their
+keys. A cluster gives availability (a replica takes over a failed primary), not sharding: one
+primary holds all of Herd's keys. See docs/operations.md, "Redis Cluster".
 
 Managed services: ElastiCache with in-transit encryption, Azure Cache for Redis (port 6380),
 Upstash and Redis Cloud take a `rediss://` URL, usually with a password and the provider's

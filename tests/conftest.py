@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import redis as sync_redis
 from redis.asyncio import Redis
+from redis.cluster import ClusterNode, RedisCluster
 
 from services.router.context import RouterContext
 from shared.keys import Keys
 from shared.redisconn import EmbeddedRedis, connect
+from shared.redisurl import parse_redis_url
 from shared.settings import Settings
 
 
@@ -37,14 +39,23 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
+def _sync_client(redis_url: str) -> sync_redis.Redis | RedisCluster:
+    target = parse_redis_url(redis_url)
+    if target.is_cluster:
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.cluster_nodes],
+                            username=target.username, password=target.password)
+    return sync_redis.Redis.from_url(redis_url)
+
+
 @pytest.fixture
 def prefix(redis_url: str) -> Iterator[str]:
     """A key prefix no other test uses; every key under it is deleted afterwards."""
     value = f"herdtest:{uuid.uuid4().hex[:10]}:"
     yield value
-    client = sync_redis.Redis.from_url(redis_url)
+    client = _sync_client(redis_url)
     try:
-        batch = list(client.scan_iter(match=Keys(value).match(), count=500))
+        match = Keys.for_redis(value, cluster=isinstance(client, RedisCluster)).match()
+        batch = list(client.scan_iter(match=match, count=500))
         if batch:
             client.delete(*batch)
     finally:
@@ -52,8 +63,9 @@ def prefix(redis_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def keys(prefix: str) -> Keys:
-    return Keys(prefix)
+def keys(prefix: str, redis_url: str) -> Keys:
+    """The test's keys; on a Redis Cluster (REDIS_URL=redis+cluster://...) hash-tagged."""
+    return Keys.for_redis(prefix, cluster=parse_redis_url(redis_url).is_cluster)
 
 
 @pytest.fixture
@@ -76,8 +88,8 @@ def settings(redis_url: str, prefix: str, data_dir: Path) -> Settings:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = connect(redis_url)
+async def redis(redis_url: str, prefix: str) -> AsyncIterator[Redis]:
+    client = connect(redis_url, key_prefix=prefix)
     yield client
     await client.aclose()
 

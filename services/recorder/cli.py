@@ -21,7 +21,7 @@ from services.cli import add_common_flags, settings_from_args
 from services.recorder.recorder import Recorder
 from shared.keys import Keys
 from shared.logs import setup_logging
-from shared.redisconn import RedisUnavailable, check_redis, connect
+from shared.redisconn import RedisUnavailable, check_redis, connect, is_cluster
 from shared.settings import Settings
 
 __all__ = ["add_arguments", "run"]
@@ -38,10 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _record(settings: Settings, once: bool) -> int:
-    redis = connect(settings.redis_url, timeout=settings.redis_timeout)
+    redis = connect(settings.redis_url, timeout=settings.redis_timeout,
+                    key_prefix=settings.redis_prefix)
     consumer = f"standalone-{socket.gethostname()}"
     recorder = Recorder(
-        redis, Keys(settings.redis_prefix), settings.data_path / "latency.db", consumer,
+        redis, Keys.for_redis(settings.redis_prefix, cluster=is_cluster(redis)),
+        settings.data_path / "latency.db", consumer,
         retention_days=settings.trace_retention_days,
     )
     try:

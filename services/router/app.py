@@ -32,7 +32,7 @@ from services.router.fleet.background import started
 from services.router.fleet.benchmarks import stop_runs
 from services.router.openapi import openapi_config
 from services.router.proxy import exchange
-from shared.fastredis import FastRedis
+from shared.fastcluster import fast_redis
 from shared.mdns import advertise
 from shared.redisconn import connect
 from shared.settings import Settings
@@ -50,6 +50,7 @@ async def running(ctx: RouterContext) -> AsyncIterator[None]:
         await stack.enter_async_context(ctx.client_keys.running())  # before inference
         await stack.enter_async_context(ctx.fleet.running())  # others read its snapshot
         await stack.enter_async_context(started(ctx.slots))  # before a request can wait
+        await stack.enter_async_context(ctx.ends.running())  # writes what Redis missed
         await stack.enter_async_context(ctx.routing.running(ctx, ctx.fleet))
         await stack.enter_async_context(ctx.stats.running())  # usage written once a second
         stack.callback(ctx.nodes.close)
@@ -64,9 +65,11 @@ def create_app(settings: Settings, redis_url: str) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        redis = connect(redis_url, timeout=settings.redis_timeout)
+        redis = connect(redis_url, timeout=settings.redis_timeout,
+                        key_prefix=settings.redis_prefix)
         await redis.ping()
-        fast = FastRedis(redis_url, reply_timeout=settings.redis_timeout)
+        fast = fast_redis(redis_url, reply_timeout=settings.redis_timeout,
+                          key_prefix=settings.redis_prefix)
         ctx = RouterContext.create(settings, redis, fast)
         app.state.herd = ctx
         async with running(ctx):

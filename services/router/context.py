@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from services.recorder.recorder import Recorder
 from services.router.fleet.core import Core
+from services.router.fleet.ends import RequestEnds
 from services.router.fleet.keys import ClientKeys
 from services.router.fleet.leader import Leader, LeaderJob
 from services.router.fleet.reaper import reaper_job, retention_job
@@ -38,6 +39,7 @@ class RouterContext(Core):
     client_keys: ClientKeys = field(init=False)
     fleet: Fleet = field(init=False)
     slots: SlotManager = field(init=False)
+    ends: RequestEnds = field(init=False)
     routing: RoutingEngine = field(init=False)
     stats: Stats = field(init=False)
     nodes: Nodes = field(init=False)
@@ -58,6 +60,7 @@ class RouterContext(Core):
         ctx.fleet = Fleet(ctx)
         ctx.fleet.rebuild.on_wiped(ctx.runtime.write_back)
         ctx.slots = SlotManager.for_context(ctx)
+        ctx.ends = RequestEnds(ctx, ctx.slots)
         ctx.routing = RoutingEngine(ctx.plugins)
         ctx.stats = Stats(ctx)
         ctx.nodes = Nodes()

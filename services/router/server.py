@@ -29,9 +29,11 @@ from services.dashboard import dashboard_for
 from services.router.app import create_app, with_fast_paths
 from services.router.context import RouterContext
 from shared.children import die_with_parent
+from shared.keys import hash_tagged
 from shared.logs import setup_logging
 from shared.mdns import advertised_addresses
 from shared.redisconn import RedisUnavailable, redis_url_for
+from shared.redisurl import CLUSTER_SCHEMES
 from shared.settings import Settings, SettingsError
 
 __all__ = ["node_command", "serve"]
@@ -83,6 +85,11 @@ def serve(settings: Settings) -> int:
     """Serve until SIGINT/SIGTERM; returns the process exit code."""
     if settings.workers < 1:
         raise SettingsError(f"workers must be at least 1, got {settings.workers}")
+    if settings.redis_url.partition("://")[0] in CLUSTER_SCHEMES:
+        try:
+            hash_tagged(settings.redis_prefix)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
     data = settings.data_path
     setup_logging(data, "herd", settings.log_level)
     try:

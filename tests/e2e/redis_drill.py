@@ -38,6 +38,8 @@ class Answer:
     status: int  # 0: no HTTP answer at all (a timeout or a dropped connection)
     retry_after: str | None
     body: Any
+    request_id: str = ""  # X-Herd-Request-Id: the trace it should have
+    url: str = ""  # the router asked
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Load:
     workers: int = 3
     max_seconds: float = 45.0
     max_requests: int = 4000
+    headers: dict[str, str] = field(default_factory=dict)
     answers: list[Answer] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -55,7 +58,7 @@ class Load:
 
     def _run(self, index: int) -> None:
         deadline = time.monotonic() + self.max_seconds
-        with httpx.Client(timeout=15.0) as client:
+        with httpx.Client(timeout=15.0, headers=self.headers) as client:
             turn = index
             while not self._stop.is_set() and time.monotonic() < deadline:
                 with self._lock:
@@ -71,9 +74,11 @@ class Load:
                     except json.JSONDecodeError:
                         body = response.text
                     answer = Answer(started, time.monotonic() - started, response.status_code,
-                                    response.headers.get("retry-after"), body)
+                                    response.headers.get("retry-after"), body,
+                                    response.headers.get("x-herd-request-id", ""), url)
                 except httpx.HTTPError as exc:
-                    answer = Answer(started, time.monotonic() - started, 0, None, repr(exc))
+                    answer = Answer(started, time.monotonic() - started, 0, None, repr(exc),
+                                    url=url)
                 with self._lock:
                     self.answers.append(answer)
                 if answer.status != 200:
@@ -95,9 +100,9 @@ class Load:
         with self._lock:
             return [a for a in self.answers if a.started >= moment]
 
-    def served_after(self, moment: float) -> bool:
-        """True once a request started after `moment` was served."""
-        return any(a.status == 200 for a in self.since(moment))
+    def served_after(self, moment: float, url: str = "") -> bool:
+        """True once a request started after `moment` was served (by `url`, if given)."""
+        return any(a.status == 200 and (not url or a.url == url) for a in self.since(moment))
 
     def statuses(self) -> dict[int, int]:
         with self._lock:

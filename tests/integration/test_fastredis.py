@@ -10,14 +10,15 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from shared.fastcluster import fast_redis
 from shared.fastredis import FastRedis
 from shared.keys import Keys
 from shared.scripts import Scripts, script_sha
 
 
 @pytest.fixture
-async def fast(redis_url: str) -> FastRedis:
-    client = FastRedis(redis_url)
+async def fast(redis_url: str, prefix: str) -> FastRedis:
+    client = fast_redis(redis_url, key_prefix=prefix)  # with REDIS_URL=redis+cluster://...
     yield client  # type: ignore[misc]
     await client.close()
 

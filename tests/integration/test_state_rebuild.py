@@ -43,8 +43,9 @@ async def _poll(check: Any, timeout: float = 15.0) -> Any:
 
 
 async def test_redis_back_empty_is_rebuilt_not_404(
-    own_redis: RedisProc, settings: Settings, keys: Keys
+    own_redis: RedisProc, settings: Settings
 ) -> None:
+    keys = Keys(settings.redis_prefix)  # its own single Redis, whatever REDIS_URL is
     replica = settings.replace(redis_url=own_redis.url, heartbeat_timeout=30.0,
                                redis_timeout=1.0, admin_token="adm1n")
     heartbeat = json.loads(EXAMPLE.read_text())

@@ -1,16 +1,20 @@
-"""The key builder: one prefix, distinct families, model names with ':' kept apart."""
+"""The key builder: one prefix, distinct families, model names with ':' kept apart, and on a
+Redis Cluster one hash slot for all of them."""
 
 from __future__ import annotations
 
 import inspect
 
-from shared.keys import Keys
+import pytest
+from redis.crc import key_slot
+
+from shared.keys import Keys, hash_tagged
 
 
 def _all_keys(keys: Keys) -> list[str]:
     built = []
     for name, method in inspect.getmembers(keys, inspect.ismethod):
-        if name.startswith("_"):
+        if name.startswith("_") or isinstance(method.__self__, type):  # for_redis
             continue
         params = len(inspect.signature(method).parameters)
         key = method(*(["n1", "llama3.2:3b"][:params]))
@@ -60,3 +64,31 @@ def test_scripts_touch_only_the_keys_they_are_given() -> None:
             allowed = first.startswith("KEYS[") or (
                 first == "key" and "for i, key in ipairs(KEYS)" in text)
             assert allowed, f"{name}.lua: {command} on {first}"
+
+
+@pytest.mark.parametrize(("prefix", "tagged"), [
+    ("herd:", "{herd}:"),
+    ("acme:herd:", "{acme:herd}:"),
+    ("herd", "{herd}"),
+    ("{tenant7}:herd:", "{tenant7}:herd:"),  # a tag of its own is kept
+    ("a{}b:", "{a{}b}:"),  # '{}' is no tag (Redis hashes the whole key): wrapped
+])
+def test_the_prefix_becomes_the_hash_tag_on_a_cluster(prefix: str, tagged: str) -> None:
+    assert hash_tagged(prefix) == tagged
+    assert Keys.for_redis(prefix, cluster=True).prefix == tagged
+    assert Keys.for_redis(prefix, cluster=False).prefix == prefix  # a single Redis: as is
+
+
+def test_an_empty_prefix_is_refused_on_a_cluster() -> None:
+    with pytest.raises(ValueError, match="must not be empty"):
+        Keys.for_redis(":", cluster=True)
+
+
+@pytest.mark.parametrize("prefix", ["herd:", "herdtest:0a1b2c:", "{t}:x:", "a}b{c:", "{"])
+def test_every_key_shares_one_slot_on_a_cluster(prefix: str) -> None:
+    """Every key a script, MULTI or pipeline may combine lives in one slot (redis-py's own
+    CRC16), whatever node ids and model names (with braces too) go into it."""
+    keys = Keys.for_redis(prefix, cluster=True)
+    built = _all_keys(keys) + keys.queue("a{b}:7b") + [
+        keys.slots("{gpu}", "{m}"), keys.counters("n}", "{"), keys.rate_tokens("{app}", 1)]
+    assert {key_slot(k.encode()) for k in built} == {key_slot(keys.settings().encode())}

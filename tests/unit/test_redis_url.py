@@ -1,4 +1,5 @@
-"""Redis URL forms: plain, unix, TLS with redis-py's options, Sentinel; bad ones refused."""
+"""Redis URL forms: plain, unix, TLS with redis-py's options, Sentinel, Cluster; bad ones
+refused."""
 
 from __future__ import annotations
 
@@ -66,7 +67,31 @@ def test_tls_sentinel() -> None:
     assert target.tls == {"ssl_cert_reqs": "none"} and target.db == 0
 
 
+def test_cluster_url_lists_the_nodes_to_ask_first() -> None:
+    target = parse_redis_url(
+        "redis+cluster://herd:s%40cret@10.0.0.5:7000,10.0.0.6,[::1]:7002/")
+    assert target.cluster_nodes == (("10.0.0.5", 7000), ("10.0.0.6", 6379), ("::1", 7002))
+    assert target.is_cluster and not target.is_sentinel and target.tls is None
+    assert (target.username, target.password, target.db) == ("herd", "s@cret", 0)
+    assert "s@cret" not in target.redacted() and "s%40cret" not in target.redacted()
+    assert parse_redis_url("redis+cluster://10.0.0.5:7000").cluster_nodes == (
+        ("10.0.0.5", 7000),)
+    assert parse_redis_url("redis+cluster://10.0.0.5:7000/0").db == 0
+
+
+def test_tls_cluster_takes_redis_py_s_options() -> None:
+    target = parse_redis_url("rediss+cluster://:pw@cfg.cache.example.net:6379/"
+                             "?ssl_ca_certs=/etc/ca.pem&ssl_check_hostname=false")
+    assert target.is_cluster and target.password == "pw"
+    assert target.tls == {"ssl_ca_certs": "/etc/ca.pem", "ssl_check_hostname": False}
+
+
 @pytest.mark.parametrize(("url", "reason"), [
+    ("redis+cluster://", "at least one host"),
+    ("redis+cluster://h:7000/2", "only database 0"),
+    ("redis+cluster://h:7000?db=1", "only database 0"),
+    ("redis+cluster://h:port/", "bad port"),
+    ("rediss+cluster://h?ssl_cert_reqs=maybe", "ssl_cert_reqs"),
     ("http://localhost:6379", "unsupported Redis URL scheme"),
     ("localhost:6379", "unsupported Redis URL scheme"),
     ("redis://localhost:port/0", "bad port"),
@@ -84,8 +109,11 @@ def test_bad_urls_say_why(url: str, reason: str) -> None:
 
 def test_every_example_in_the_docs_parses() -> None:
     text = DOCS.read_text()
-    examples = re.findall(r"^(?:redis|rediss|unix|redis\+sentinel|rediss\+sentinel)://\S+$",
-                          text, re.MULTILINE)
-    assert len(examples) >= 9
+    examples = re.findall(
+        r"^(?:redis|rediss|unix|rediss?\+sentinel|rediss?\+cluster)://\S+$", text,
+        re.MULTILINE)
+    assert len(examples) >= 11
+    assert any(e.startswith("redis+cluster://") for e in examples)
+    assert any(e.startswith("rediss+cluster://") for e in examples)
     for url in examples:
         parse_redis_url(url)

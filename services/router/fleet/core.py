@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from shared.fastredis import FastRedis
 from shared.keys import Keys
+from shared.redisconn import is_cluster
 from shared.scripts import Scripts
 from shared.settings import Settings
 
@@ -37,5 +38,6 @@ class Core:
 
     @classmethod
     def create(cls, settings: Settings, redis: Redis, fast: FastRedis | None = None) -> Self:
-        return cls(settings=settings, redis=redis, keys=Keys(settings.redis_prefix),
-                   scripts=Scripts(redis, fast), fast=fast)
+        keys = Keys.for_redis(settings.redis_prefix, cluster=is_cluster(redis))
+        return cls(settings=settings, redis=redis, keys=keys, scripts=Scripts(redis, fast),
+                   fast=fast)

@@ -69,6 +69,9 @@ async def _scan(redis: Redis, keys: Keys, limit: int, filters: dict[str, Any]) -
     found: list[Trace] = []
     if limit == 0:
         return found
+    # A request's end written again after Redis failed over may be in the stream twice
+    # (fleet/ends.py): show it once.
+    seen: set[str] = set()
     upper = "+"
     active = {k: v for k, v in filters.items() if v is not None and v != ""}
     batch = limit if not active else max(limit, _SCAN_BATCH)
@@ -76,7 +79,8 @@ async def _scan(redis: Redis, keys: Keys, limit: int, filters: dict[str, Any]) -
         rows = await redis.xrevrange(keys.traces(), max=upper, min="-", count=batch)
         for _entry_id, fields in rows:
             trace = decode_trace(fields)
-            if trace is not None and _matches(trace, active):
+            if trace is not None and trace.request_id not in seen and _matches(trace, active):
+                seen.add(trace.request_id)
                 found.append(trace)
                 if len(found) == limit:
                     break

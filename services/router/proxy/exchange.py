@@ -21,9 +21,10 @@ from litestar.types import HTTPScope, Receive, Scope, Send
 from redis.exceptions import RedisError
 
 from services.router.context import RouterContext
-from services.router.fleet import metrics, traces
+from services.router.fleet import metrics
 from services.router.fleet.candidates import Candidates
-from services.router.fleet.events import EVENTS_MAXLEN, emit
+from services.router.fleet.ends import RequestEnd
+from services.router.fleet.events import emit
 from services.router.fleet.keys import KeyRecord
 from services.router.fleet.pulls import pull_for_request
 from services.router.fleet.routing import Ranked
@@ -466,11 +467,11 @@ class Exchange:
         self.trace = None  # exactly once
         ctx = self.ctx
         trace.latency_ms = round((time.perf_counter() - self.t0) * 1000, 2)
-        pipe = ctx.fast.pipeline() if ctx.fast else ctx.redis.pipeline(transaction=False)
+        end = RequestEnd(trace)
         hold, self.hold = self.hold, None
         if hold is not None:
             node_id, model, slot_id = hold
-            ctx.slots.add_release(pipe, node_id, model, slot_id, ok)
+            end.release = (node_id, model, slot_id, ok)
             engine = ctx.routing
             engine.inputs.finished(node_id, model)
             if trace.status is TraceStatus.COMPLETED:
@@ -483,21 +484,17 @@ class Exchange:
                 engine.latency.add(node_id, model, trace.latency_ms,
                                    trace.time_to_first_token_ms,
                                    self.usage.tokens_per_s if self.usage else 0.0)
-        traces.add_trace(pipe, ctx, trace)
-        ctx.client_keys.add_usage(pipe, self.key, trace.prompt_tokens + trace.completion_tokens)
         ctx.stats.count(trace)
         if self.request is not None:
-            for note in self.request.notes:
-                entry = {"kind": note.kind, "ts": time.time(), "message": note.message,
-                         **note.fields}
-                pipe.xadd(ctx.keys.events(), {"kind": note.kind, "data": _encode(entry)},
-                          maxlen=EVENTS_MAXLEN, approximate=True)
+            end.events = [{"kind": note.kind, "ts": time.time(), "message": note.message,
+                           **note.fields} for note in self.request.notes]
+        pipe = ctx.fast.pipeline() if ctx.fast else ctx.redis.pipeline(transaction=False)
+        ctx.ends.add(pipe, end)
+        ctx.client_keys.add_usage(pipe, self.key, trace.prompt_tokens + trace.completion_tokens)
         try:
             await pipe.execute()
         except RedisError as exc:
-            # the lease expires by itself and the reaper returns the slot
-            log.warning("request end not recorded", extra={
-                "error": str(exc), "request_id": trace.request_id})
+            ctx.ends.failed(end, exc)  # kept and written again once Redis answers
         metrics.observe(trace)
         if hold is not None and trace.status is TraceStatus.COMPLETED and self.ranked and (
                 self.ranked.node.router_failures or hold[1] in self.ranked.node.model_failures):
