@@ -9,6 +9,7 @@ from services.sim.catalogue import parse_models
 from services.sim.config import DEFAULT_MODELS, SimConfig
 from services.sim.faults import parse_fault_flag
 from services.sim.text import parse_keep_alive
+from shared.endpoints import parse_version
 
 __all__ = ["add_arguments", "config_from_args", "run"]
 
@@ -88,7 +89,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="Seed of the generated text, embeddings and fault probabilities; "
                         "options.seed / seed in a request wins (default 0).")
     s.add_argument("--ollama-version", dest="version", default=_D.version,
-                   help=f"What /api/version reports (default {_D.version}).")
+                   help="The Ollama version to behave as: /api/version reports it, and "
+                        "the endpoints it did not have yet (shared/endpoints.py) answer "
+                        f"'404 page not found' (default {_D.version}, which has them all).")
+    s.add_argument("--speech", action="store_true",
+                   help="Also serve POST /v1/audio/speech (a short WAV), which no Ollama "
+                        "release serves: for testing clients of a speech server.")
     o = parser.add_argument_group("faults and observation")
     o.add_argument("--fault", default="none",
                    help="Fault at start, MODE[:key=value,...], e.g. 'slow:factor=5' or "
@@ -112,6 +118,10 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         keep_alive = parse_keep_alive(args.keep_alive, 300.0)
     except ValueError as exc:
         raise ValueError(f"--keep-alive: {exc}") from exc
+    try:
+        parse_version(args.version)
+    except ValueError as exc:
+        raise ValueError(f"--ollama-version: {exc}") from exc
     fault, fault_params = parse_fault_flag(args.fault)
     return SimConfig(
         host=args.host, port=args.port, control_port=args.control_port,
@@ -123,6 +133,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         prompt_tps=args.prompt_tps, tokens_per_s=args.tokens_per_s,
         contention=args.contention, response_tokens=args.response_tokens,
         pull_seconds_per_gb=args.pull_seconds_per_gb, seed=args.seed, version=args.version,
+        speech=args.speech,
         keep_bodies=args.keep_bodies, fault=fault, fault_params=fault_params,
     )
 
