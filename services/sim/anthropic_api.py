@@ -156,7 +156,9 @@ def _request(body: dict[str, Any]) -> ChatRequest:
         messages.append({"role": "system", "content": system})
     for message in raw:
         messages.extend(_message(message))
-    options: dict[str, Any] = {"num_predict": max_tokens}
+    # Ollama passes max_tokens on as num_predict; the simulator reads it as the ceiling it
+    # is to the client (agents send 32000), not as the length the reply must have.
+    options: dict[str, Any] = {}
     stops = body.get("stop_sequences")
     if isinstance(stops, list) and stops:
         options["stop"] = [str(s) for s in stops]
@@ -167,7 +169,7 @@ def _request(body: dict[str, Any]) -> ChatRequest:
         # the built-in web search runs in Ollama's cloud: not simulated
         if isinstance(t, dict) and not str(t.get("type", "")).startswith("web_search")]
     return ChatRequest(model, messages, tools=tools, think=_think(body), options=options,
-                       relax_thinking=True)
+                       relax_thinking=True, max_tokens=max_tokens)
 
 
 async def messages(request: web.Request) -> web.StreamResponse:

@@ -39,6 +39,7 @@ class ChatRequest:
     keep_alive: Any = None
     relax_thinking: bool = False  # the Anthropic path: no thinking instead of an error
     fixed: str | None = None  # the reply's text, fixed (a transcription)
+    max_tokens: int | None = None  # a ceiling on the reply's natural length
 
 
 def full_name(name: str) -> str:
@@ -133,7 +134,7 @@ def plan_chat(engine: Engine, req: ChatRequest, slow: float = 1.0) -> Job:
     seed = opts["seed"] if opts["seed"] is not None else engine.config.seed
     job = Job(spec, prompt, opts["num_ctx"], opts["keep_alive"], opts["num_predict"],
               opts["stop"], seed, json_format=json_format, slow=slow, think=think,
-              schema=schema, fixed=req.fixed)
+              schema=schema, fixed=req.fixed, max_tokens=req.max_tokens)
     if tools and not _answered(messages):
         job.tool_call = _plan_call(tools, seed, spec.name, prompt)
     if schema is not None:

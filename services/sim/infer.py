@@ -60,6 +60,9 @@ class Job:
     tool_call: ToolCall | None = None  # reply with this call instead of text
     fixed: str | None = None  # the reply's text, fixed (a transcription)
     structured: Any = None  # the JSON value of a schema reply, drawn when planned
+    # A ceiling on a reply of natural length (Anthropic's max_tokens, which agents set
+    # high); num_predict, by contrast, is the reply's exact length.
+    max_tokens: int | None = None
 
 
 def int_option(options: Mapping[str, Any], name: str) -> int | None:
@@ -176,6 +179,8 @@ class Generation:
         low, high = _THINK_TOKENS.get(job.think, _THINK_TOKENS["medium"])
         count = seeded_rng("think", job.seed, job.spec.name, job.prompt).randint(low, high)
         limit = self._limit()
+        if limit is None:
+            limit = job.max_tokens
         if limit is not None and count >= limit:
             count = limit
             self.done_reason = "length"
@@ -194,27 +199,30 @@ class Generation:
         is generated silently (Ollama's parser holds it back) and lands in tool_calls."""
         job = self.job
         limit = self._limit()
-        if limit is not None:
-            limit -= len(self.thought)
-            if limit <= 0 and job.think is not None:
+        cap = limit if limit is not None else job.max_tokens
+        if cap is not None:
+            cap -= len(self.thought)
+            if cap <= 0 and job.think is not None:
                 self._ended()
                 return  # thinking took the whole budget
         if not self.eval_started:
             self.eval_started = time.monotonic()
         if job.tool_call is not None:
             needed = len(tokenize(job.tool_call.text()))
-            if limit is None or needed <= limit:
+            if cap is None or needed <= cap:
                 await self._silent(needed)
                 self.tool_calls = [job.tool_call]
                 self._ended()
                 return
-        if limit is not None:
-            budget = limit
+        natural = limit is None
+        if not natural:
+            budget = cap or 0
         elif job.fixed is not None or job.schema is not None or job.json_format:
             budget = 1_000_000  # the text or the JSON document ends the reply
         else:
             budget = self._natural_length()
-        natural = limit is None
+        if natural and cap is not None and budget > cap:
+            budget, natural = cap, False
         words = self._content()
         engine = self.engine
         next_at = time.monotonic()

@@ -103,6 +103,7 @@ def show_body(spec: ModelSpec) -> dict[str, Any]:
     }
     if spec.system:
         body["system"] = spec.system
+        body["modelfile"] += f'SYSTEM """{spec.system}"""\n'
     return body
 
 
