@@ -185,7 +185,7 @@ async def create(request: web.Request) -> web.StreamResponse:
             digest = files[path]
             if kind == "gguf":
                 await progress.emit({"status": "parsing GGUF"})
-            blob = engine.blobs.get(digest)
+            blob = engine.blobs.get(digest.replace("-", ":", 1))  # both spellings name it
             if blob is None:
                 where = f"{_MODELS_DIR}/blobs/{digest.replace(':', '-')}"
                 return await progress.fail(f"open {where}: no such file or directory")
