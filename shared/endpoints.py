@@ -3,11 +3,12 @@
 The router asks `serves(node_version, path)` to decide which nodes may get a request; the
 simulator registers a route only when its `--ollama-version` serves it. The first versions
 were read from Ollama's source: the first release tag (not a pre-release) whose
-server/routes.go registers the path, with nothing removed later.
+server/routes.go registers the path, with nothing removed later; `/v1/audio/speech`, newer
+than the source read (0.33), comes from Ollama's changelog.
 
     >>> serves("0.13.3", "/v1/responses"), serves("0.13.2", "/v1/responses")
     (True, False)
-    >>> serves("0.20.0", "/api/blobs/sha256:abc"), since("/v1/audio/speech") is None
+    >>> serves("0.20.0", "/api/blobs/sha256:abc"), since("/v1/messages/count_tokens") is None
     (True, True)
 
 Versions compare like semantic versions: a pre-release sorts before its release, so
@@ -122,7 +123,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     _e("/v1/messages", "0.14.0", "Anthropic Messages"),
     _e("/v1/audio/transcriptions", "0.20.0", "multipart form"),
     _e("/v1/messages/count_tokens", None, "Ollama has no token counting endpoint"),
-    _e("/v1/audio/speech", None, "no Ollama release has text to speech"),
+    # From Ollama's changelog: later than the newest source read for this table (0.33).
+    _e("/v1/audio/speech", "0.40.8", "from the changelog"),
 )
 
 _EXACT = {e.path: e for e in ENDPOINTS if "{" not in e.path}

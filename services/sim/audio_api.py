@@ -1,6 +1,6 @@
 """Audio: /v1/audio/transcriptions as Ollama serves it (a chat with the audio attached,
-answered with a fixed transcript), and /v1/audio/speech, which no Ollama release serves
-(only with --speech): a short WAV streamed as it is "spoken"."""
+answered with a fixed transcript), and /v1/audio/speech (Ollama 0.40.8 and later): a short
+WAV streamed as it is "spoken"."""
 
 from __future__ import annotations
 

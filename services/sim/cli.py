@@ -92,9 +92,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="The Ollama version to behave as: /api/version reports it, and "
                         "the endpoints it did not have yet (shared/endpoints.py) answer "
                         f"'404 page not found' (default {_D.version}, which has them all).")
-    s.add_argument("--speech", action="store_true",
-                   help="Also serve POST /v1/audio/speech (a short WAV), which no Ollama "
-                        "release serves: for testing clients of a speech server.")
     o = parser.add_argument_group("faults and observation")
     o.add_argument("--fault", default="none",
                    help="Fault at start, MODE[:key=value,...], e.g. 'slow:factor=5' or "
@@ -133,7 +130,6 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         prompt_tps=args.prompt_tps, tokens_per_s=args.tokens_per_s,
         contention=args.contention, response_tokens=args.response_tokens,
         pull_seconds_per_gb=args.pull_seconds_per_gb, seed=args.seed, version=args.version,
-        speech=args.speech,
         keep_bodies=args.keep_bodies, fault=fault, fault_params=fault_params,
     )
 

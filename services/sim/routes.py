@@ -28,7 +28,7 @@ __all__ = ["METHOD_NOT_ALLOWED_SINCE", "served_routes"]
 METHOD_NOT_ALLOWED_SINCE = OllamaVersion(0, 7, 0)
 
 _API = (listing.ROUTES + ollama_api.ROUTES + manage.ROUTES + openai_api.ROUTES
-        + responses_api.ROUTES + anthropic_api.ROUTES + audio_api.ROUTES)
+        + responses_api.ROUTES + anthropic_api.ROUTES + audio_api.ROUTES + audio_api.SPEECH_ROUTES)
 
 
 def _table_path(path: str) -> str:
@@ -43,6 +43,4 @@ def served_routes(config: SimConfig) -> list[web.RouteDef]:
         endpoint = endpoint_for(_table_path(route.path))
         if endpoint is None or endpoint.served_by(version):
             routes.append(route)
-    if config.speech:  # no Ollama serves it: only on request
-        routes += audio_api.SPEECH_ROUTES
     return routes + control.ROUTES

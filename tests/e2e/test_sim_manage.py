@@ -26,7 +26,7 @@ MODEL = "llama3.2:3b"
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProc]:
     proc = start_sim(tmp_path_factory.mktemp("sim-manage"), "manage", tokens_per_s=0,
-                     models="llama3.2:3b,nomic-embed-text", speech=True)
+                     models="llama3.2:3b,nomic-embed-text")
     yield proc
     proc.stop()
 

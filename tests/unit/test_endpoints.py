@@ -45,7 +45,7 @@ def test_the_verified_first_versions() -> None:
     assert str(since("/v1/responses")) == "0.13.3"
     assert str(since("/v1/messages")) == "0.14.0"
     assert str(since("/v1/audio/transcriptions")) == "0.20.0"
-    assert since("/v1/audio/speech") is None  # no Ollama release serves it
+    assert str(since("/v1/audio/speech")) == "0.40.8"  # from the changelog
     assert since("/v1/messages/count_tokens") is None
     assert str(since("/api/blobs/sha256:" + "a" * 64)) == "0.1.10"
     assert str(since("/api/chat")) == "0.1.14"
@@ -59,14 +59,15 @@ def test_serves_at_and_after_the_first_version_only() -> None:
     assert not serves("0.13.9", "/v1/messages") and serves("0.14.0", "/v1/messages")
     assert not serves("0.19.0", "/v1/audio/transcriptions")
     assert serves(parse_version("0.20.0"), "/v1/audio/transcriptions")
-    assert not serves("99.0.0", "/v1/audio/speech")
+    assert not serves("0.40.7", "/v1/audio/speech") and serves("0.40.8", "/v1/audio/speech")
+    assert not serves("99.0.0", "/v1/messages/count_tokens")
     assert not serves("0.20.0", "/unknown")
 
 
 def test_a_dev_build_serves_everything_ollama_has() -> None:
     assert parse_version("0.0.0") == DEV_BUILD
     assert serves("0.0.0", "/v1/messages") and serves("0.0.0", "/api/chat")
-    assert not serves("0.0.0", "/v1/audio/speech")
+    assert not serves("0.0.0", "/v1/messages/count_tokens")
 
 
 def test_paths_with_parameters_match_their_rows() -> None:
@@ -78,7 +79,8 @@ def test_paths_with_parameters_match_their_rows() -> None:
     assert len({e.path for e in ENDPOINTS}) == len(ENDPOINTS)
 
 
-@pytest.mark.parametrize("version", ["0.1.13", "0.2.0", "0.13.2", "0.13.3", "0.14.0", "0.20.0"])
+@pytest.mark.parametrize(
+    "version", ["0.1.13", "0.2.0", "0.13.2", "0.13.3", "0.14.0", "0.20.0", "0.40.8"])
 def test_the_simulator_registers_exactly_what_its_version_serves(version: str) -> None:
     registered = {r.path.split("{", 1)[0] + ("x" if "{" in r.path else "")
                   for r in served_routes(SimConfig(version=version))
@@ -91,9 +93,9 @@ def test_the_simulator_registers_exactly_what_its_version_serves(version: str) -
 def test_the_default_simulator_serves_every_row_ollama_serves() -> None:
     version = SimConfig().version
     assert all(e.served_by(version) for e in ENDPOINTS if e.first is not None)
-    routes = served_routes(SimConfig(speech=True))
+    routes = served_routes(SimConfig())
     for route in routes:  # every Ollama path the simulator has is in the table
         probe = route.path.split("{", 1)[0] + ("x" if "{" in route.path else "")
         assert route.path.startswith("/sim/") or endpoint_for(probe) is not None, route.path
     assert "/v1/audio/speech" in {r.path for r in routes}
-    assert "/v1/audio/speech" not in {r.path for r in served_routes(SimConfig())}
+    assert "/v1/audio/speech" not in {r.path for r in served_routes(SimConfig(version="0.40.7"))}
