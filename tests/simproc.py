@@ -31,13 +31,17 @@ def start_sim(tmp_path: Path, name: str, *, fast: bool = True, timeout: float = 
     """Start `herd sim --node-name name` on a free loopback port and wait until it answers.
 
     Flags are written as keyword arguments: `tokens_per_s=0` becomes `--tokens-per-s 0`,
-    `models=["a", "b"]` becomes `--models a,b`. With `fast` (the default) load and prompt
-    times are tiny unless given. Stop it with `proc.stop()` (or use it in a fixture).
+    `models=["a", "b"]` becomes `--models a,b`, `fault="slow"` becomes `--fault slow`. With
+    `fast` (the default) load and prompt times are tiny unless given. Stop it with
+    `proc.stop()` (or use it in a fixture).
     """
     port = int(flags.pop("port", 0)) or free_port()
     options = {**(FAST if fast else {}), **flags}
     args = [herd_bin(), "sim", "--host", "127.0.0.1", "--port", str(port), "--node-name", name]
     for key, value in options.items():
+        if value is True:  # a switch: --flag
+            args.append(f"--{key.replace('_', '-')}")
+            continue
         text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
         args += [f"--{key.replace('_', '-')}", text]
     proc = SimProc(args, tmp_path / f"sim-{name}-{port}.log")

@@ -25,6 +25,8 @@ class ModelSpec:
     embedding_length: int
     embedding: bool = False
     capabilities: tuple[str, ...] = field(default=("completion",))
+    system: str = ""  # the system prompt a created model carries
+    manifest: str = ""  # the manifest digest, when not derived from the name (a copy)
 
     @property
     def params_b(self) -> float:
@@ -47,7 +49,7 @@ class ModelSpec:
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(self.name.encode()).hexdigest()
+        return self.manifest or hashlib.sha256(self.name.encode()).hexdigest()
 
     def details(self) -> dict[str, object]:
         return {
@@ -68,16 +70,17 @@ def _m(  # noqa: PLR0917 - one row of the table below
 
 
 _EMBED = ("embedding",)
+_THINK = ("completion", "tools", "thinking")
 _ENTRIES = (
     _m("llama3.2:3b", "llama", "3.2B", "Q4_K_M", 2_019_393_189, 131072, 3072),
     _m("llama3.2:1b", "llama", "1.2B", "Q8_0", 1_321_098_329, 131072, 2048),
     _m("llama3.1:8b", "llama", "8.0B", "Q4_K_M", 4_920_753_328, 131072, 4096),
     _m("llama3.1:70b", "llama", "70.6B", "Q4_K_M", 42_520_413_916, 131072, 8192),
     _m("llama3.3:70b", "llama", "70.6B", "Q4_K_M", 42_520_413_916, 131072, 8192),
-    _m("qwen3:4b", "qwen3", "4.0B", "Q4_K_M", 2_497_293_918, 40960, 2560),
-    _m("qwen3:8b", "qwen3", "8.2B", "Q4_K_M", 5_225_388_164, 40960, 4096),
-    _m("qwen3:14b", "qwen3", "14.8B", "Q4_K_M", 9_276_198_565, 40960, 5120),
-    _m("qwen3:32b", "qwen3", "32.8B", "Q4_K_M", 20_201_253_588, 40960, 5120),
+    _m("qwen3:4b", "qwen3", "4.0B", "Q4_K_M", 2_497_293_918, 40960, 2560, _THINK),
+    _m("qwen3:8b", "qwen3", "8.2B", "Q4_K_M", 5_225_388_164, 40960, 4096, _THINK),
+    _m("qwen3:14b", "qwen3", "14.8B", "Q4_K_M", 9_276_198_565, 40960, 5120, _THINK),
+    _m("qwen3:32b", "qwen3", "32.8B", "Q4_K_M", 20_201_253_588, 40960, 5120, _THINK),
     _m("qwen2.5:7b", "qwen2", "7.6B", "Q4_K_M", 4_683_087_332, 32768, 3584),
     _m("qwen2.5-coder:7b", "qwen2", "7.6B", "Q4_K_M", 4_683_087_519, 32768, 3584),
     _m("gemma3:1b", "gemma3", "999.89M", "Q4_K_M", 815_319_791, 32768, 1152, ("completion",)),
@@ -86,8 +89,8 @@ _ENTRIES = (
     _m("gemma3:27b", "gemma3", "27.4B", "Q4_K_M", 17_396_936_941, 131072, 5376, ("completion",)),
     _m("mistral:7b", "llama", "7.2B", "Q4_K_M", 4_113_301_824, 32768, 4096),
     _m("phi4:14b", "phi3", "14.7B", "Q4_K_M", 9_053_116_391, 16384, 5120, ("completion",)),
-    _m("deepseek-r1:8b", "qwen3", "8.2B", "Q4_K_M", 5_225_376_047, 131072, 4096),
-    _m("gpt-oss:20b", "gptoss", "20.9B", "MXFP4", 13_780_173_734, 131072, 2880),
+    _m("deepseek-r1:8b", "qwen3", "8.2B", "Q4_K_M", 5_225_376_047, 131072, 4096, _THINK),
+    _m("gpt-oss:20b", "gptoss", "20.9B", "MXFP4", 13_780_173_734, 131072, 2880, _THINK),
     _m("nomic-embed-text:latest", "nomic-bert", "137M", "F16", 274_302_450, 2048, 768, _EMBED),
     _m("mxbai-embed-large:latest", "bert", "334M", "F16", 669_615_493, 512, 1024, _EMBED),
     _m("all-minilm:latest", "bert", "23M", "F16", 45_960_996, 256, 384, _EMBED),
@@ -130,8 +133,9 @@ def _guess(name: str) -> ModelSpec:
     # Q4_K_M weighs about 0.6 GB per billion parameters.
     size = int(params_b * 0.6 * GB) + 50_000_000
     emb = 256 * max(4, round(math.sqrt(params_b) * 6))
+    thinks = any(k in name.lower() for k in ("qwen3", "deepseek-r1", "gpt-oss", "think"))
     return ModelSpec(name, family, psize, "Q4_K_M", size, 32768, emb, False,
-                     ("completion", "tools"))
+                     _THINK if thinks else ("completion", "tools"))
 
 
 def spec_for(name: str) -> ModelSpec:

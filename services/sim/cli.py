@@ -9,6 +9,7 @@ from services.sim.catalogue import parse_models
 from services.sim.config import DEFAULT_MODELS, SimConfig
 from services.sim.faults import parse_fault_flag
 from services.sim.text import parse_keep_alive
+from shared.endpoints import parse_version
 
 __all__ = ["add_arguments", "config_from_args", "run"]
 
@@ -88,7 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="Seed of the generated text, embeddings and fault probabilities; "
                         "options.seed / seed in a request wins (default 0).")
     s.add_argument("--ollama-version", dest="version", default=_D.version,
-                   help=f"What /api/version reports (default {_D.version}).")
+                   help="The Ollama version to behave as: /api/version reports it, and "
+                        "the endpoints it did not have yet (shared/endpoints.py) answer "
+                        f"'404 page not found' (default {_D.version}, which has them all).")
     o = parser.add_argument_group("faults and observation")
     o.add_argument("--fault", default="none",
                    help="Fault at start, MODE[:key=value,...], e.g. 'slow:factor=5' or "
@@ -112,6 +115,10 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         keep_alive = parse_keep_alive(args.keep_alive, 300.0)
     except ValueError as exc:
         raise ValueError(f"--keep-alive: {exc}") from exc
+    try:
+        parse_version(args.version)
+    except ValueError as exc:
+        raise ValueError(f"--ollama-version: {exc}") from exc
     fault, fault_params = parse_fault_flag(args.fault)
     return SimConfig(
         host=args.host, port=args.port, control_port=args.control_port,

@@ -37,7 +37,7 @@ class SimConfig:
     response_tokens: tuple[int, int] = (24, 160)
     pull_seconds_per_gb: float = 8.0
     seed: int = 0
-    version: str = "0.12.6"
+    version: str = "0.40.8"  # serves every endpoint in shared/endpoints.py Ollama has
     keep_bodies: int = 100
     fault: str = "none"
     fault_params: dict[str, Any] = field(default_factory=dict)

@@ -8,7 +8,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from services.sim.catalogue import GB, ModelSpec, normalize_name, spec_for
+from services.sim.catalogue import GB, ModelSpec, normalize_name
 from services.sim.config import SimConfig
 from services.sim.stats import Stats
 
@@ -97,6 +97,8 @@ class Engine:
         self.config = config
         self.stats = stats
         self.installed: dict[str, ModelSpec] = {spec.name: spec for spec in config.models}
+        # Uploaded blobs by digest: their size and first bytes (enough to tell a GGUF file).
+        self.blobs: dict[str, tuple[int, bytes]] = {}
         self.runners: dict[str, Runner] = {}
         self.active = 0  # slots in use on the whole node
         self._queues: dict[str, deque[object]] = {}
@@ -108,12 +110,7 @@ class Engine:
         """The installed model `name` (tag optional), or Ollama's 404."""
         spec = self.installed.get(normalize_name(name))
         if spec is None:
-            raise SimError(404, f'model "{name}" not found, try pulling it first')
-        return spec
-
-    def install(self, name: str) -> ModelSpec:
-        spec = self.installed.get(name) or spec_for(name)
-        self.installed[spec.name] = spec
+            raise SimError(404, f"model '{name}' not found")
         return spec
 
     def remove(self, name: str) -> None:

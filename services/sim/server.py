@@ -15,32 +15,47 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from services.sim import control, listing, ollama_api, openai_api
+from services.sim.anthropic_api import anthropic_error
 from services.sim.config import SimConfig
 from services.sim.engine import Engine, SimError
 from services.sim.faults import FaultMode, FaultState
+from services.sim.routes import METHOD_NOT_ALLOWED_SINCE, served_routes
 from services.sim.stats import Stats
+from shared.endpoints import parse_version
 
-__all__ = ["SimServer", "build_app", "error_response", "serve"]
+__all__ = ["SimServer", "build_app", "error_response", "router_miss", "serve"]
 
 log = logging.getLogger("herd.sim")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _OPENAI_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
 # Paths whose answers are streamed tokens: die_mid_stream and hang act inside them.
-_GENERATION = ("/api/chat", "/api/generate", "/v1/chat/completions", "/v1/completions")
+_GENERATION = ("/api/chat", "/api/generate", "/v1/chat/completions", "/v1/completions",
+               "/v1/responses", "/v1/messages", "/v1/audio/transcriptions", "/v1/audio/speech")
+# Bodies that are not JSON: handlers read them themselves (multipart, blob uploads).
+_RAW_BODY = ("/api/blobs/", "/v1/audio/transcriptions")
 
 
 def error_response(path: str, status: int, message: str) -> web.Response:
-    """Ollama's {"error": "..."}, or OpenAI's error object on /v1/*."""
-    if path.startswith("/v1/"):
-        body: dict[str, Any] = {"error": {"message": message,
+    """Ollama's {"error": "..."}, OpenAI's error object on /v1/*, Anthropic's on
+    /v1/messages."""
+    if path.startswith("/v1/messages"):
+        body: dict[str, Any] = anthropic_error(status, message)
+    elif path.startswith("/v1/"):
+        body = {"error": {"message": message,
                                           "type": _OPENAI_TYPES.get(status, "api_error"),
                                           "param": None, "code": None}}
     else:
         body = {"error": message}
     return web.Response(body=msgspec.json.encode(body), status=status,
                         content_type="application/json")
+
+
+def router_miss(status: int) -> web.Response:
+    """What Ollama's HTTP router (gin) answers for a path it has no route for, or a route
+    without the method: plain text, unlike every handler's JSON errors."""
+    text = b"405 method not allowed" if status == 405 else b"404 page not found"
+    return web.Response(body=text, status=status, headers={"Content-Type": "text/plain"})
 
 
 def reset_transport(transport: asyncio.BaseTransport | None) -> None:
@@ -71,7 +86,10 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
             early = await _early_fault(request, faults, fault)
             if early is not None:
                 return early
-        if request.method in ("POST", "DELETE"):
+        miss = request.match_info.http_exception
+        if miss is not None:
+            return _router_miss(app, miss.status)
+        if request.method in ("POST", "DELETE") and not path.startswith(_RAW_BODY):
             raw = await request.read()
             try:
                 body = msgspec.json.decode(raw) if raw.strip() else {}
@@ -86,6 +104,8 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     except SimError as exc:
         return error_response(path, exc.status, exc.message)
     except web.HTTPException as exc:
+        if exc.status in (404, 405) and request.match_info.http_exception is not None:
+            return _router_miss(app, exc.status)
         if exc.status >= 400:
             return error_response(path, exc.status, exc.reason)
         raise
@@ -94,6 +114,12 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.transport is not None:
             request.transport.abort()
         raise asyncio.CancelledError from None
+
+
+def _router_miss(app: web.Application, status: int) -> web.Response:
+    if status == 405 and app["version"] < METHOD_NOT_ALLOWED_SINCE:
+        status = 404
+    return router_miss(status)
 
 
 async def _early_fault(request: web.Request, faults: FaultState,
@@ -127,8 +153,8 @@ def build_app(config: SimConfig) -> web.Application:
     app["engine"] = Engine(config, stats)
     app["faults"] = FaultState(config.seed)
     app["listening"] = lambda: True
-    app.router.add_routes(listing.ROUTES + ollama_api.ROUTES + openai_api.ROUTES
-                          + control.ROUTES)
+    app["version"] = parse_version(config.version)
+    app.router.add_routes(served_routes(config))
     return app
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "embedding_base64",
     "generate_tokens",
     "parse_keep_alive",
+    "pieces",
     "render_chat",
     "seeded_rng",
     "token_ids",
@@ -26,6 +27,7 @@ __all__ = [
 ]
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+_PIECE_RE = re.compile(r"\s*(?:\w+|[^\w\s])")
 
 # Words and punctuation the simulated models say. Each entry is one token, so a reply's
 # eval_count equals the number of tokens `tokenize` finds in its text.
@@ -55,6 +57,16 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN_RE.findall(text)
 
 
+def pieces(text: str) -> list[str]:
+    """`text` cut into streamable chunks of exactly one token each (with the whitespace
+    before it), so that the chunks join back into `text` and count as its tokens."""
+    found: list[str] = _PIECE_RE.findall(text)
+    tail = len(text) - sum(map(len, found))
+    if tail and found:
+        found[-1] += text[-tail:]
+    return found
+
+
 def token_ids(tokens: Sequence[str]) -> list[int]:
     return [int.from_bytes(hashlib.blake2b(t.encode(), digest_size=4).digest()) % 128_000
             for t in tokens]
@@ -81,9 +93,14 @@ def generate_tokens(rng: random.Random) -> Iterator[str]:
         yield "."
 
 
-def render_chat(messages: Sequence[Any], system: str | None = None) -> str:
-    """A chat as one prompt, the way a chat template would lay it out."""
+def render_chat(messages: Sequence[Any], system: str | None = None,
+                tools: Sequence[Any] = ()) -> str:
+    """A chat as one prompt, the way a chat template would lay it out: tools and tool
+    calls as JSON, so that they cost prompt tokens as they would at a real model."""
     parts: list[str] = []
+    if tools:
+        listed = msgspec.json.encode(list(tools)).decode()
+        system = f"{system}\n\nTools:\n{listed}" if system else f"Tools:\n{listed}"
     if system:
         parts.append(f"<|start|>system\n{system}<|end|>\n")
     for message in messages:
@@ -92,6 +109,9 @@ def render_chat(messages: Sequence[Any], system: str | None = None) -> str:
         content = message.get("content")
         if isinstance(content, list):  # OpenAI content parts
             content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        calls = message.get("tool_calls")
+        if calls:
+            content = f"{content or ''}{msgspec.json.encode(calls).decode()}"
         parts.append(f"<|start|>{message.get('role', 'user')}\n{content or ''}<|end|>\n")
     parts.append("<|start|>assistant\n")
     return "".join(parts)

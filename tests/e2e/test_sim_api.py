@@ -130,14 +130,14 @@ def test_pull_adds_and_delete_removes(client: ollama.Client) -> None:
 def test_errors_have_ollamas_shapes(sim: SimProc) -> None:
     missing = httpx.post(sim.url + "/api/chat", json={"model": "x", "messages": []})
     assert missing.status_code == 404
-    assert missing.json() == {"error": 'model "x" not found, try pulling it first'}
+    assert missing.json() == {"error": "model 'x' not found"}
     bad = httpx.post(sim.url + "/api/generate", content=b"{not json")
     assert bad.status_code == 400 and "error" in bad.json()
     oai_missing = httpx.post(sim.url + "/v1/chat/completions",
                              json={"model": "x", "messages": [{"role": "user", "content": "a"}]})
     assert oai_missing.status_code == 404
     assert oai_missing.json() == {"error": {
-        "message": 'model "x" not found, try pulling it first', "type": "not_found_error",
+        "message": "model 'x' not found", "type": "not_found_error",
         "param": None, "code": None}}
     assert httpx.request("DELETE", sim.url + "/api/delete",
                          json={"model": "x"}).status_code == 404

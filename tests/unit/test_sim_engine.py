@@ -61,7 +61,7 @@ async def test_unknown_model_is_a_404() -> None:
     with pytest.raises(SimError) as info:
         make().model("nope")
     assert info.value.status == 404
-    assert info.value.message == 'model "nope" not found, try pulling it first'
+    assert info.value.message == "model 'nope' not found"  # Ollama's chat handler's words
 
 
 async def test_max_loaded_models_evicts_the_least_recently_used() -> None:
