@@ -12,7 +12,7 @@ from services.sim.catalogue import parse_models, spec_for
 from services.sim.config import SimConfig
 from services.sim.engine import Engine, SimError
 from services.sim.infer import Generation, Job, job_options
-from services.sim.openai_api import _job
+from services.sim.openai_api import chat_options
 from services.sim.stats import Stats
 from services.sim.text import render_chat
 
@@ -206,8 +206,7 @@ async def test_a_loaded_model_keeps_its_queued_requests_against_another_model() 
 
 def test_an_openai_field_of_the_wrong_type_stays_a_400() -> None:
     # Ollama's OpenAI layer binds max_tokens and seed into typed fields: a 400 there
-    engine = make()
     for field in ("max_tokens", "seed"):
         with pytest.raises(SimError) as info:
-            _job(engine, {"model": "llama3.2:3b", field: "NaN"}, "hi", 1.0)
+            chat_options({"model": "llama3.2:3b", field: "NaN"})
         assert (info.value.status, info.value.message) == (400, f"{field} must be an integer")
