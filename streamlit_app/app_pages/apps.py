@@ -7,8 +7,17 @@ import streamlit as st
 
 from streamlit_app import data, widgets
 
-COLUMNS = ("tag", "requests", "prompt_tokens", "completion_tokens", "errors",
-           "avg_latency_ms", "p50_latency_ms", "p95_latency_ms")
+# The table's columns with their headers and units; the other fields stay in the data.
+COLUMNS: widgets.Columns = {
+    "tag": st.column_config.TextColumn("App (tag)"),
+    "requests": widgets.count("Requests", help="In the last 24 h"),
+    "errors": widgets.count("Errors"),
+    "prompt_tokens": widgets.count("Tokens in", help="Prompt tokens"),
+    "completion_tokens": widgets.count("Tokens out", help="Generated tokens"),
+    "avg_latency_ms": widgets.ms("Latency avg"),
+    "p50_latency_ms": widgets.ms("p50", help="Median latency"),
+    "p95_latency_ms": widgets.ms("p95", help="95th percentile of the latency"),
+}
 
 
 @st.fragment(run_every="5s")
@@ -22,11 +31,11 @@ def live() -> None:
         st.info("No tagged requests yet. Tag a request with the `X-Herd-Tags: my-app` header, "
                 "`metadata.tags` in the body, or the OpenAI `user` field.")
         return
-    df = widgets.frame(rows, COLUMNS)
+    df = widgets.frame(rows, tuple(COLUMNS))
     name = "tag" if "tag" in df.columns else df.columns[0]
     if "requests" in df.columns:
         st.bar_chart(df.set_index(name)["requests"])
-    st.dataframe(df, hide_index=True, width="stretch")
+    widgets.table(df, COLUMNS)
 
 
 st.title("Apps")
