@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from streamlit_app.nav import PAGES  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
+WIDTH = 1280
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -81,25 +82,38 @@ def main() -> int:
                  120, "the demo fleet")
             wait(lambda: httpx.get(f"http://127.0.0.1:{dash}/_stcore/health").status_code == 200,
                  60, "the dashboard")
-            # Two stored benchmark runs, so the Benchmarks page has rows to show.
+            # Stored benchmark runs for the Benchmarks page: two started there, then one of
+            # two models from `herd bench` (the newest, so it is the run shown in detail).
             for model in ("llama3.2:3b", "qwen3:8b"):
                 httpx.post(router + "/dashboard/api/benchmarks", timeout=10,
                            json={"model": model, "requests": 12, "concurrency": 3})
                 wait(lambda: not httpx.get(router + "/dashboard/api/benchmarks").json()["active"],
                      120, "a benchmark run")
+            subprocess.run([sys.executable, "-m", "services.cli", "bench", "--router-url", router,
+                            "--model", "llama3.2:3b", "--model", "qwen3:8b", "--requests", "12",
+                            "--concurrency", "3", "--json"],
+                           cwd=ROOT, check=True, timeout=120, stdout=subprocess.DEVNULL)
             time.sleep(args.warmup)  # let traffic build up so the charts have something
             from playwright.sync_api import sync_playwright
 
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-                page = browser.new_page(viewport={"width": 1440, "height": 1300})
                 for index, (file, title, _icon) in enumerate(PAGES):
+                    # 1280 px wide: the width the browser test checks every page at.
+                    page = browser.new_page(viewport={"width": WIDTH, "height": 900})
                     path = "" if index == 0 else file.removesuffix(".py")
                     page.goto(f"http://127.0.0.1:{dash}/{path}")
                     page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
                     page.wait_for_timeout(3000)  # charts draw after the first paint
+                    # Streamlit scrolls its main block, not the document: a window as tall
+                    # as the page shows all of it.
+                    tall = page.evaluate(
+                        "document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+                    page.set_viewport_size({"width": WIDTH, "height": max(900, int(tall))})
+                    page.wait_for_timeout(1500)
                     target = out / f"{file.removesuffix('.py')}.png"
-                    page.screenshot(path=str(target), full_page=True)
+                    page.screenshot(path=str(target))
+                    page.close()
                     print(f"saved {target}")
                 browser.close()
         finally:

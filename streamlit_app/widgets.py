@@ -1,10 +1,12 @@
-"""UI pieces several pages share: the router-unreachable banner, the empty-fleet hint, tables."""
+"""UI pieces several pages share: the router-unreachable banner, the empty-fleet hint, tables,
+meters and the health score's bands."""
 
 from __future__ import annotations
 
 import datetime as dt
+import html
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import pandas as pd
 import streamlit as st
@@ -12,16 +14,26 @@ import streamlit as st
 from streamlit_app import data
 
 __all__ = [
+    "HEALTH_BANDS",
     "TIME_COLUMNS",
+    "Band",
+    "Colour",
+    "Columns",
     "ago",
     "complete_only",
+    "count",
     "empty_fleet",
     "event_line",
     "frame",
+    "health_band",
+    "meter",
+    "ms",
+    "number",
     "per_minute",
     "problem",
     "severity_icon",
     "status_icon",
+    "table",
     "time_frame",
     "trim_idle",
 ]
@@ -228,3 +240,84 @@ def complete_only(
     ended = df.index <= cutoff
     partial = df[~ended]
     return df[ended], (partial.iloc[-1] if not partial.empty else None)
+
+
+# --- tables that fit the page ---------------------------------------------------------------
+# A table names the columns it shows, each with its header (units in it) and number format;
+# the other fields of the rows stay in the data (tests and downloads read them by name) but
+# are not drawn, so a table is no wider than the page at 1280 px.
+Columns = Mapping[str, Any]  # column -> st.column_config.* of that column
+
+
+def number(label: str, fmt: str = "localized", help: str | None = None) -> Any:
+    """A numeric column; `fmt` is a printf format ("%.2f") or one of Streamlit's names."""
+    return st.column_config.NumberColumn(label, format=fmt, help=help)
+
+
+def count(label: str, help: str | None = None) -> Any:
+    """A whole number, with thousands separators."""
+    return number(label, "localized", help)
+
+
+def ms(label: str, help: str | None = None) -> Any:
+    """A duration in milliseconds: the unit in the header, whole numbers in the cells."""
+    return number(f"{label} (ms)", "%.0f", help)
+
+
+def table(rows: pd.DataFrame | Iterable[Mapping[str, Any]], columns: Columns,
+          **options: Any) -> None:
+    """A dataframe as wide as the page: the named columns only, in that order."""
+    df = rows if isinstance(rows, pd.DataFrame) else frame(rows, tuple(columns))
+    shown = [c for c in columns if c in df.columns]
+    st.dataframe(df, hide_index=True, width="stretch", column_order=shown,
+                 column_config={c: columns[c] for c in shown}, **options)
+
+
+# --- meters and the health score's bands ------------------------------------------------------
+# Hex values of Streamlit's own palette, so a meter matches the :green[...] text and metric
+# deltas beside it. (st.progress always draws in the theme's primary colour, red by default,
+# which made a full health score look like an alarm.)
+Colour = Literal["green", "orange", "red", "blue", "gray"]
+COLOURS: dict[Colour, str] = {"green": "#21c354", "orange": "#ffa421", "red": "#ff4b4b",
+                              "blue": "#1c83e1", "gray": "#a3a8b8"}
+
+
+class Band(NamedTuple):
+    """One band of the health score: its lowest score, colour and word."""
+
+    lowest: int
+    colour: Colour
+    word: str
+
+
+# The score is 100 - 20 per critical - 10 per warning - 3 per info (shared/health.py). Good:
+# no critical finding and at most one warning; fair: one critical, or up to three warnings;
+# poor below. The score's number, chip and meter all take their colour from here.
+HEALTH_BANDS = (Band(90, "green", "good"), Band(70, "orange", "fair"), Band(0, "red", "poor"))
+
+
+def health_band(score: float) -> Band:
+    """The band a health score falls in; scores outside 0..100 are clamped."""
+    for band in HEALTH_BANDS:
+        if score >= band.lowest:
+            return band
+    return HEALTH_BANDS[-1]
+
+
+def meter(label: str, share: float, colour: Colour, value: str = "") -> None:
+    """A horizontal bar, `share` (0..1) filled in one of COLOURS' colours; with a `value`, a
+    line above it says `label` and `value`, else `label` is only read out by screen readers."""
+    filled = round(100 * min(max(share, 0.0), 1.0), 1)
+    fill = COLOURS[colour]
+    words = ('<div style="display:flex;justify-content:space-between;gap:0.5rem;'
+             'font-size:0.875rem;line-height:1.4;margin-bottom:0.25rem">'
+             f"<span>{html.escape(label)}</span><span>{html.escape(value)}</span></div>"
+             if value else "")
+    st.html(
+        f'<div class="herd-meter" role="meter" aria-label="{html.escape(label)}" '
+        f'aria-valuemin="0" aria-valuemax="100" aria-valuenow="{filled}" data-colour="{colour}">'
+        f"{words}"
+        '<div style="height:0.5rem;border-radius:0.25rem;background:rgba(151,166,195,0.25);'
+        'overflow:hidden">'
+        f'<div style="height:100%;width:{filled}%;background:{fill}"></div></div></div>'
+    )

@@ -14,10 +14,10 @@ import httpx
 import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from services.bench.results import BenchRun, Figures, Sample
+from services.bench.results import BenchRun, Sample
 from services.bench.runner import BenchConfig, Runner
+from services.bench.tables import show
 from shared.settings import Settings
 
 __all__ = ["add_arguments", "run"]
@@ -47,34 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Do not store the run on the router for the dashboard.")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="Seconds one request may take (default 300).")
-
-
-def _table(title: str, rows: dict[str, Figures], first: str) -> Table:
-    table = Table(title=title)
-    for name in (first, "ok", "failed", "req/s", "tok/s", "latency p50/p95/p99 ms",
-                 "TTFT p50/p95/p99 ms", "cold loads"):
-        table.add_column(name, justify="left" if name == first else "right")
-    for name, f in rows.items():
-        table.add_row(
-            name, str(f.requests), str(f.failed), f"{f.requests_per_s:.2f}",
-            f"{f.tokens_per_s:.1f}",
-            f"{f.latency_ms.p50:.0f} / {f.latency_ms.p95:.0f} / {f.latency_ms.p99:.0f}",
-            f"{f.ttft_ms.p50:.0f} / {f.ttft_ms.p95:.0f} / {f.ttft_ms.p99:.0f}",
-            str(f.cold_loads),
-        )
-    return table
-
-
-def show(console: Console, result: BenchRun) -> None:
-    """The run as tables: per model, then per node."""
-    console.print(_table("Per model", result.per_model, "model"))
-    console.print(_table("Per node", result.per_node, "node"))
-    console.print(
-        f"run {result.run_id} {result.status}: {result.done} ok, {result.failed} failed in "
-        f"{result.duration_s or 0:.1f} s; {result.requests_per_s:.2f} req/s, "
-        f"{result.tokens_per_s:.1f} tokens/s, {result.cold_loads} cold loads"
-        + (f"; last error: {result.error}" if result.error else "")
-    )
 
 
 async def _measure(config: BenchConfig, console: Console, live: bool) -> BenchRun:

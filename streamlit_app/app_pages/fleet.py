@@ -12,6 +12,9 @@ from streamlit_app import data, widgets
 from streamlit_app.data import fmt
 
 CARDS_PER_ROW = 3
+# The memory meter takes the colour of the node's own pressure level (herd-node's sampler).
+PRESSURE_COLOURS: dict[str, widgets.Colour] = {"normal": "blue", "warning": "orange",
+                                               "critical": "red"}
 FEED_ROWS = 15
 
 
@@ -21,15 +24,16 @@ def node_card(node: NodeView) -> None:
     with st.container(border=True):
         st.markdown(f"#### {widgets.status_icon(status)} {name}")
         st.caption(f"{status} · last heartbeat {widgets.ago(node.last_seen)}")
+        # Meters, not metrics: two big numbers side by side were cut to "23.6 …" in a card
+        # a third of a 1280 px page wide.
         cpu = node.cpu.utilization_pct
+        widgets.meter("CPU", cpu / 100, "blue", fmt(cpu, "%"))
         total = node.memory.total_gb
         used = node.memory.used_gb
-        left, right = st.columns(2)
-        left.metric("CPU", fmt(cpu, "%"))
-        right.metric(f"Memory of {fmt(total, 'GB')}", fmt(used, "GB"))
-        if total > 0:
-            st.progress(min(max(used / total, 0.0), 1.0))
         pressure = node.memory.pressure
+        widgets.meter("Memory", used / total if total > 0 else 0.0,
+                      PRESSURE_COLOURS.get(pressure, "blue"),
+                      f"{fmt(used)} of {fmt(total, 'GB')}")
         if pressure and pressure != "normal":
             st.warning(f"memory pressure: {pressure}")
         models = node.models_loaded
@@ -93,7 +97,7 @@ def live() -> None:
         for column, node in zip(row, nodes[start:start + CARDS_PER_ROW], strict=False):
             with column:
                 node_card(node)
-    left, right = st.columns([3, 2], gap="large")
+    left, right = st.columns([5, 4], gap="medium")
     with left:
         st.subheader("Queues")
         rows = queue_rows(body.queues)

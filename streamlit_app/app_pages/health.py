@@ -47,6 +47,16 @@ def finding(item: Finding) -> None:
         st.caption(f"check: {fmt(item.check_id)} · severity: {severity}")
 
 
+def score_tile(score: int) -> None:
+    """The score, its band's word and a meter, all in the band's colour."""
+    band = widgets.health_band(score)
+    bands = ", ".join(f"{b.word} from {b.lowest}" for b in widgets.HEALTH_BANDS)
+    st.metric("Health score", fmt(score, "/ 100"), delta=band.word, delta_color=band.colour,
+              delta_arrow="off", help=f"100, less 20 per critical finding, 10 per warning and "
+                                      f"3 per info; {bands}.")
+    widgets.meter("Health score", score / 100, band.colour)
+
+
 @st.fragment(run_every=data.LIVE_EVERY)
 def live() -> None:
     view = data.live()
@@ -58,9 +68,7 @@ def live() -> None:
         # node counts from the stream are newer than the report's
         live = view.fleet.fleet
         vitals = msgspec.structs.replace(vitals, **{k: getattr(live, k) for k in LIVE_COUNTS})
-    score = vitals.health_score
-    st.metric("Health score", fmt(score, "/ 100"))
-    st.progress(min(max(score / 100, 0.0), 1.0))
+    score_tile(vitals.health_score)
     cols = st.columns(4)
     for index, (label, key, unit) in enumerate(VITALS):
         cols[index % 4].metric(label, fmt(getattr(vitals, key), unit))

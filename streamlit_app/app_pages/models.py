@@ -10,8 +10,21 @@ import streamlit as st
 from shared.schemas import FleetStatus
 from streamlit_app import data, widgets
 
-COLUMNS = ("model", "requests", "loaded_on", "avg_latency_ms", "p95_latency_ms",
-           "avg_ttft_ms", "cold_loads", "errors", "prompt_tokens", "completion_tokens")
+# The table's columns, headers with their units; the rest of /dashboard/api/models stays in
+# the data, undrawn, so the table fits a page 1280 px wide.
+COLUMNS: widgets.Columns = {
+    "model": st.column_config.TextColumn("Model"),
+    "requests": widgets.count("Requests", help="In the last 24 h"),
+    "errors": widgets.count("Errors"),
+    "loaded_on": st.column_config.TextColumn("Loaded on", width=150),
+    "avg_latency_ms": widgets.ms("Latency avg"),
+    "p95_latency_ms": widgets.ms("p95", help="95th percentile of the latency"),
+    "avg_ttft_ms": widgets.ms("TTFT avg", help="Average time to the first token"),
+    "cold_loads": widgets.count("Cold loads"),
+}
+# The latency chart's series, named for its legend.
+LATENCY = {"avg_latency_ms": "latency, average", "p95_latency_ms": "latency, p95",
+           "avg_ttft_ms": "time to first token, average"}
 
 
 def loaded_where(status: FleetStatus) -> dict[str, list[str]]:
@@ -39,16 +52,16 @@ def live() -> None:
     if not rows:
         st.info("No model has been requested or loaded yet.")
         return
-    df = widgets.frame(rows, COLUMNS)
+    df = widgets.frame(rows, tuple(COLUMNS))
     if "requests" in df.columns:
         st.subheader("Demand")
-        st.bar_chart(df.set_index("model")["requests"])
-    latency = [c for c in ("avg_latency_ms", "p95_latency_ms", "avg_ttft_ms") if c in df.columns]
+        st.bar_chart(df.set_index("model")["requests"], y_label="requests in 24 h")
+    latency = [c for c in LATENCY if c in df.columns]
     if latency:
         st.subheader("Latency (ms)")
-        st.bar_chart(df.set_index("model")[latency], stack=False)
+        st.bar_chart(df.set_index("model")[latency].rename(columns=LATENCY), stack=False)
     st.subheader("All models")
-    st.dataframe(df, hide_index=True, width="stretch")
+    widgets.table(df, COLUMNS)
 
 
 st.title("Model Insights")

@@ -7,7 +7,13 @@ from typing import Any
 import msgspec
 import streamlit as st
 
-from shared.schemas import ModelAdvice, ModelManagement, PullProgress, Recommendations
+from shared.schemas import (
+    ModelAdvice,
+    ModelManagement,
+    NodeModels,
+    PullProgress,
+    Recommendations,
+)
 from streamlit_app import data, widgets
 from streamlit_app.data import fmt
 
@@ -63,6 +69,38 @@ def act(node: str, advice: ModelAdvice, index: int, installed_here: list[str]) -
             f"Deleted {model} from {node}." if reply.ok else f"Delete failed: {reply.error}")
 
 
+# A node per row, and an installed model per row: a list of models in one cell was cut off.
+NODES: widgets.Columns = {
+    "node_id": st.column_config.TextColumn("Node"),
+    "status": st.column_config.TextColumn("Status"),
+    "servable": st.column_config.CheckboxColumn("Servable"),
+    "memory_total_gb": widgets.number("Memory (GB)", "%.1f"),
+    "memory_available_gb": widgets.number("Free memory (GB)", "%.1f"),
+    "disk_available_gb": widgets.number("Free disk (GB)", "%.1f"),
+    "installed": widgets.count("Installed", help="Models on the node's disk"),
+    "loaded": widgets.count("Loaded", help="Models in the node's memory"),
+}
+KEEP = {"node_id": "Node", "model": "Model", "reason": "Why"}
+INSTALLED: widgets.Columns = {
+    "node_id": st.column_config.TextColumn("Node"),
+    "model": st.column_config.TextColumn("Model"),
+    "size_gb": widgets.number("Size (GB)", "%.1f"),
+    "loaded": st.column_config.CheckboxColumn("Loaded"),
+}
+
+
+def node_rows(nodes: list[NodeModels]) -> list[dict[str, Any]]:
+    return [{"node_id": n.node_id, "status": str(n.status), "servable": n.servable,
+             "memory_total_gb": n.memory_total_gb, "memory_available_gb": n.memory_available_gb,
+             "disk_available_gb": n.disk_available_gb, "installed": len(n.installed),
+             "loaded": len(n.loaded)} for n in nodes]
+
+
+def installed_rows(nodes: list[NodeModels]) -> list[dict[str, Any]]:
+    return [{"node_id": n.node_id, "model": m.name, "size_gb": m.size_gb, "loaded": m.loaded}
+            for n in nodes for m in n.installed]
+
+
 def node_names(management: ModelManagement | None) -> list[str]:
     return [node.node_id for node in management.nodes] if management else []
 
@@ -93,15 +131,19 @@ if not widgets.problem(reply, "recommendations") and reply.data is not None:
             act(node_id, advice, index, installed(management.data, node_id))
     if keep:
         with st.expander(f"Keep loaded as they are ({len(keep)})"):
-            st.table(widgets.frame(keep, ("node_id", "model", "reason")).set_index("node_id"))
+            kept = widgets.frame(keep, tuple(KEEP))[list(KEEP)].rename(columns=KEEP)
+            st.table(kept.set_index(KEEP["node_id"]))
 
 st.header("Models on each node")
 if not widgets.problem(management, "model management"):
     nodes = node_names(management.data)
-    table: list[dict[str, Any]] = [msgspec.to_builtins(node) for node in
-                                   (management.data.nodes if management.data else [])]
-    if table:
-        st.dataframe(widgets.frame(table, ("node_id",)), hide_index=True, width="stretch")
+    listed = management.data.nodes if management.data else []
+    if listed:
+        widgets.table(node_rows(listed), NODES)
+        st.markdown("**Installed models**")
+        models = installed_rows(listed)
+        # A small fleet's whole list on the page; a large one's scrolls in its table.
+        widgets.table(models, INSTALLED, height="content" if len(models) <= 20 else "auto")
     if not nodes:
         widgets.empty_fleet()
     else:

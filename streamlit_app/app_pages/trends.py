@@ -22,6 +22,31 @@ CHARTS = (
 )
 
 
+# Names for the charts' legends and the table's headers (units in the chart titles).
+LABELS = {"requests": "requests", "errors": "errors", "retries": "retries",
+          "cold_loads": "cold loads", "prompt_tokens": "tokens in",
+          "completion_tokens": "tokens out", "tokens": "tokens",
+          "avg_latency_ms": "latency, average", "p95_latency_ms": "latency, p95",
+          "avg_ttft_ms": "time to first token, average"}
+NUMBERS: widgets.Columns = {
+    "hour": st.column_config.DatetimeColumn("Hour (UTC)", format="MMM D, HH:mm"),
+    "requests": widgets.count("Requests"),
+    "errors": widgets.count("Errors"),
+    "retries": widgets.count("Retries"),
+    "cold_loads": widgets.count("Cold loads"),
+    "prompt_tokens": widgets.count("Tokens in"),
+    "completion_tokens": widgets.count("Tokens out"),
+    "avg_latency_ms": widgets.ms("Latency avg"),
+    "p95_latency_ms": widgets.ms("p95", help="95th percentile of the latency"),
+    "avg_ttft_ms": widgets.ms("TTFT avg", help="Average time to the first token"),
+}
+
+
+def legend(df: pd.DataFrame) -> pd.DataFrame:
+    """The columns renamed for a chart's legend."""
+    return df.rename(columns=LABELS)
+
+
 def chart_groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     groups: list[tuple[str, pd.DataFrame]] = []
     used: set[str] = set()
@@ -61,12 +86,12 @@ def recent() -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Requests and errors**")
-        st.line_chart(df[["requests", "errors"]])
+        st.line_chart(legend(df[["requests", "errors"]]))
         st.markdown("**Tokens**")
-        st.line_chart(df[["tokens"]])
+        st.line_chart(legend(df[["tokens"]]))
     with right:
         st.markdown("**Latency (ms)**")
-        st.line_chart(df[["avg_latency_ms", "p95_latency_ms"]])
+        st.line_chart(legend(df[["avg_latency_ms", "p95_latency_ms"]]))
 
 
 @st.fragment(run_every="10s")
@@ -91,9 +116,10 @@ def hourly() -> None:
     else:
         for title, part in chart_groups(df):
             st.markdown(f"**{title}**")
-            st.line_chart(part)
+            st.line_chart(legend(part))
     with st.expander("Numbers"):
-        st.dataframe(numbers, width="stretch")
+        numbers = numbers.sort_index(ascending=False)  # the newest hour first
+        widgets.table(numbers.rename_axis("hour").reset_index(), NUMBERS)
 
 
 st.title("Trends")

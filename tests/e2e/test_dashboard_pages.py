@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from streamlit_app import data, widgets
 from tests.helpers import Proc, free_port, herd_bin, wait_until
 
 APP_DIR = Path(__file__).resolve().parents[2] / "streamlit_app"
@@ -160,8 +163,16 @@ def test_health_page_matches_the_api(fleet: LiveFleet, monkeypatch: pytest.Monke
     body = fleet.get("/dashboard/api/health").json()
     at = page(fleet.url, "health", monkeypatch)
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Health score"] == f"{body['vitals']['health_score']} / 100"
+    score = body["vitals"]["health_score"]
+    assert metrics["Health score"] == f"{score} / 100"
     assert metrics["Nodes online"] == "2"
+    # The score's word and its meter share the band's colour (no red bar for a full score).
+    band = widgets.health_band(score)
+    tile = next(m for m in at.metric if m.label == "Health score")
+    assert tile.delta == band.word
+    meter = next(h.value for h in at.get("html") if 'aria-label="Health score"' in h.value)
+    assert f'data-colour="{band.colour}"' in meter and f'aria-valuenow="{float(score)}"' in meter
+    assert not at.get("progress")
     shown = texts(at)
     if not body["recommendations"]:
         assert "every health check passed" in shown
@@ -181,7 +192,7 @@ def test_recommendations_page_lists_each_recommendation(
     for node_id, rec in expected:
         if rec["action"] == "keep":
             assert kept is not None
-            assert rec["model"] in set(kept.loc[[node_id], "model"])
+            assert rec["model"] in set(kept.loc[[node_id], "Model"])
         else:
             assert f"**{rec['action']}** `{rec['model']}` on **{node_id}**" in shown
             assert rec["reason"] in shown
@@ -328,10 +339,57 @@ def test_benchmark_button_starts_a_run_that_is_then_listed(
     at = page(fleet.url, "benchmarks", monkeypatch)
     table = at.dataframe[0].value
     row = table[table["run_id"] == run_id].iloc[0]
-    assert row["done"] == 4 and row["model"] == "llama3.2:3b"
+    assert row["done"] == 4 and row["models"] == "llama3.2:3b"
     assert row["source"] == "dashboard" and row["ttft_p50_ms"] > 0
-    per_node = at.dataframe[2].value  # the latest run, per node
+    per_node = at.dataframe[2].value  # the newest run in detail, per node
     assert per_node["requests"].sum() == 4
+
+
+def test_a_two_model_run_shows_both_models(
+    fleet: LiveFleet, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    done = subprocess.run(
+        [herd_bin(), "bench", "--router-url", fleet.url, "--model", "llama3.2:3b",
+         "--model", "qwen3:8b", "--requests", "4", "--concurrency", "2", "--max-tokens", "8",
+         "--json"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if not k.startswith("FLEET_")})
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["run_id"]
+    data.refresh()  # as "Refresh now" does: the last test's read may be in the 1.5 s cache
+    at = page(fleet.url, "benchmarks", monkeypatch)
+    runs = at.dataframe[0].value
+    row = runs[runs["run_id"] == run_id].iloc[0]
+    assert row["models"] == "llama3.2:3b, qwen3:8b" and row["done"] == 4
+    picked = at.selectbox(key="bench_detail")
+    assert picked.value.startswith(run_id)  # the newest run is the one in detail
+    per_model = at.dataframe[1].value
+    assert dict(zip(per_model["model"], per_model["requests"], strict=True)) == {
+        "llama3.2:3b": 2, "qwen3:8b": 2}
+
+
+def headers(table: Any) -> dict[str, str]:
+    """A drawn table's columns in order: data column -> the header the page shows."""
+    config = json.loads(table.proto.columns or "{}")
+    return {name: config.get(name, {}).get("label") or name for name in table.proto.column_order}
+
+
+@pytest.mark.parametrize("name", ["benchmarks", "models", "apps", "recommendations", "trends"])
+def test_tables_have_human_headers_with_units(
+    fleet: LiveFleet, monkeypatch: pytest.MonkeyPatch, name: str,
+) -> None:
+    at = page(fleet.url, name, monkeypatch)
+    assert at.dataframe, f"{name} drew no table"
+    for table in at.dataframe:
+        shown = headers(table)
+        assert shown, "every column of the data drawn: the table is wider than the page"
+        assert set(shown) <= set(table.value.columns)
+        for column, header in shown.items():
+            assert "_" not in header, f"{name}: raw column name {header!r}"
+            if column.endswith("_ms"):
+                assert header.endswith("(ms)"), (name, column, header)
+            if column.endswith("_gb"):
+                assert header.endswith("(GB)"), (name, column, header)
+        assert len(shown) <= 11, f"{name}: {len(shown)} columns do not fit 1280 px"
 
 
 def test_empty_fleet_explains_how_to_add_a_node(

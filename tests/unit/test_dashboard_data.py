@@ -174,3 +174,21 @@ def test_live_feed_keeps_each_event_once_and_counts_changes() -> None:
     assert view.fleet is not None and view.fleet.reason == "periodic"
     assert view.fleet.fleet.nodes_online == 1  # a snapshot of another shape is not taken
     assert "same version" in view.error
+
+
+@pytest.mark.parametrize(("score", "colour", "word"), [
+    (100, "green", "good"), (90, "green", "good"), (89, "orange", "fair"),
+    (80, "orange", "fair"), (70, "orange", "fair"), (69, "red", "poor"), (0, "red", "poor"),
+])
+def test_health_bands_colour_a_full_score_green(score: int, colour: str, word: str) -> None:
+    band = widgets.health_band(score)
+    assert (band.colour, band.word) == (colour, word)
+
+
+def test_health_bands_never_look_better_as_the_score_falls() -> None:
+    order = [b.colour for b in widgets.HEALTH_BANDS]  # best first
+    colours = [order.index(widgets.health_band(s).colour) for s in range(100, -1, -1)]
+    assert colours == sorted(colours)
+    assert widgets.HEALTH_BANDS[-1].lowest == 0  # every score has a band
+    # One critical finding (100 - 20) is never "good"; none at all always is.
+    assert widgets.health_band(80).word != "good" and widgets.health_band(100).word == "good"
