@@ -129,12 +129,11 @@ async def ollama_push(request: Request[Any, Any, Any], state: State) -> Response
       responses={**error_responses(400, 401, 403, 502, 503),
                  404: ResponseSpec(None, description="The node uploads go to lacks it.")},
       summary="Whether the node this client's uploads go to has the blob (admin)")
-async def blob_head(request: Request[Any, Any, Any], state: State,
-                    digest: str) -> Response[None]:
+async def blob_head(request: Request[Any, Any, Any], state: State) -> Response[None]:
     ctx: RouterContext = state.herd
     require_admin(ctx, request)
-    client = _client(request)
-    node = await place_blob(ctx, client, blob_digest(digest), _named(request))
+    client, digest = _client(request), blob_digest(str(request.path_params["digest"]))
+    node = await place_blob(ctx, client, digest, _named(request))
     answer = await ctx.nodes.head_blob(node, digest)
     if answer.status == 200:
         await remember_blob(ctx, client, digest, node)
@@ -154,12 +153,11 @@ async def _chunks(request: Request[Any, Any, Any]) -> AsyncIterator[bytes]:
                  200: ResponseSpec(None, description="The node had the blob already."),
                  201: ResponseSpec(None, description="The node stored the upload.")},
       summary="Upload a blob to the node this client's uploads go to (admin)")
-async def blob_upload(request: Request[Any, Any, Any], state: State,
-                      digest: str) -> Response[bytes]:
+async def blob_upload(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     ctx: RouterContext = state.herd
     require_admin(ctx, request)
-    client = _client(request)
-    node = await place_blob(ctx, client, blob_digest(digest), _named(request))
+    client, digest = _client(request), blob_digest(str(request.path_params["digest"]))
+    node = await place_blob(ctx, client, digest, _named(request))
     status, answer = await ctx.nodes.upload_blob(
         node, digest, _chunks(request), request.content_length,
         ctx.settings.connect_timeout)
