@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import httpx
 import msgspec
 import pandas as pd
 import pytest
 
 from services.dashboard import dashboard_command, router_url_for
 from services.router.api.dashboard_link import dashboard_url
-from shared.schemas import FleetEvent, FleetSummary
+from shared.schemas import FleetEvent, FleetStatus, FleetSummary
 from shared.settings import Settings
 from streamlit_app import data, widgets
 from streamlit_app.nav import PAGES
@@ -174,3 +175,24 @@ def test_live_feed_keeps_each_event_once_and_counts_changes() -> None:
     assert view.fleet is not None and view.fleet.reason == "periodic"
     assert view.fleet.fleet.nodes_online == 1  # a snapshot of another shape is not taken
     assert "same version" in view.error
+
+
+@pytest.mark.parametrize(("header", "state"), [("unavailable", "unavailable"),
+                                               ("rebuilding", "rebuilding"), (None, "")])
+def test_a_503_about_the_fleet_state_is_told_from_other_errors(
+    header: str | None, state: str,
+) -> None:
+    headers = {"Retry-After": "2", **({"X-Herd-State": header} if header else {})}
+    response = httpx.Response(503, json={"error": "fleet state (Redis) is unreachable, try "
+                                         "again"}, headers=headers)
+    reply = data.decode(data._decode(response), FleetStatus)
+    assert reply.data is None and reply.status == 503
+    assert reply.fleet_state == state
+    assert reply.error == "fleet state (Redis) is unreachable, try again (HTTP 503)"
+
+
+def test_the_event_streams_last_error_is_read_in_ollamas_shape() -> None:
+    assert data._stream_error('{"error": "fleet state (Redis) is unreachable, try again"}') \
+        == "fleet state (Redis) is unreachable, try again"
+    assert data._stream_error("gone") == "gone"
+    assert "with an error" in data._stream_error("")
