@@ -194,9 +194,16 @@ def test_every_endpoint_answers_while_redis_is_frozen(tmp_path: Path) -> None:
             redis.thaw()
             # Within a moment of the thaw (a late reply makes the next calls fail at once
             # for 0.5 s), and with no restart.
-            thawed_at = time.monotonic()
+            thawed_at, thawed_wall = time.monotonic(), time.time()
             fleet.wait_serving(router, timeout=10)
             print(f"serving again {time.monotonic() - thawed_at:.2f} s after the thaw")
+
+            def beat_since_thaw() -> bool:  # the agent, refused meanwhile, posts again
+                nodes = httpx.get(f"{router}/fleet/status", timeout=5).json()["nodes"]
+                return any(n["node_id"] == "drill-node" and n["last_seen"] > thawed_wall
+                           for n in nodes)
+
+            wait_until(beat_since_thaw, timeout=5, message="the agent's heartbeat taken again")
             thawed = call_all(router, ADMIN, CALLS, timeout=30, parallel=False)
             print(_report("thawed", thawed))
             for result in thawed:
