@@ -23,13 +23,13 @@ from litestar import get
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import ServerSentEvent, ServerSentEventMessage
-from redis.exceptions import RedisError
 
 from services.router.api.errors import error_responses
 from services.router.context import RouterContext
 from services.router.fleet.reads import fleet_summary, node_view, read_queue_depths, read_queues
 from shared.errors import StateUnavailable
 from shared.models import FleetSnapshot
+from shared.redisconn import REDIS_UNAVAILABLE
 from shared.schemas import FleetEvent
 
 __all__ = ["EVENT_PERIOD", "ROUTES", "Opening", "fleet_event", "opening", "sse_stream"]
@@ -130,7 +130,7 @@ async def sse_stream(ctx: RouterContext, first: Opening) -> AsyncIterator[Server
                     seen, seen_loaded = current, loaded
                     break
             body = await fleet_event(ctx, reason)
-    except RedisError:
+    except REDIS_UNAVAILABLE:
         # The answer has begun: too late for a 503. Say why, and end; a reconnection is
         # answered 503 until Redis is back.
         error = msgspec.json.encode({"error": StateUnavailable().message}).decode()
