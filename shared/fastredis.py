@@ -198,7 +198,10 @@ class FastRedis:
             if failure is not None and time.monotonic() - self._failed_at < self._retry_interval:
                 raise type(failure)(str(failure))
             try:
-                self._protocol = await asyncio.wait_for(self._open(), self._reply_timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can drop a
+                # cancellation that arrives as the connection completes.
+                async with asyncio.timeout(self._reply_timeout):
+                    self._protocol = await self._open()
             except (RedisError, TimeoutError) as exc:
                 error = exc if isinstance(exc, RedisError) else RedisTimeoutError(
                     f"no connection to Redis within {self._reply_timeout:g} s")
