@@ -40,6 +40,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared.boundedredis import BoundedReplies, Outage
 from shared.clusterslots import Address, SlotMap, key_slot
 from shared.keys import hash_tagged
 from shared.redisurl import RedisTarget
@@ -151,6 +152,14 @@ class SlotSSLConnection(SlotConnection, SSLConnection):
     """The same over TLS (`rediss+cluster://`)."""
 
 
+class BoundedSlotConnection(BoundedReplies, SlotConnection):
+    """A slot connection whose replies are bounded (shared.boundedredis)."""
+
+
+class BoundedSlotSSLConnection(BoundedReplies, SlotSSLConnection):
+    """The same over TLS."""
+
+
 class ClusterSlotRedis(Redis):
     """redis-py's client on the pool; a read-only command lost in flight is sent once more."""
 
@@ -166,10 +175,12 @@ class ClusterSlotRedis(Redis):
 
 
 def cluster_client(target: RedisTarget, kwargs: dict[str, Any], *, max_connections: int,
-                   key_prefix: str = "") -> ClusterSlotRedis:
+                   key_prefix: str = "", reply_timeout: float | None = None,
+                   ) -> ClusterSlotRedis:
     """The async client for a `redis+cluster://` target; `kwargs` are the connections'.
 
-    `key_prefix` is Herd's (as configured: the hash tag is made of it here too).
+    `key_prefix` is Herd's (as configured: the hash tag is made of it here too);
+    `reply_timeout` bounds each reply as shared.boundedredis does.
     """
     slot = key_slot(hash_tagged(key_prefix)) if key_prefix else None
     # A cluster has only db 0; TLS is the connection class's, its ssl_* options as they are.
@@ -177,7 +188,8 @@ def cluster_client(target: RedisTarget, kwargs: dict[str, Any], *, max_connectio
     probe = {**kwargs, "retry": Retry(NoBackoff(), 0),
              "socket_timeout": kwargs.get("socket_connect_timeout")}
     pool = BlockingConnectionPool(
-        connection_class=SlotSSLConnection if target.tls is not None else SlotConnection,
+        connection_class=BoundedSlotSSLConnection if target.tls is not None
+        else BoundedSlotConnection, reply_timeout=reply_timeout, outage=Outage(),
         max_connections=max_connections, timeout=10, retry=_COMMAND_RETRY,
         slot_owner=SlotOwner(target, probe, slot), decode_responses=True, health_check_interval=30,
         **kwargs,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "STATE_HEADER",
     "BadRequest",
     "Conflict",
     "Forbidden",
@@ -115,6 +116,11 @@ class NoNodeAvailable(HerdError):
         super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
+# Sent with the two errors about the fleet state itself, whatever the API's body shape
+# (Ollama's has no code): the dashboard says "fleet state unavailable" from it.
+STATE_HEADER = "X-Herd-State"
+
+
 class StateUnavailable(HerdError):
     """Redis (the fleet's shared state) cannot be reached or does not answer in time."""
 
@@ -124,7 +130,8 @@ class StateUnavailable(HerdError):
 
     def __init__(self, message: str = "fleet state (Redis) is unreachable, try again",
                  retry_after: int = 2) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after)})
+        super().__init__(message, headers={"Retry-After": str(retry_after),
+                                           STATE_HEADER: "unavailable"})
 
 
 class StateRebuilding(HerdError):
@@ -136,7 +143,8 @@ class StateRebuilding(HerdError):
 
     def __init__(self, retry_after: int = 2) -> None:
         super().__init__("fleet state is being rebuilt, try again",
-                         headers={"Retry-After": str(retry_after)})
+                         headers={"Retry-After": str(retry_after),
+                                  STATE_HEADER: "rebuilding"})
 
 
 class UpstreamError(HerdError):

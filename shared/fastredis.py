@@ -13,8 +13,9 @@ itself: a lost connection or a `READONLY` reply (a demoted master) drops the con
 the next command finds the new master. Replies are bounded by `reply_timeout`: one watchdog
 timer per connection, armed only while commands are outstanding, aborts the connection when
 no reply has arrived for that long (replies come in order, so every later command on it is
-stuck too). After a failed connection attempt, commands fail at once for `retry_interval`
-instead of each waiting out its own attempt against a Redis that is down.
+stuck too). After a failed connection attempt or a late reply, commands fail at once for
+`retry_interval` instead of each waiting out its own attempt against a Redis that is down
+or frozen (a request's cleanup after a late reply then does not wait a second time).
 """
 
 from __future__ import annotations
@@ -95,13 +96,15 @@ def reply_error(message: str) -> RedisError:
 class _Protocol(asyncio.Protocol):
     """One connection: replies arrive in the order commands were written."""
 
-    def __init__(self, reply_timeout: float) -> None:
+    def __init__(self, reply_timeout: float,
+                 on_late: Callable[[RedisError], None] | None = None) -> None:
         self.reader = hiredis.Reader(encoding="utf-8", errors="replace")
         self.waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
         self._unsent: list[bytes] = []
         self._reply_timeout = reply_timeout
+        self._on_late = on_late
         self._loop = asyncio.get_running_loop()
         self._progress = 0.0  # loop time of the last reply, or of going busy
         self._watchdog: asyncio.TimerHandle | None = None
@@ -159,8 +162,10 @@ class _Protocol(asyncio.Protocol):
             return
         deadline = self._progress + self._reply_timeout
         if self._loop.time() >= deadline:
-            self.fail(RedisTimeoutError(
-                f"Redis did not answer within {self._reply_timeout:g} s"))
+            error = RedisTimeoutError(f"Redis did not answer within {self._reply_timeout:g} s")
+            self.fail(error)
+            if self._on_late is not None:
+                self._on_late(error)
         else:  # replies arrived since: wait for the rest from the last one
             self._watchdog = self._loop.call_at(deadline, self._watch)
 
@@ -208,7 +213,10 @@ class FastRedis:
             if failure is not None and time.monotonic() - self._failed_at < self._retry_interval:
                 raise type(failure)(str(failure))
             try:
-                self._protocol = await asyncio.wait_for(self._open(), self._reply_timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can drop a
+                # cancellation that arrives as the connection completes.
+                async with asyncio.timeout(self._reply_timeout):
+                    self._protocol = await self._open()
             except (RedisError, TimeoutError) as exc:
                 error = exc if isinstance(exc, RedisError) else RedisTimeoutError(
                     f"no connection to Redis within {self._reply_timeout:g} s")
@@ -261,7 +269,7 @@ class FastRedis:
         timeout = self._reply_timeout
 
         def factory() -> _Protocol:
-            return _Protocol(timeout)
+            return _Protocol(timeout, self._late)
 
         try:
             if path:
@@ -275,6 +283,10 @@ class FastRedis:
             where = path or f"{host}:{port}"
             raise RedisConnectionError(f"cannot connect to Redis at {where}: {exc}") from exc
         return protocol
+
+    def _late(self, error: RedisError) -> None:
+        """A reply was late: the connection is gone, and the next attempts wait a while."""
+        self._failure, self._failed_at = error, time.monotonic()
 
     async def _ask_sentinels(self) -> tuple[str, int]:
         """The master's address from the first Sentinel that knows it."""

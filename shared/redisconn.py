@@ -1,12 +1,11 @@
 """The one way Herd gets a Redis: the configured URL, or an embedded redis-server it owns.
 
 Every URL form of shared.redisurl works here (TLS, unix sockets, Sentinel, Cluster: see
-shared.clusterpool for how a cluster is used). Clients keep TCP
-keepalive on and bound connecting by the reply timeout. Replies on redis-py's connections
-are not bounded by a socket timeout: with one, redis-py 7 can swallow a task's cancellation
-that lands inside its timeout block (redis/redis-py#2551), and a replica then hangs in its
-shutdown. The request path's lean connection (shared.fastredis) bounds its replies itself,
-and /healthz bounds its PING.
+shared.clusterpool for how a cluster is used). Clients keep TCP keepalive on and bound
+connecting and every reply by the reply timeout: not with redis-py's socket timeout, which
+can swallow a task's cancellation and hang a replica's shutdown, but with connections that
+abort themselves when a reply is late (shared.boundedredis). The request path's lean
+connection (shared.fastredis) bounds its replies the same way.
 
 The embedded server is a child process that dies with its parent (shared.children); a pid
 file also lets the next start reap a server left behind where that is not available. It
@@ -37,6 +36,12 @@ import redis.retry
 import redis.sentinel
 from redis.backoff import NoBackoff
 
+from shared.boundedredis import (
+    BoundedSentinelConnection,
+    BoundedSentinelSSLConnection,
+    Outage,
+    bounded_class,
+)
 from shared.children import die_with_parent, stop_process
 from shared.clusterpool import ClusterSlotRedis, cluster_client
 from shared.redisurl import RedisTarget, parse_redis_url
@@ -338,14 +343,17 @@ def connect(
 ) -> redis.asyncio.Redis:
     """The async client every service uses (replies decoded as str).
 
-    `timeout` bounds connecting (with Sentinel, also each question to a Sentinel). On a
-    cluster, `key_prefix` (FLEET_REDIS_PREFIX) says at once which primary holds Herd's keys.
+    `timeout` bounds connecting and each reply (a blocking read, its block time more): a
+    late reply fails with redis.exceptions.TimeoutError. With Sentinel it also bounds
+    each question to a Sentinel. On a cluster, `key_prefix` (FLEET_REDIS_PREFIX) says at
+    once which primary holds Herd's keys.
     """
     target = parse_or_explain(url)
     if target.is_cluster:
         # Typed as the plain client: it is one, pinned to the primary of Herd's slot.
         return cluster_client(target, _client_kwargs(target, timeout),
-                              max_connections=max_connections, key_prefix=key_prefix)
+                              max_connections=max_connections, key_prefix=key_prefix,
+                              reply_timeout=timeout)
     if target.is_sentinel:
         # The Sentinel pool asks for the master on every new connection and drops its
         # connections when a reply says READONLY, so a failover is followed by itself.
@@ -355,7 +363,9 @@ def connect(
         )
         return sentinel.master_for(
             target.service_name, decode_responses=True, max_connections=max_connections,
-            health_check_interval=30,
+            health_check_interval=30, reply_timeout=timeout, outage=Outage(),
+            connection_class=BoundedSentinelSSLConnection if target.tls is not None
+            else BoundedSentinelConnection,
         )
     tcp: dict[str, Any] = {} if target.path else {
         "socket_keepalive": True, "socket_keepalive_options": _KEEPALIVE_OPTIONS}
@@ -370,6 +380,9 @@ def connect(
         health_check_interval=30,
         **tcp,
     )
+    # The URL's scheme chose TCP, TLS or a unix socket; each has its bounded twin.
+    pool.connection_class = bounded_class(pool.connection_class)
+    pool.connection_kwargs.update(reply_timeout=timeout, outage=Outage())
     return redis.asyncio.Redis.from_pool(pool)  # closing the client closes the pool
 
 

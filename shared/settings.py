@@ -64,9 +64,9 @@ class Settings:
     )
     redis_timeout: float = _setting(
         2.0,
-        "Seconds to wait for a Redis reply (and a connection) before giving up: inference "
-        "then answers 503 with Retry-After instead of hanging on a Redis that stopped "
-        "answering.",
+        "Seconds to wait for a Redis reply (and a connection) before giving up: every "
+        "endpoint then answers (503 with Retry-After where it needs the fleet state) "
+        "instead of hanging on a Redis that stopped answering.",
     )
     redis_prefix: str = _setting(
         "herd:", "Prefix of every Redis key and channel Herd uses. On a Redis Cluster it "

@@ -20,6 +20,8 @@ def router_status() -> None:
     reply, _ = data.live_fleet()
     if reply.unreachable:
         st.error(f"Router unreachable: {cfg.router_url} — retrying")
+    elif reply.fleet_state:
+        st.error(f"Router {cfg.router_url} · fleet state {reply.fleet_state} — retrying")
     else:
         online = reply.data.fleet.nodes_online if reply.data else None
         total = reply.data.fleet.nodes_total if reply.data else None

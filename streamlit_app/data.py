@@ -23,6 +23,7 @@ import httpx
 import msgspec
 import streamlit as st
 
+from shared.errors import STATE_HEADER
 from shared.schemas import (
     AppsReport,
     BenchmarkList,
@@ -130,12 +131,15 @@ def config() -> Config:
 @dataclass(frozen=True, slots=True)
 class Reply(Generic[T]):
     """One answer from the router: its decoded body, or why there is none (status 0:
-    unreachable). `data` is None exactly when `error` says why."""
+    unreachable). `data` is None exactly when `error` says why. `fleet_state` is the
+    router's X-Herd-State on a 503: "unavailable" (its Redis does not answer) or
+    "rebuilding" (Redis came back empty)."""
 
     data: T | None = None
     error: str = ""
     status: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    fleet_state: str = ""
 
     @property
     def ok(self) -> bool:
@@ -166,7 +170,8 @@ def _decode(response: httpx.Response) -> Reply[Any]:
     except ValueError:
         body = response.text
     if response.status_code >= 400:
-        return Reply(body, error_message(body, response.status_code), response.status_code)
+        return Reply(body, error_message(body, response.status_code), response.status_code,
+                     fleet_state=response.headers.get(STATE_HEADER, ""))
     return Reply(body, "", response.status_code)
 
 
@@ -216,14 +221,14 @@ def refresh() -> None:
 def decode(reply: Reply[Any], shape: type[T]) -> Reply[T]:
     """The reply's JSON as `shape`, or an error saying the router answered something else."""
     if not reply.ok:
-        return Reply(None, reply.error, reply.status, reply.extra)
+        return replace(reply, data=None)
     try:
         body = msgspec.convert(reply.data, shape)
     except msgspec.ValidationError as exc:
-        return Reply(None, f"the router's answer is not what this dashboard reads ({exc}); "
-                     "are the router and the dashboard the same version?", reply.status,
-                     reply.extra)
-    return Reply(body, "", reply.status, reply.extra)
+        return replace(reply, data=None, error=(
+            f"the router's answer is not what this dashboard reads ({exc}); "
+            "are the router and the dashboard the same version?"))
+    return replace(reply, data=body)
 
 
 # --- reads
@@ -306,8 +311,7 @@ def load_model(model: str, node_id: str = "") -> Reply[Any]:
         return _unreachable(cfg, exc)
     refresh()
     reply = _decode(response)
-    served = response.headers.get("X-Fleet-Node", "")
-    return Reply(reply.data, reply.error, reply.status, {"node": served})
+    return replace(reply, extra={"node": response.headers.get("X-Fleet-Node", "")})
 
 
 def start_benchmark(options: Mapping[str, Any]) -> Reply[BenchmarkRun]:
@@ -487,8 +491,9 @@ class LiveFeed:
     def _run(self) -> None:
         while not self._idle():
             try:
-                self._follow()
-                error = "the router ended the event stream"
+                error = self._follow()
+            except httpx.HTTPStatusError as exc:
+                error = str(exc)  # the router's own words: e.g. its Redis does not answer
             except httpx.HTTPError as exc:
                 error = _unreachable(self.cfg, exc).error
             except Exception as exc:  # noqa: BLE001 - a daemon thread must never die of it
@@ -497,7 +502,8 @@ class LiveFeed:
             self._tried.set()
             time.sleep(RECONNECT_S)
 
-    def _follow(self) -> None:
+    def _follow(self) -> str:
+        """Follow the stream until it ends; why it ended."""
         url = self.cfg.router_url + EVENTS_PATH
         with httpx.stream("GET", url, headers={**self.cfg.headers(), "Accept":
                                                "text/event-stream"},
@@ -508,10 +514,13 @@ class LiveFeed:
                     _decode(response).error, request=response.request, response=response)
             self._update(connected=True, error="")
             for name, raw in parse_sse(response.iter_lines()):
+                if name == "error":  # the router's last word: its Redis stopped answering
+                    return _stream_error(raw)
                 self._receive(name, raw)
                 self._tried.set()
                 if self._idle():
-                    return
+                    break
+        return "the router ended the event stream"
 
     def _receive(self, name: str, raw: str) -> None:
         if name == "fleet":
@@ -542,6 +551,13 @@ class LiveFeed:
                                      version=view.version + 1)
 
 
+def _stream_error(raw: str) -> str:
+    """The message of the stream's last `error` event, `{"error": ...}`."""
+    with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+        return msgspec.json.decode(raw, type=ErrorAnswer).error
+    return raw.strip() or "the router ended the event stream with an error"
+
+
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _feed(url: str, token: str) -> LiveFeed:
     return LiveFeed(Config(url, token))
@@ -561,5 +577,5 @@ def live_fleet() -> tuple[Reply[FleetStatus | FleetEvent], LiveView]:
         reply = Reply(view.fleet, "", 200)
     else:
         read = fleet_status()
-        reply = Reply(read.data, read.error, read.status, read.extra)
+        reply = Reply(read.data, read.error, read.status, read.extra, read.fleet_state)
     return reply, view

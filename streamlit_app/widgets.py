@@ -1,5 +1,5 @@
-"""UI pieces several pages share: the router-unreachable banner, the empty-fleet hint, tables,
-meters and the health score's bands."""
+"""UI pieces several pages share: the router-unreachable and fleet-state banners, the
+empty-fleet hint, tables, meters and the health score's bands."""
 
 from __future__ import annotations
 
@@ -71,6 +71,19 @@ def problem(reply: data.Reply[Any], what: str = "this page") -> bool:
             f"**The router is unreachable.** {reply.error}. "
             "This page keeps retrying every couple of seconds; check that `herd` is running "
             f"and that `--router-url` points at it ({data.config().router_url})."
+        )
+        return True
+    if reply.fleet_state == "unavailable":
+        st.error(
+            f"**The fleet state is unavailable.** The router is up, but its Redis, where the "
+            f"fleet's shared state lives, does not answer ({reply.error}), so it cannot show "
+            f"{what}. This page keeps retrying and fills in as soon as Redis answers again."
+        )
+        return True
+    if reply.fleet_state == "rebuilding":
+        st.warning(
+            f"**The fleet state is being rebuilt.** Redis came back empty and the nodes are "
+            f"registering again ({reply.error}); {what} shows here within a few seconds."
         )
         return True
     if reply.status == 404:

@@ -18,7 +18,6 @@ COLUMNS: widgets.Columns = {
     "unauthorized": widgets.count("401", help="Refused: no valid key (under (none))"),
     "forbidden": widgets.count("403", help="Refused: forbidden"),
     "rate_limited": widgets.count("429", help="Refused: the key's app over its limit"),
-    "avg_latency_ms": widgets.ms("Latency avg"),
     "p50_latency_ms": widgets.ms("p50", help="Median latency"),
     "p95_latency_ms": widgets.ms("p95", help="95th percentile of the latency"),
 }

@@ -135,8 +135,8 @@ class DrillFleet:
         self.routers: list[str] = []
         self.sim: SimProc | None = None
 
-    def start_sim(self) -> SimProc:
-        self.sim = start_sim(self.tmp, "drill-node", models=[MODEL], tokens_per_s=0,
+    def start_sim(self, models: tuple[str, ...] = (MODEL,)) -> SimProc:
+        self.sim = start_sim(self.tmp, "drill-node", models=list(models), tokens_per_s=0,
                              response_tokens="4-4", num_parallel=8, keep_alive="-1")
         self.procs.append(self.sim)
         return self.sim

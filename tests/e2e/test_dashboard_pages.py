@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from streamlit_app import data, widgets
-from tests.helpers import Proc, free_port, herd_bin, wait_until
+from streamlit_app.nav import PAGES
+from tests.helpers import Proc, free_port, herd_bin, running, wait_until
+from tests.redisproc import RedisProc
 
 APP_DIR = Path(__file__).resolve().parents[2] / "streamlit_app"
 FAST_SIM = ["--tokens-per-s", "400", "--load-base-seconds", "0.05",
@@ -405,6 +408,42 @@ def test_unreachable_router_is_said_plainly(monkeypatch: pytest.MonkeyPatch, nam
     closed = f"http://127.0.0.1:{free_port()}"
     at = page(closed, name, monkeypatch)
     assert any("router is unreachable" in e.value and closed in e.value for e in at.error)
+
+
+@pytest.fixture(scope="module")
+def frozen_router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A router whose Redis is stopped (SIGSTOP) for the duration."""
+    tmp = tmp_path_factory.mktemp("frozen-redis")
+    redis = RedisProc(tmp, "redis").start()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with running([herd_bin(), "--host", "127.0.0.1", "--port", str(port), "--no-mdns",
+                      "--no-dashboard", "--redis-url", redis.url, "--data-dir", str(tmp / "d")],
+                     tmp / "router.log", env={"FLEET_REDIS_TIMEOUT": "0.5"}) as router:
+            router.wait_http(url + "/healthz")
+            redis.freeze()
+            yield url
+            redis.thaw()
+    finally:
+        redis.stop()
+
+
+@pytest.mark.parametrize("name", ["app", *(file.removesuffix(".py") for file, _, _ in PAGES)])
+def test_pages_say_the_fleet_state_is_unavailable_while_redis_is_frozen(
+    frozen_router: str, monkeypatch: pytest.MonkeyPatch, name: str,
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["app.py", "--router-url", frozen_router])
+    target = APP_DIR / ("app.py" if name == "app" else f"app_pages/{name}.py")
+    at = AppTest.from_file(str(target), default_timeout=10)  # a page that spins fails here
+    started = time.monotonic()
+    at.run()
+    print(f"{name}: drawn in {time.monotonic() - started:.2f} s")
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("fleet state is unavailable" in e.value for e in at.error), texts(at)
+    assert not any("router is unreachable" in e.value for e in at.error)
+    if name == "app":
+        assert any("fleet state unavailable" in e.value for e in at.sidebar.error)
 
 
 def test_pull_from_recommendations_streams_progress(

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from shared.keys import Keys
 from tests.e2e.redis_drill import (
     CHAT,
     MODEL,
@@ -16,6 +19,14 @@ from tests.e2e.redis_drill import (
     Load,
     check_failures_are_503s,
     drill_fleet,
+)
+from tests.e2e.redis_endpoints import (
+    CALLS,
+    EXTRA_MODEL,
+    Result,
+    call_all,
+    operations,
+    shape_problem,
 )
 from tests.helpers import Proc, free_port, herd_bin, wait_until
 from tests.redisproc import (
@@ -103,6 +114,123 @@ def test_redis_frozen_then_resumed(tmp_path: Path) -> None:
             # Nothing waited on the frozen Redis for long: the load's own 15 s timeout
             # was never reached (a hang shows up as status 0).
             assert all(a.status != 0 for a in load.answers)
+    finally:
+        redis.stop()
+
+
+FROZEN_TIMEOUT = 0.5  # FLEET_REDIS_TIMEOUT in the frozen-Redis drill: short, to keep it short
+BOUND = FROZEN_TIMEOUT + 1.0  # every endpoint answers within this while Redis is frozen
+
+
+def _report(phase: str, results: list[Result]) -> str:
+    return f"{phase}:\n" + "\n".join(
+        f"  {r.seconds:6.2f} s  {r.status}  {r.call.method} {r.call.url_path}" for r in results)
+
+
+class _EventStream:
+    """/dashboard/events read in a thread: the name of each message, and when it ended."""
+
+    def __init__(self, url: str) -> None:
+        self._names: list[str] = []
+        self.ended = 0.0
+        self.thread = threading.Thread(target=self._read, args=(url,), daemon=True)
+        self.thread.start()
+
+    def _read(self, url: str) -> None:
+        try:
+            with httpx.stream("GET", url, timeout=httpx.Timeout(5.0, read=15.0)) as response:
+                for line in response.iter_lines():
+                    if line.startswith("event:"):
+                        self._names.append(line.removeprefix("event:").strip())
+        finally:
+            self.ended = time.monotonic()
+
+    def names(self) -> list[str]:
+        return list(self._names)
+
+
+def test_every_endpoint_answers_while_redis_is_frozen(tmp_path: Path) -> None:
+    """SIGSTOP: every operation of the OpenAPI document answers within FLEET_REDIS_TIMEOUT
+    + 1 s, 503 in its shape where it needs the shared state; SIGCONT: all is as before,
+    with no restart; and a SIGTERM while Redis is frozen still stops `herd` promptly."""
+    redis = RedisProc(tmp_path, "redis").start()
+    try:
+        with drill_fleet(tmp_path) as fleet:
+            fleet.start_sim(models=(MODEL, EXTRA_MODEL))
+            router = fleet.router(redis.url, env={"FLEET_REDIS_TIMEOUT": str(FROZEN_TIMEOUT),
+                                                  "FLEET_ADMIN_TOKEN": "drill-admin"})
+            herd = fleet.procs[-1]
+            fleet.agent(router)
+            fleet.wait_serving(router)
+            document = httpx.get(f"{router}/schema/openapi.json", timeout=5).json()
+            assert operations(document) == {call.operation for call in CALLS}, \
+                "tests/e2e/redis_endpoints.py: CALLS must hold every operation of the API"
+
+            stream = _EventStream(f"{router}/dashboard/events")
+            wait_until(lambda: "fleet" in stream.names(), timeout=10, message="a live snapshot")
+
+            redis.freeze()
+            frozen_at = time.monotonic()
+            # Those that need Redis all at once, so each waits out its own reply timeout
+            # (none is spared by another's); then the rest in order (a pull, then a delete).
+            frozen = call_all(router, ADMIN, [c for c in CALLS if c.frozen == 503],
+                              timeout=BOUND + 5, parallel=True)
+            frozen += call_all(router, ADMIN, [c for c in CALLS if c.frozen != 503],
+                               timeout=BOUND + 5, parallel=False)
+            print(_report("frozen", frozen))
+            # A stream that was running ends with an `error` message, not in silence.
+            stream.thread.join(timeout=BOUND + 3)
+            assert not stream.thread.is_alive() and stream.names()[-1:] == ["error"], \
+                stream.names()
+            print(f"the running event stream ended {stream.ended - frozen_at:.2f} s after "
+                  "the freeze, with an error message")
+            for result in frozen:
+                what = f"{result.call.method} {result.call.url_path}"
+                assert result.status == result.call.frozen, (what, result.status, result.body)
+                assert result.seconds <= BOUND, (what, result.seconds)
+                if result.status == 503:
+                    assert not shape_problem(result), (what, shape_problem(result))
+
+            redis.thaw()
+            # Within a moment of the thaw (a late reply makes the next calls fail at once
+            # for 0.5 s), and with no restart.
+            thawed_at, thawed_wall = time.monotonic(), time.time()
+            fleet.wait_serving(router, timeout=10)
+            print(f"serving again {time.monotonic() - thawed_at:.2f} s after the thaw")
+
+            def beat_since_thaw() -> bool:  # the agent, refused meanwhile, posts again
+                nodes = httpx.get(f"{router}/fleet/status", timeout=5).json()["nodes"]
+                return any(n["node_id"] == "drill-node" and n["last_seen"] > thawed_wall
+                           for n in nodes)
+
+            wait_until(beat_since_thaw, timeout=5, message="the agent's heartbeat taken again")
+            thawed = call_all(router, ADMIN, CALLS, timeout=30, parallel=False)
+            print(_report("thawed", thawed))
+            for result in thawed:
+                what = f"{result.call.method} {result.call.url_path}"
+                assert result.status == result.call.thawed, (what, result.status, result.body)
+
+            # The background watchers came back too: a setting another replica stores (here,
+            # straight into Redis) applies on this one.
+            direct = redis.client()
+            keys = Keys(fleet.prefix)
+            direct.hset(keys.settings(), "max_retries", "4")
+            direct.publish(keys.settings_channel(), "max_retries")
+            direct.close()
+            wait_until(lambda: _setting(httpx.get(f"{router}/dashboard/api/settings",
+                                                  timeout=5).json(), "max_retries") == 4,
+                       timeout=5, message="a setting stored elsewhere, applied here")
+
+            redis.freeze()
+            wait_until(lambda: httpx.get(f"{router}/healthz", timeout=5).status_code == 503,
+                       timeout=5, message="healthz 503 once Redis is frozen again")
+            stopping = time.monotonic()
+            herd.signal(signal.SIGTERM)
+            assert herd.process.wait(30) == 0
+            stopped = time.monotonic() - stopping
+            print(f"SIGTERM to herd while Redis is frozen: exited in {stopped:.2f} s")
+            assert stopped < 5
+            redis.thaw()
     finally:
         redis.stop()
 

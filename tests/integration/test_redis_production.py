@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,7 +93,14 @@ async def test_a_frozen_redis_times_out_and_recovers(plain_redis: RedisProc) -> 
         plain_redis.freeze()
         with pytest.raises(RedisTimeoutError, match="did not answer"):
             await asyncio.wait_for(fast.execute("PING"), GUARD)
-        # The next attempt to reconnect also meets the frozen server, and fails the same way.
+        # Within retry_interval of the late reply the next command fails at once (a request's
+        # cleanup after a timeout does not wait out a second one)...
+        started = time.monotonic()
+        with pytest.raises(RedisTimeoutError, match="did not answer"):
+            await asyncio.wait_for(fast.execute("PING"), GUARD)
+        assert time.monotonic() - started < 0.25
+        # ...then an attempt to reconnect meets the frozen server, and fails the same way.
+        await asyncio.sleep(0.5)
         with pytest.raises(RedisError):
             await asyncio.wait_for(fast.execute("PING"), GUARD)
         plain_redis.thaw()

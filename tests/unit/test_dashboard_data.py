@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import httpx
 import msgspec
 import pandas as pd
 import pytest
 
 from services.dashboard import dashboard_command, router_url_for
 from services.router.api.dashboard_link import dashboard_url
-from shared.schemas import FleetEvent, FleetSummary
+from shared.schemas import FleetEvent, FleetStatus, FleetSummary
 from shared.settings import Settings
 from streamlit_app import data, widgets
 from streamlit_app.nav import PAGES
@@ -192,3 +193,24 @@ def test_health_bands_never_look_better_as_the_score_falls() -> None:
     assert widgets.HEALTH_BANDS[-1].lowest == 0  # every score has a band
     # One critical finding (100 - 20) is never "good"; none at all always is.
     assert widgets.health_band(80).word != "good" and widgets.health_band(100).word == "good"
+
+
+@pytest.mark.parametrize(("header", "state"), [("unavailable", "unavailable"),
+                                               ("rebuilding", "rebuilding"), (None, "")])
+def test_a_503_about_the_fleet_state_is_told_from_other_errors(
+    header: str | None, state: str,
+) -> None:
+    headers = {"Retry-After": "2", **({"X-Herd-State": header} if header else {})}
+    response = httpx.Response(503, json={"error": "fleet state (Redis) is unreachable, try "
+                                         "again"}, headers=headers)
+    reply = data.decode(data._decode(response), FleetStatus)
+    assert reply.data is None and reply.status == 503
+    assert reply.fleet_state == state
+    assert reply.error == "fleet state (Redis) is unreachable, try again (HTTP 503)"
+
+
+def test_the_event_streams_last_error_is_read_in_ollamas_shape() -> None:
+    assert data._stream_error('{"error": "fleet state (Redis) is unreachable, try again"}') \
+        == "fleet state (Redis) is unreachable, try again"
+    assert data._stream_error("gone") == "gone"
+    assert "with an error" in data._stream_error("")

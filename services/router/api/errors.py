@@ -25,7 +25,8 @@ _MEANINGS = {
     409: "The change conflicts with the fleet's state (the error says which).",
     413: "The body is larger than the router accepts.",
     502: "The node failed to answer.",
-    503: "No node can serve it now (see Retry-After).",
+    503: "No node can serve it now, or the fleet state (Redis) does not answer "
+         "(X-Herd-State: unavailable); see Retry-After.",
     504: "The node did not answer in time.",
 }
 
