@@ -50,7 +50,7 @@ ALLOWED_PREFIXES = ("x-herd-", "x-stainless-", "anthropic-")
 EXPOSED_HEADERS = (
     "X-Fleet-Node, X-Fleet-Retries, X-Fleet-Score, X-Fleet-Requested-Model, "
     "X-Fleet-Served-Model, X-Herd-Request-Id, X-Herd-Nodes, X-Herd-Failed-Nodes, "
-    "X-Herd-Offline-Nodes, X-Herd-Version, Retry-After")
+    "X-Herd-Unreached-Nodes, X-Herd-Version, Retry-After")
 METHODS = b"GET, POST, DELETE, HEAD, OPTIONS"
 MAX_AGE = b"600"  # browsers cache a preflight this long (Chromium caps it at 7200 s)
 

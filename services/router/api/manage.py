@@ -52,7 +52,8 @@ def _done(outcome_headers: dict[str, str]) -> Response[bytes]:
 _FANOUT_RESPONSES = {
     **error_responses(400, 401, 403, 404, 502, 503),
     200: ResponseSpec(None, description="Done on every node reached that had the model; "
-                      "X-Herd-Nodes names them (X-Herd-Offline-Nodes those not reached)."),
+                      "X-Herd-Nodes names them, X-Herd-Unreached-Nodes the nodes that may "
+                      "hold a copy but were not reached (offline, or not answering)."),
 }
 _PROGRESS_RESPONSES = {
     **error_responses(400, 401, 403, 404, 409, 502, 503),

@@ -9,21 +9,17 @@ has changed by the time the client reads the end).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
 from litestar import MediaType, Response
 from litestar.response import Stream
-from redis.exceptions import RedisError
 
 from services.router.nodeclient import NodeBroken
 from services.router.nodes import NodeResponse
 
 __all__ = ["relay_progress", "succeeded"]
-
-log = logging.getLogger("herd.models")
 
 _decode = msgspec.json.Decoder().decode
 TAIL = 1024  # bytes kept to read the last line: Ollama's last line is short
@@ -39,15 +35,6 @@ def succeeded(tail: bytes) -> bool:
     except msgspec.DecodeError:
         return False
     return isinstance(last, dict) and last.get("status") == "success" and not last.get("error")
-
-
-async def _noted(done: Callable[[], Awaitable[None]], what: str, node_id: str) -> None:
-    """Run `done`; Redis away leaves the registry to the node's next heartbeat."""
-    try:
-        await done()
-    except RedisError as exc:
-        log.warning("%s on %s succeeded but was not noted in the registry", what, node_id,
-                    extra={"node_id": node_id, "error": str(exc)})
 
 
 def _error_line(what: str, node_id: str, exc: BaseException) -> bytes:
@@ -71,7 +58,7 @@ async def relay_progress(
                             media_type=MediaType.JSON)
         upstream.release()
         if done is not None and upstream.status < 300 and succeeded(content[-TAIL:]):
-            await _noted(done, what, node_id)
+            await done()
         return Response(content, status_code=upstream.status, headers=headers,
                         media_type=ctype)
 
@@ -87,6 +74,6 @@ async def relay_progress(
         finally:
             upstream.close()
         if done is not None and succeeded(tail):
-            await _noted(done, what, node_id)
+            await done()
 
     return Stream(relay(), headers=headers, media_type="application/x-ndjson")

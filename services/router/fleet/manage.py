@@ -4,7 +4,10 @@ create, its blob uploads and push on one node, chosen the same way by every repl
 Delete and copy ask every node that is not offline, not only those the registry lists:
 the registry learns of a node's models from its heartbeats, and a model made on the node
 a moment ago (or by hand) is not listed yet. A node's 404 means it does not have the
-model. The fleet's view follows at once: each node that changed is noted in the registry
+model. A node that fails is a failure of the whole answer when the registry lists the
+model there or when it answered with an error; one that cannot be reached and is not
+listed with the model is only named (X-Herd-Unreached-Nodes), as are offline nodes that
+list it. The fleet's view follows at once: each node that changed is noted in the registry
 (`Fleet.note_model`) before the client gets its answer, and its next heartbeat confirms.
 
 A create and the blobs it names must land on one node: the `ollama` clients upload each
@@ -21,6 +24,7 @@ free disk.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +40,7 @@ from shared.errors import (
     UpstreamError,
 )
 from shared.models import NodeState, NodeStatus, normalize_model
+from shared.redisconn import REDIS_UNAVAILABLE
 
 __all__ = [
     "BLOB_TTL",
@@ -58,6 +63,19 @@ BLOB_TTL = 24 * 3600
 UPLOAD_TTL = 15 * 60
 
 _DIGEST = re.compile(r"^sha256[:-]([0-9a-fA-F]{64})$")
+
+log = logging.getLogger("herd.models")
+
+
+async def _note(ctx: RouterContext, node_id: str, model: str, size_gb: float | None) -> None:
+    """Note a change the nodes already made. With Redis away the node's next heartbeat
+    tells the registry instead: the client still learns that the change was made."""
+    try:
+        await ctx.fleet.note_model(node_id, model, size_gb)
+    except REDIS_UNAVAILABLE as exc:
+        log.warning("%s changed on %s; the registry learns it from the next heartbeat",
+                    model, node_id, extra={"node_id": node_id, "model": model,
+                                           "error": str(exc)})
 
 
 def blob_digest(text: str) -> str:
@@ -136,22 +154,25 @@ async def _everywhere(ctx: RouterContext, method: bytes, path: str, payload: byt
         except UpstreamError as exc:
             return 0, exc.message
 
-    answers = await asyncio.gather(*(ask(node) for node in nodes))
-    done = tuple(n.node_id for n, (status, _) in zip(nodes, answers, strict=True)
-                 if 200 <= status < 300)
-    absent = tuple(n.node_id for n, (status, _) in zip(nodes, answers, strict=True)
-                   if status == 404)
+    answers = list(zip(nodes, await asyncio.gather(*(ask(node) for node in nodes)),
+                       strict=True))
+    done = tuple(n.node_id for n, (status, _) in answers if 200 <= status < 300)
+    absent = tuple(n.node_id for n, (status, _) in answers if status == 404)
+    # A node that did not answer and is not listed with the model most likely lacks it
+    # (a node that registered and went away): named, not counted as a failure.
+    unreached = [n.node_id for n, (status, _) in answers
+                 if status == 0 and not n.has_model(model)]
     failed = tuple((n.node_id, status, message or f"answered {status}")
-                   for n, (status, message) in zip(nodes, answers, strict=True)
-                   if status == 0 or (status >= 300 and status != 404))
+                   for n, (status, message) in answers
+                   if (status == 0 and n.has_model(model)) or (status >= 300 and status != 404))
     asked = {n.node_id for n in nodes}
     offline = tuple(sorted(n.node_id for n in ctx.fleet.snapshot().nodes.values()
                            if n.node_id not in asked and n.has_model(model)))
     headers = {"X-Herd-Nodes": ",".join(done)}
     if failed:
         headers["X-Herd-Failed-Nodes"] = ",".join(node for node, _, _ in failed)
-    if offline:
-        headers["X-Herd-Offline-Nodes"] = ",".join(offline)
+    if offline or unreached:
+        headers["X-Herd-Unreached-Nodes"] = ",".join(sorted([*offline, *unreached]))
     return Outcome(done, absent, failed, offline, headers)
 
 
@@ -160,7 +181,7 @@ async def delete_everywhere(ctx: RouterContext, model: str, payload: bytes) -> O
     that did it no longer list it."""
     outcome = await _everywhere(ctx, b"DELETE", "/api/delete", payload, model)
     for node_id in outcome.done:
-        await ctx.fleet.note_model(node_id, model, None)
+        await _note(ctx, node_id, model, None)
     return outcome
 
 
@@ -173,7 +194,7 @@ async def copy_everywhere(ctx: RouterContext, source: str, destination: str,
     for node_id in outcome.done:
         node = nodes.get(node_id)
         size = node.model_size_gb(source) if node is not None else 0.0
-        await ctx.fleet.note_model(node_id, destination, size)
+        await _note(ctx, node_id, destination, size)
     return outcome
 
 
@@ -299,4 +320,4 @@ async def note_created(ctx: RouterContext, node: NodeState, model: str) -> None:
                 and normalize_model(entry["name"]) == model
                 and isinstance(entry.get("size"), int)):
             size = entry["size"]
-    await ctx.fleet.note_model(node.node_id, model, size / 1e9)
+    await _note(ctx, node.node_id, model, size / 1e9)
