@@ -123,6 +123,37 @@ def test_a_node_that_fails_makes_the_answer_an_error_that_names_it(fleet: Fleet)
     assert "half-gone:latest" not in installed(fleet, "n1")
 
 
+def test_a_node_that_is_gone_is_named_and_fails_only_where_it_holds_the_model(
+    fleet: Fleet,
+) -> None:
+    """A node that registered and stopped answering: if the registry does not list the
+    model there it most likely lacks it (named in a header); if it does, the copy left
+    there is a failure."""
+    ghost = fleet.heartbeat("n0")
+    ghost.update(node_id="ghost", ollama_host="http://127.0.0.1:9")
+    ghost["ollama"]["models_available"] = ["qwen3:0.6b"]
+    assert httpx.post(f"{fleet.url}/heartbeat", json=ghost, timeout=5).status_code == 200
+    wait_until(lambda: all(any(n["node_id"] == "ghost" for n in httpx.get(
+        f"{u}/fleet/status").json()["nodes"]) for u in fleet.urls), timeout=5,
+        message="the ghost registered")
+    ollama_client = client(fleet.url)
+    try:
+        copied = httpx.post(f"{fleet.url}/api/copy", headers=AUTH, timeout=10,
+                            json={"source": "llama3.2:3b", "destination": "ghostly"})
+        assert copied.status_code == 200, copied.text
+        assert copied.headers["x-herd-unreached-nodes"] == "ghost"
+        ollama_client.delete("ghostly")
+        with pytest.raises(ollama.ResponseError) as failed:
+            ollama_client.copy("qwen3:0.6b", "ghostly-qwen")
+        assert failed.value.status_code == 502
+        assert "done on n0; failed on ghost: " in failed.value.error
+    finally:
+        ollama_client.delete("ghostly-qwen")
+        # a goodbye: no longer servable, so no later placement or version counts it
+        httpx.post(f"{fleet.url}/heartbeat", json={"node_id": "ghost", "draining": True},
+                   timeout=5)
+
+
 def test_bad_names_are_refused_before_any_node_is_asked(fleet: Fleet) -> None:
     for body in ({"source": "llama3.2:3b"}, {"source": "a b", "destination": "c"},
                  {"source": "llama3.2:3b", "destination": "../x"}):
