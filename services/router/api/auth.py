@@ -20,8 +20,9 @@ from shared.errors import Forbidden
 
 __all__ = ["LOOPBACK_ONLY", "is_loopback", "require_admin", "require_node"]
 
-LOOPBACK_ONLY = ("no FLEET_ADMIN_TOKEN is set: settings, pulls, deletes, client keys and "
-                 "benchmark starts are accepted only from this machine (loopback)")
+LOOPBACK_ONLY = ("no FLEET_ADMIN_TOKEN is set: settings, model changes (pull, delete, copy, "
+                 "create, uploads, push), client keys and benchmark starts are accepted "
+                 "only from this machine (loopback)")
 
 
 def is_loopback(host: str) -> bool:
