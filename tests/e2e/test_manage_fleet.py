@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import ollama
+import psutil
 import pytest
 
 from services.version import VERSION
@@ -254,6 +256,33 @@ def test_a_blob_larger_than_the_body_limit_streams_through_without_being_held(
     assert upload.status_code == 201, upload.text
     assert peak_rss_mb(fleet.router.pid) - before < 64
     assert httpx.head(f"{fleet.sim_url('n0')}/api/blobs/{digest}").status_code == 200
+
+
+def test_an_upload_cut_short_leaves_nothing_behind(fleet: Fleet) -> None:
+    """A client that goes away mid-upload: the node's upload ends too (no blob, no stuck
+    connection), and the next upload of the same blob works."""
+    data = b"GGUF" + b"\x07" * 500_000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    head = (f"POST /api/blobs/{digest} HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nX-Herd-Node: n1\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n").encode()
+    port = int(fleet.url.rsplit(":", 1)[1])
+    sim_port = int(fleet.sim_url("n1").rsplit(":", 1)[1])
+
+    def to_node() -> int:  # the router's connections to n1 (kept-alive idle ones too)
+        return sum(1 for c in psutil.Process(fleet.router.pid).net_connections("tcp")
+                   if c.raddr and c.raddr.port == sim_port and c.status == "ESTABLISHED")
+
+    idle = to_node()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head + data[:100_000])
+        wait_until(lambda: to_node() == idle + 1, timeout=5, message="the upload under way")
+    wait_until(lambda: to_node() == idle, timeout=5, message="the upload to the node ended")
+    assert httpx.head(f"{fleet.sim_url('n1')}/api/blobs/{digest}").status_code == 404
+    upload = httpx.post(f"{fleet.url}/api/blobs/{digest}", content=data, timeout=10,
+                        headers={**AUTH, "X-Herd-Node": "n1"})
+    assert upload.status_code == 201, upload.text
+    assert httpx.head(f"{fleet.sim_url('n1')}/api/blobs/{digest}").status_code == 200
 
 
 def test_a_bad_upload_gets_the_nodes_own_error(fleet: Fleet) -> None:
