@@ -7,8 +7,9 @@ from typing import Any
 import msgspec
 
 from shared.errors import BadRequest
+from shared.models import normalize_model, valid_model_name
 
-__all__ = ["decode_json", "decode_object"]
+__all__ = ["decode_json", "decode_object", "model_field"]
 
 _decode = msgspec.json.Decoder().decode
 
@@ -35,3 +36,15 @@ def decode_object(raw: bytes, what: str = "request body") -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest(f"{what} must be a JSON object")
     return body
+
+
+def model_field(body: dict[str, Any], *names: str) -> str:
+    """The model name in the first of `names` the body has ("model", then the older
+    "name"), normalized (`:latest` added); BadRequest naming the field if it is missing or
+    not a model name."""
+    value = next((body[name] for name in names if body.get(name)), None)
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"{names[0]} must be a non-empty string")
+    if not valid_model_name(value.strip()):
+        raise BadRequest(f"{names[0]} is not a valid model name")
+    return normalize_model(value)

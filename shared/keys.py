@@ -137,6 +137,17 @@ class Keys:
         """Hash: decaying averages of latency and speed for one node:model."""
         return f"{self.prefix}latency:{node_id}|{model}"
 
+    # --- model uploads (writer: routers, in the blob and create APIs)
+    def blob_node(self, digest: str) -> str:
+        """String with a TTL: the node an uploaded blob (`sha256:<hex>`) went to, so the
+        create that names it runs there."""
+        return f"{self.prefix}blob:{digest}"
+
+    def upload_node(self, client: str) -> str:
+        """String with a TTL, renewed by each upload: the node a client's uploads go to,
+        so the blobs of one model land together."""
+        return f"{self.prefix}upload:{client}"
+
     # --- streams
     def traces(self) -> str:
         """Stream of request traces, capped; consumer group 'recorder'."""

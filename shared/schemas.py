@@ -29,8 +29,11 @@ __all__ = [
     "BenchmarkStart",
     "BenchmarkStored",
     "ChatRequest",
+    "CopyRequest",
     "CpuView",
+    "CreateRequest",
     "DeleteAnswer",
+    "DeleteRequest",
     "DiskView",
     "EmbedRequest",
     "EmbeddingsRequest",
@@ -74,6 +77,7 @@ __all__ = [
     "PsModel",
     "PullProgress",
     "PullRequest",
+    "PushRequest",
     "QueueCounters",
     "Recommendations",
     "SettingView",
@@ -221,12 +225,16 @@ class FleetSummary(_Answer, kw_only=True):
 
 
 class FleetStatus(_Answer, kw_only=True):
-    """GET /fleet/status; `queues` is keyed "node:model"."""
+    """GET /fleet/status; `queues` is keyed "node:model". `herd_version` is the router's
+    own version; `ollama_version` what /api/version answers (the oldest Ollama among the
+    servable nodes)."""
 
     fleet: FleetSummary
     nodes: list[NodeView]
     queues: dict[str, QueueCounters]
     timestamp: float
+    herd_version: str = ""
+    ollama_version: str = ""
 
 
 class FleetEvent(_Answer, kw_only=True):
@@ -452,6 +460,49 @@ class PullProgress(_Answer, kw_only=True):
     total: int | None = None
     completed: int | None = None
     error: str | None = None
+
+
+class DeleteRequest(_Answer, kw_only=True):
+    """DELETE /api/delete: forwarded as sent to every node that has the model (`name` is
+    Ollama's older spelling of `model`)."""
+
+    model: str | None = None
+    name: str | None = None
+
+
+class CopyRequest(_Answer, kw_only=True):
+    """POST /api/copy: forwarded as sent to every node that has `source`."""
+
+    source: str
+    destination: str
+
+
+class CreateRequest(_Answer, kw_only=True):
+    """POST /api/create: forwarded as sent to one node (X-Herd-Node, else the node its
+    blobs were uploaded to, else the roomiest). `files` and `adapters` map file names to
+    blob digests uploaded with POST /api/blobs/{digest}; other fields reach the node too."""
+
+    model: str | None = None
+    name: str | None = None
+    from_: str | None = msgspec.field(default=None, name="from")
+    files: dict[str, str] | None = None
+    adapters: dict[str, str] | None = None
+    template: str | None = None
+    system: str | None = None
+    license: str | list[str] | None = None
+    parameters: dict[str, Any] | None = None
+    messages: list[dict[str, Any]] | None = None
+    quantize: str | None = None
+    stream: bool = True
+
+
+class PushRequest(_Answer, kw_only=True):
+    """POST /api/push: run on a node that has the model (X-Herd-Node to name one)."""
+
+    model: str | None = None
+    name: str | None = None
+    insecure: bool = False
+    stream: bool = True
 
 
 class DeleteAnswer(_Answer, kw_only=True):

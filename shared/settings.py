@@ -115,6 +115,13 @@ class Settings:
     node_token: str = _setting(
         "", "Bearer token a node agent must send with its heartbeats. Empty: no check."
     )
+    cors_origins: tuple[str, ...] = _setting(
+        (), "Comma list of browser origins allowed to call the Ollama, OpenAI and Anthropic "
+        "APIs (/, /api/*, /v1/*) from a web page: https://chat.example.com, * for any, or a "
+        "pattern with * (http://localhost:*). Preflights are answered and answers carry "
+        "the CORS headers. Empty: no CORS, so browsers refuse cross-origin calls (like "
+        "OLLAMA_ORIGINS, with no origin allowed by default).",
+    )
 
     # --- routing (runtime)
     max_retries: int = _setting(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+from collections.abc import AsyncIterable
 from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -65,6 +66,7 @@ class _Connection(asyncio.Protocol):
         self.chunks: collections.deque[bytes] = collections.deque()
         self.buffered = 0
         self.paused = False
+        self.write_paused = False  # the node's socket buffer is full (an upload)
 
     # --- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -80,6 +82,13 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(NodeBroken(f"connection closed by the node ({exc or 'end of stream'})"))
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake()
 
     # --- httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -129,6 +138,14 @@ class _Connection(asyncio.Protocol):
             await waiter
         finally:
             timer.cancel()
+
+    async def writable(self, silence: float) -> None:
+        """Until the node takes more of an upload (or answered, or the connection failed);
+        TimeoutError if it takes nothing for `silence` seconds."""
+        if self.lost is not None:
+            raise self.lost
+        while self.write_paused and not self.headers_done:
+            await self.wait(silence)
 
     def start(self, request: bytes) -> None:
         self._parser = httptools.HttpResponseParser(self)
@@ -191,6 +208,15 @@ class NodeResponse:
         self._conn.close()
 
 
+def _headed(method: bytes, response: NodeResponse) -> NodeResponse:
+    """A HEAD answer ends with its headers, whatever Content-Length it names (the parser
+    cannot be told no body follows, so that connection is not reused)."""
+    if method == b"HEAD":
+        response._conn.complete = True
+        response._conn.keep_alive = False
+    return response
+
+
 class NodeClient:
     """Keep-alive connections to every node, reused across requests."""
 
@@ -243,13 +269,61 @@ class NodeClient:
             if conn.lost is not None:
                 continue
             try:
-                return await self._exchange(key, conn, request, read_timeout)
+                return _headed(method, await self._exchange(key, conn, request, read_timeout))
             except NodeBroken:
                 # the node closed a kept-alive connection as we reused it: a fresh one next
                 if conn.headers_done:
                     raise
         conn = await self._connect(key, connect_timeout)
-        return await self._exchange(key, conn, request, read_timeout)
+        return _headed(method, await self._exchange(key, conn, request, read_timeout))
+
+    async def upload(
+        self, method: bytes, base_url: str, path: str, body: AsyncIterable[bytes],
+        length: int | None, *, connect_timeout: float, read_timeout: float,
+    ) -> NodeResponse:
+        """Send a request whose body streams from `body` (`length` bytes, or chunked when
+        unknown); return once the response's headers arrived.
+
+        A new connection each time: a kept-alive one the node closed meanwhile would need
+        the body sent again, and a stream cannot be replayed. The node may answer before
+        the body ends (a blob it already has): the rest is then not sent, and the
+        connection not reused.
+        """
+        key = _target(base_url)
+        framing = (b"Content-Length: %d" % length if length is not None
+                   else b"Transfer-Encoding: chunked")
+        head = (b"%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\n"
+                b"%s\r\n\r\n" % (method, path.encode(), key.host_header, framing))
+        conn = await self._connect(key, connect_timeout)
+        try:
+            conn.start(head)
+            transport = conn.transport
+            assert transport is not None
+            whole = True
+            async for chunk in body:
+                if conn.headers_done:
+                    whole = False
+                    break
+                if not chunk:
+                    continue
+                if length is None:
+                    transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                else:
+                    transport.write(chunk)
+                await conn.writable(read_timeout)
+            if whole and length is None:
+                if conn.headers_done:
+                    whole = False  # answered before the last chunk was sent
+                else:
+                    transport.write(b"0\r\n\r\n")
+            while not conn.headers_done:
+                await conn.wait(read_timeout)
+        except BaseException:
+            conn.close()
+            raise
+        if not whole:
+            conn.keep_alive = False  # part of the body is still owed: never reuse
+        return NodeResponse(self, key, conn, read_timeout)
 
     async def _exchange(
         self, key: _Target, conn: _Connection, request: bytes, read_timeout: float

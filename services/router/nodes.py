@@ -1,4 +1,4 @@
-"""The one boundary to a node: forward, list, show, pull and delete, over one client.
+"""The one boundary to a node: forward, list, show, and model management, over one client.
 
 Every call to a node's Ollama goes through `Nodes`, over the keep-alive connections of
 `nodeclient.NodeClient`, and its failures are translated here: `UpstreamFailure` for the
@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -36,6 +36,7 @@ __all__ = [
     "FANOUT_TIMEOUT",
     "Blame",
     "ModelMissing",
+    "NodeAnswer",
     "NodeResponse",
     "Nodes",
     "RequestRefused",
@@ -50,12 +51,23 @@ FANOUT_TIMEOUT = 3.0  # a slow node must not hold up the whole catalogue
 PULL_CONNECT_TIMEOUT = 10.0
 # A pull reports progress every few hundred ms; a node silent this long has stalled.
 PULL_SILENCE_TIMEOUT = 300.0
-DELETE_TIMEOUT = 30.0
+DELETE_TIMEOUT = 30.0  # a delete, a copy, a blob's HEAD: bookkeeping on the node
+# An upload waits on the node only while its socket buffer is full, and for the answer
+# once the body is sent (Ollama hashes as the bytes arrive, so that answer is quick).
+UPLOAD_SILENCE_TIMEOUT = 300.0
 
 _decode = msgspec.json.Decoder().decode
 
 
 MAX_MESSAGE = 1000  # characters of a node's error message kept and passed on
+
+
+class NodeAnswer(NamedTuple):
+    """A node's short answer to a model-management call: its status, and its error
+    message when it refused (empty on success)."""
+
+    status: int
+    message: str
 
 
 class Blame(enum.StrEnum):
@@ -256,14 +268,20 @@ class Nodes:
 
     async def pull(self, node: NodeState, model: str, body: dict[str, Any]) -> NodeResponse:
         """Start a pull; the caller reads the progress and releases the response."""
-        payload = msgspec.json.encode({**body, "model": model})
+        return await self.progress(node, "/api/pull", msgspec.json.encode({**body, "model": model}),
+                                   f"pull {model}")
+
+    async def progress(self, node: NodeState, path: str, payload: bytes,
+                       what: str) -> NodeResponse:
+        """Start a pull, push or create (`what` names it in errors); the caller reads the
+        progress and releases the response."""
         try:
             return await self.client.request(
-                b"POST", node.ollama_url, "/api/pull", payload,
+                b"POST", node.ollama_url, path, payload,
                 connect_timeout=PULL_CONNECT_TIMEOUT, read_timeout=PULL_SILENCE_TIMEOUT,
             )
         except (NodeBroken, TimeoutError) as exc:
-            raise UpstreamError(f"cannot reach {node.node_id} to pull {model}: "
+            raise UpstreamError(f"cannot reach {node.node_id} to {what}: "
                                 f"{_describe(exc)}") from exc
 
     async def pull_and_wait(self, node: NodeState, model: str) -> float:
@@ -308,6 +326,37 @@ class Nodes:
         if status >= 400:
             text = body[:200].decode(errors="replace")
             raise UpstreamError(f"{node.node_id} refused to delete {model}: {status} {text}")
+
+    async def manage(self, node: NodeState, method: bytes, path: str,
+                     payload: bytes) -> NodeAnswer:
+        """A delete or copy: the node's status and message; UpstreamError if it cannot
+        answer."""
+        status, data = await self._whole(method, node, path, payload, DELETE_TIMEOUT)
+        return NodeAnswer(status, node_message(data) if status >= 400 else "")
+
+    async def head_blob(self, node: NodeState, digest: str) -> NodeAnswer:
+        """Whether the node has the blob: 200 if so, 404 if not."""
+        status, data = await self._whole(b"HEAD", node, f"/api/blobs/{digest}", b"",
+                                         DELETE_TIMEOUT)
+        return NodeAnswer(status, node_message(data) if status >= 400 else "")
+
+    async def upload_blob(
+        self, node: NodeState, digest: str, body: AsyncIterable[bytes], length: int | None,
+        connect_timeout: float,
+    ) -> tuple[int, bytes]:
+        """Stream an upload to the node as it arrives (never whole in memory); its status
+        and answer. UpstreamError if the node cannot be reached or stops taking it."""
+        try:
+            response = await self.client.upload(
+                b"POST", node.ollama_url, f"/api/blobs/{digest}", body, length,
+                connect_timeout=connect_timeout, read_timeout=UPLOAD_SILENCE_TIMEOUT)
+            try:
+                return response.status, await response.read()
+            finally:
+                response.release()
+        except (NodeBroken, TimeoutError) as exc:
+            raise UpstreamError(
+                f"upload of {digest} to {node.node_id} failed: {_describe(exc)}") from exc
 
     # ---------------------------------------------------------------------------------
 

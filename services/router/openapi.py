@@ -49,6 +49,10 @@ RAW_BODIES: dict[tuple[str, str], type[msgspec.Struct] | None] = {
     ("/dashboard/api/delete", "post"): schemas.PullRequest,
     ("/dashboard/api/benchmarks", "post"): schemas.BenchmarkStart,
     ("/dashboard/api/benchmarks/runs", "post"): schemas.BenchmarkRun,
+    ("/api/delete", "delete"): schemas.DeleteRequest,
+    ("/api/copy", "post"): schemas.CopyRequest,
+    ("/api/create", "post"): schemas.CreateRequest,
+    ("/api/push", "post"): schemas.PushRequest,
     ("/api/show", "post"): None,  # {"model": ...}, forwarded to a node as sent
     ("/dashboard/api/settings", "post"): None,  # a partial object of runtime settings
     ("/heartbeat", "post"): None,  # Herd's or ollama-herd's payload (COMPAT.md)
@@ -138,6 +142,10 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
                 "required": body is None,
                 "content": {"application/json": {"schema": schema}},
             }
+    upload = paths.get("/api/blobs/{digest}", {}).get("post")
+    if upload is not None:  # streamed to the node as it arrives, any size
+        upload["requestBody"] = {"required": True, "content": {"application/octet-stream": {
+            "schema": {"type": "string", "format": "binary"}}}}
     return out
 
 

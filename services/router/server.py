@@ -28,6 +28,7 @@ from litestar import Litestar
 from services.dashboard import dashboard_for
 from services.router.app import create_app, with_fast_paths
 from services.router.context import RouterContext
+from services.router.cors import with_cors
 from shared.children import die_with_parent
 from shared.keys import hash_tagged
 from shared.logs import setup_logging
@@ -113,7 +114,7 @@ def run_replica(settings: Settings, redis_url: str,
     """One replica in this process, on `sockets` or on settings.host:port."""
     app = create_app(settings, redis_url)
     config = uvicorn.Config(
-        with_fast_paths(app),
+        with_cors(with_fast_paths(app), settings.cors_origins),
         host=settings.host,
         port=settings.port,
         loop="uvloop",

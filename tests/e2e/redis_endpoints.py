@@ -85,6 +85,16 @@ CALLS: tuple[Call, ...] = (
          frozen=200),
     Call("POST", "/dashboard/api/delete", body={"model": EXTRA_MODEL, "node_id": NODE},
          frozen=200),
+    # the nodes change first; a registry that cannot be told learns from the heartbeats
+    Call("POST", "/api/copy", body={"source": MODEL, "destination": "drill-copy"},
+         frozen=200),
+    Call("DELETE", "/api/delete", body={"model": "drill-copy"}, frozen=200),
+    Call("POST", "/api/create", body={"model": "drill-made", "from": MODEL, "stream": False},
+         frozen=200),
+    # these read where this client's uploads go first
+    Call("POST", "/api/push", body={"model": MODEL, "stream": False}),
+    Call("HEAD", "/api/blobs/{digest}", path=f"/api/blobs/sha256:{'0' * 64}", thawed=404),
+    Call("POST", "/api/blobs/{digest}", path=f"/api/blobs/sha256:{'0' * 64}", thawed=400),
     Call("GET", "/dashboard/api/traces"),
     Call("GET", "/dashboard/api/usage"),
     Call("GET", "/dashboard/api/apps"),
@@ -161,6 +171,8 @@ def shape_problem(result: Result) -> str:
         return "" if ok else f"not /healthz's error shape: {body!r}"
     if not result.headers.get("retry-after", "").isdigit():
         return f"no Retry-After: {result.headers}"
+    if result.call.method == "HEAD":  # the status and headers are all a HEAD answer has
+        return "" if body == "" else f"a body in a HEAD answer: {body!r}"
     if result.call.stream:
         return "" if isinstance(body, dict) and isinstance(body.get("error"), str) else \
             f"not Ollama's error shape: {body!r}"

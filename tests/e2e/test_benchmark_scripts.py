@@ -53,3 +53,11 @@ def test_streams_measures_direct_and_routed(tmp_path: Path) -> None:
                         "--rounds", "1", "--reply-tokens", "10", "--tokens-per-s", "200")
     assert result["direct_tps"] > 0 and result["routed_tps"] > 0
     assert result["router_cpu_ms_per_1000_chunks"] > 0
+
+
+def test_cors_measures_the_layer_against_the_bare_app(tmp_path: Path) -> None:
+    result = run_script("cors", tmp_path, "--calls", "200", "--rounds", "1")
+    assert set(result["median_ns"]) == {"bare app", "CORS on, no Origin",
+                                        "CORS on, allowed Origin"}
+    assert all(value > 0 for value in result["median_ns"].values())
+    assert result["added_ns"]["bare app"] == 0

@@ -25,7 +25,9 @@ MODEL = "llama3.2:3b"
 ABSENT = "absent-model:1b"  # for mutations: nothing the fleet has is pulled or deleted
 ANSWER_TIMEOUT = 20.0  # seconds for a complete answer; more counts as a hang
 
-# Every endpoint, each with a body whose fields the fuzzer spoils one at a time. The
+# Every endpoint, each with a body whose fields the fuzzer spoils one at a time (but the
+# blob upload: its body is not JSON, and with no size limit a body announced larger than
+# sent is an upload still under way; tests/e2e/test_manage_fleet.py covers it). The
 # fields Herd itself reads are listed in `checked`: a wrong type there must be a 400 that
 # names the field (the rest pass through to the node, which judges them).
 @dataclass(frozen=True)
@@ -56,6 +58,12 @@ ENDPOINTS = [
              ("model", "node_id")),
     Endpoint("POST", "/dashboard/api/delete", {"model": ABSENT, "node_id": "f0"},
              ("model", "node_id")),
+    Endpoint("DELETE", "/api/delete", {"model": ABSENT}, ("model",)),
+    Endpoint("POST", "/api/copy", {"source": ABSENT, "destination": "fuzz-copy"},
+             ("source", "destination")),
+    Endpoint("POST", "/api/create", {"model": "fuzz-made", "from": MODEL, "stream": False},
+             ("model",)),
+    Endpoint("POST", "/api/push", {"model": ABSENT, "stream": False}, ("model",)),
     Endpoint("POST", "/dashboard/api/settings", {"max_retries": 2},
              ("max_retries",)),
     Endpoint("POST", "/dashboard/api/settings", {"queue_timeout": 300.0},

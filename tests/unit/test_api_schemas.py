@@ -32,6 +32,8 @@ STATUS = {
     "queues": {"gpu-1:llama3.2:3b": {"pending": 0, "in_flight": 1, "done": 9, "failed": 1,
                                      "max_concurrent": 4}},
     "timestamp": 1_700_000_021.5,
+    "herd_version": "0.1.0",
+    "ollama_version": "0.14.0",
 }
 
 

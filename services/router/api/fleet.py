@@ -19,6 +19,8 @@ from services.router.fleet.reads import (
     read_queue_depths,
     read_queues,
 )
+from services.router.fleet.versions import fleet_version
+from services.version import VERSION
 from shared.bodies import decode_json
 from shared.schemas import FleetQueue, FleetStatus, HeartbeatAnswer
 
@@ -52,6 +54,8 @@ async def fleet_status(state: State) -> FleetStatus:
         nodes=[node_view(n, now, default) for n in nodes],
         queues=queues,
         timestamp=time.time(),
+        herd_version=VERSION,
+        ollama_version=fleet_version(nodes),
     )
 
 

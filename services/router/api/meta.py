@@ -1,5 +1,8 @@
 """The router's own small endpoints: Ollama's root, the version, and a liveness probe.
 
+/api/version answers the Ollama version the fleet serves (fleet/versions.py), since
+clients gate features on it; Herd's own version rides along in X-Herd-Version.
+
 Ollama answers HEAD on `/`, `/api/version` and `/api/tags` (200, no body), and health
 checks and clients probe with it, so the router does too. HEAD /api/tags does not ask the
 nodes: a probe says the router is up, not what the fleet holds.
@@ -8,10 +11,11 @@ nodes: a probe says the router is up, not what the fleet holds.
 from __future__ import annotations
 
 from litestar import MediaType, Response, get, head
-from litestar.datastructures import State
+from litestar.datastructures import ResponseHeader, State
 from litestar.openapi.datastructures import ResponseSpec
 
 from services.router.context import RouterContext
+from services.router.fleet.versions import fleet_version
 from services.version import VERSION
 from shared.schemas import HealthzError, HealthzOk, VersionAnswer
 
@@ -30,14 +34,21 @@ def root_head() -> Response[None]:
     return Response(None, status_code=200, media_type=MediaType.TEXT)
 
 
+HERD_VERSION = {"X-Herd-Version": VERSION}
+
+
 @head(["/api/version", "/api/tags"], media_type=MediaType.JSON, sync_to_thread=False)
 def api_head() -> Response[None]:
-    return Response(None, status_code=200, media_type=MediaType.JSON)
+    return Response(None, status_code=200, media_type=MediaType.JSON, headers=HERD_VERSION)
 
 
-@get("/api/version", sync_to_thread=False, tags=["ollama"], summary="The router's version")
-def version() -> VersionAnswer:
-    return VersionAnswer(version=VERSION)
+@get("/api/version", sync_to_thread=False, tags=["ollama"],
+     summary="The oldest Ollama version among the servable nodes (Herd's in X-Herd-Version)",
+     response_headers=[ResponseHeader(name="X-Herd-Version", description="Herd's own version",
+                                      documentation_only=True)])
+def version(state: State) -> Response[VersionAnswer]:
+    nodes = state.herd.fleet.snapshot().nodes.values()
+    return Response(VersionAnswer(version=fleet_version(nodes)), headers=HERD_VERSION)
 
 
 @get("/healthz", tags=["router"], summary="Liveness: this replica and its Redis",

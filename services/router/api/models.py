@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
-from litestar import MediaType, Request, Response, get, post
+from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.response import Stream
 
 from services.router.api.auth import require_admin
 from services.router.api.errors import error_responses
+from services.router.api.progress import relay_progress
 from services.router.context import RouterContext
 from services.router.fleet.pulls import choose_pull_node
 from services.router.fleet.reads import model_management
-from services.router.nodeclient import NodeBroken
-from shared.bodies import decode_object
+from shared.bodies import decode_object, model_field
 from shared.errors import BadRequest, NodeNotFound, NoNodeAvailable
-from shared.models import NodeState, normalize_model, valid_model_name
+from shared.models import NodeState
 from shared.schemas import DeleteAnswer, ModelManagement, PullProgress
 
 __all__ = ["ROUTES"]
@@ -41,42 +38,16 @@ async def _json_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 def _model(body: dict[str, Any]) -> str:
-    model = body.get("model") or body.get("name")
-    if not isinstance(model, str) or not model.strip():
-        raise BadRequest("model must be a non-empty string")
-    if not valid_model_name(model.strip()):
-        raise BadRequest("model is not a valid model name")
-    return normalize_model(model)
+    return model_field(body, "model", "name")
 
 
 async def _pull(ctx: RouterContext, node: NodeState, model: str,
                 body: dict[str, Any]) -> Response[Any]:
     """Start the pull on the node and pass its progress through as it arrives."""
     forward = {k: v for k, v in body.items() if k not in {"node_id", "name", "model"}}
-    stream = forward.get("stream", True) is not False
     upstream = await ctx.nodes.pull(node, model, forward)
-    headers = {"X-Fleet-Node": node.node_id}
-    ctype = upstream.headers.get("content-type", MediaType.JSON)
-    if upstream.status >= 400 or not stream:
-        try:
-            content = await upstream.read()
-        except (NodeBroken, TimeoutError) as exc:
-            upstream.close()
-            content = msgspec.json.encode({"error": f"pull on {node.node_id} failed: {exc}"})
-            return Response(content, status_code=502, headers=headers, media_type=MediaType.JSON)
-        upstream.release()
-        return Response(content, status_code=upstream.status, headers=headers, media_type=ctype)
-
-    async def relay() -> AsyncIterator[bytes]:
-        try:
-            while chunk := await upstream.readany():
-                yield chunk
-        except (NodeBroken, TimeoutError) as exc:
-            yield msgspec.json.encode({"error": f"pull on {node.node_id} failed: {exc}"}) + b"\n"
-        finally:
-            upstream.close()
-
-    return Stream(relay(), headers=headers, media_type="application/x-ndjson")
+    return await relay_progress(upstream, node.node_id, "pull",
+                                stream=forward.get("stream", True) is not False)
 
 
 # A pull answers the node's progress as NDJSON (or one JSON object with "stream": false).
