@@ -400,23 +400,31 @@ class SlotManager:
     # --- background tasks
     async def _listen(self) -> None:
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(self._channel)
-                self._subscribed.set()
                 async for message in pubsub.listen():
-                    if message.get("type") == "message":
+                    kind = message.get("type")
+                    if kind == "message":
                         self._granted(str(message["data"]))
+                    elif kind == "subscribe":
+                        # Subscribed, or subscribed again after redis-py reconnected by
+                        # itself: a grant may have been published meanwhile, so every
+                        # waiter asks once (none wait on the first subscription).
+                        self._subscribed.set()
+                        self._call_all_again()
             except RedisError as exc:
                 log.warning("grant channel lost; resubscribing", extra={"error": str(exc)})
-                # A grant may have been published while we were away: every waiter asks.
-                for waiter in list(self._waiters.values()):
-                    if waiter.grant is None:
-                        waiter.event.set()
+                self._call_all_again()
                 await asyncio.sleep(RESUBSCRIBE_SECONDS)
             finally:
                 with contextlib.suppress(RedisError, RuntimeError):
                     await pubsub.aclose()
+
+    def _call_all_again(self) -> None:
+        for waiter in self._waiters.values():
+            if waiter.grant is None:
+                waiter.event.set()
 
     async def _tick(self) -> None:
         while True:
