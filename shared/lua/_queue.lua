@@ -104,15 +104,17 @@ local function remember(session, node, now, ttl, cap, remembered, used)
   redis.call('PEXPIRE', KEYS[12], ttl)
 end
 
--- Whether a stored waiter (its JSON) lists the node. In JSON, '[' or ',' followed by an
+-- How a stored waiter (its JSON) lists a node. In JSON, '[' or ',' followed by an
 -- unescaped quote opens an array element (a quote inside a string is always escaped), and
 -- the record's only array is its candidates: a plain search needs no decoding.
-local function lists(record, node)
+local function marks(node)
   local enc = cjson.encode(node)
-  return string.find(record, '[' .. enc .. ',', 1, true)
-    or string.find(record, '[' .. enc .. ']', 1, true)
-    or string.find(record, ',' .. enc .. ',', 1, true)
-    or string.find(record, ',' .. enc .. ']', 1, true)
+  return {'[' .. enc .. ',', '[' .. enc .. ']', ',' .. enc .. ',', ',' .. enc .. ']'}
+end
+
+local function lists(record, m)
+  return string.find(record, m[1], 1, true) or string.find(record, m[2], 1, true)
+    or string.find(record, m[3], 1, true) or string.find(record, m[4], 1, true)
 end
 
 -- Give the node's free slots to the live waiters that can use it, in the queue's order.
@@ -126,6 +128,7 @@ local function settle(node, si, now, model, caller)
   if not cap then return nil end -- no waiter lists the node
   cap = tonumber(cap)
   local live = redis.call('ZCOUNT', KEYS[si], '(' .. now, '+inf')
+  local m = marks(node)
   local mine = nil
   local start, chunk = 0, 4 -- the head usually fits: read a few first, then more
   while live < cap do
@@ -139,7 +142,7 @@ local function settle(node, si, now, model, caller)
     local taken = 0
     for k = 1, #ids do
       local w, record = ids[k], records[k]
-      if record and lists(record, node) then
+      if record and lists(record, m) then
         local r = cjson.decode(record)
         local expiry = now + r.l
         if w ~= caller then

@@ -169,3 +169,24 @@ async def test_a_capacity_raised_while_requests_wait_is_used_at_once(
     assert await asyncio.wait_for(new, 1.0) == "n1"
     for rid in ("old", "new"):
         assert await r1.slots.release("n1", MODEL, rid, True)
+
+
+async def test_stored_candidate_lists_match_node_ids_exactly(
+    make_replicas: Any, redis: Redis, keys: Keys
+) -> None:
+    """The scripts find a node in a waiter's stored list without decoding it: names that
+    contain quotes, commas or brackets, and a conversation key that looks like a list, must
+    not make a waiter look as if it listed a node it does not."""
+    (r1,) = await make_replicas(1, tick=60)
+    odd = ['n1"', 'n1,', "[n1]", "n1\\"]
+    for i, node in enumerate(["n1", *odd]):
+        assert await r1.slots.acquire(MODEL, f"h{i}", [(node, 1)], 5) == node
+    tricky = Place(session='["n1",["n1"],"n1"]')
+    waiter = asyncio.create_task(r1.slots.claim(
+        MODEL, "w", [(node, 1) for node in odd], 10, place=tricky))
+    await wait_depth(redis, keys, 1)
+    assert await r1.slots.release("n1", MODEL, "h0", True)
+    await asyncio.sleep(0.1)
+    assert not waiter.done(), "granted a node it does not list"
+    assert await r1.slots.release("[n1]", MODEL, "h3", True)
+    assert (await asyncio.wait_for(waiter, 1.0)).node_id == "[n1]"

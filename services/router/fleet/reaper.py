@@ -49,18 +49,20 @@ async def reap_once(redis: Redis, keys: Keys) -> Reaped:
     result = Reaped()
     if not pairs:
         return result
+    # Loaded once per pass, then run by SHA: each script carries the queue's shared part
+    # (~9 KB), too much to send and hash once per node|model.
+    reap = await redis.script_load(script_source("reap"))
+    reap_waiters = await redis.script_load(script_source("reap_waiters"))
     async with redis.pipeline(transaction=False) as pipe:
-        # EVAL in a pipeline: one round trip, no SCRIPT EXISTS first (see slots.add_release).
-        reap, reap_waiters = script_source("reap"), script_source("reap_waiters")
         queues = {model: keys.queue(model) for model in models}
         # Dead waiters first: the reap scripts would drop them too, unreported.
         for model in models:
             queue = queues[model]
-            pipe.eval(reap_waiters, len(queue), *queue, now)
+            pipe.evalsha(reap_waiters, len(queue), *queue, now)
         for node_id, model in pairs:
             # Also settles the node: its free slots go to the waiters that can use it.
             queue = queues[model]
-            pipe.eval(
+            pipe.evalsha(
                 reap, len(queue) + 2, *queue, keys.slots(node_id, model),
                 keys.counters(node_id, model), now, node_id, model,
             )

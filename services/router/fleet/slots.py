@@ -60,7 +60,7 @@ from shared.errors import QueueFull
 from shared.fastredis import FastPipeline
 from shared.keys import Keys
 from shared.routing import NO_APP, PRIORITIES
-from shared.scripts import Scripts, script_source
+from shared.scripts import Scripts, script_sha, script_source
 from shared.settings import Settings
 
 __all__ = ["Grant", "Place", "SlotManager", "Widen", "parse_counters"]
@@ -344,14 +344,18 @@ class SlotManager:
         ok: bool,
     ) -> None:
         """Queue the release of a slot on `pipe` (run it with the trace in one round trip)."""
-        queue = self._keys.queue(model)
-        # EVAL, not EVALSHA: a pipeline with registered scripts would first spend a round
-        # trip on SCRIPT EXISTS, and EVAL survives a script-cache flush (Redis restart).
-        pipe.eval(
-            script_source("release"), len(queue) + 2, *queue,
-            self._keys.slots(node_id, model), self._keys.counters(node_id, model),
-            request_id, 1 if ok else 0, _now_ms(), node_id, model,
-        )
+        keys = self._keys
+        args = [*keys.queue(model), keys.slots(node_id, model), keys.counters(node_id, model),
+                request_id, 1 if ok else 0, _now_ms(), node_id, model]
+        numkeys = len(args) - 5
+        if isinstance(pipe, FastPipeline):
+            # By SHA: the script (with the queue's shared part) is ~9 KB, sent and hashed on
+            # every EVAL; the lean pipeline runs it as EVAL only if Redis lost it.
+            pipe.evalsha(script_sha("release"), script_source("release"), numkeys, *args)
+        else:
+            # EVAL, not EVALSHA: redis-py's pipeline with registered scripts would first
+            # spend a round trip on SCRIPT EXISTS, and EVAL survives a script-cache flush.
+            pipe.eval(script_source("release"), numkeys, *args)
 
     async def release(self, node_id: str, model: str, request_id: str, ok: bool) -> bool:
         """Release alone; True if the lease was still held (False: the reaper took it)."""
