@@ -4,7 +4,11 @@ Starts an embedded Redis (unix socket, as `herd` does) and runs, on one event lo
 the request path's two calls: an EVALSHA of a small script, and a two-command pipeline
 (EVAL + XADD), one at a time and 32 at once. Reports this process's CPU time per command
 (user + system, less noisy than wall time on a shared machine), median of `--rounds`.
+With `--base REV`, also the request's end pipeline as it releases a slot (nobody waiting)
+with that revision's release.lua (EVAL, 3 keys) and with this tree's (EVALSHA, 14 keys),
+each with its trace's XADD.
 Run: .venv/bin/python benchmarks/redis_command_cost.py [--commands 5000] [--rounds 5]
+     [--base 73b5660]
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from shared.fastredis import FastRedis  # noqa: E402
+from shared.keys import Keys  # noqa: E402
 from shared.redisconn import EmbeddedRedis, connect  # noqa: E402
+from shared.scripts import script_sha, script_source  # noqa: E402
 
 SCRIPT = "return redis.call('INCR', KEYS[1])"
 
@@ -42,7 +49,36 @@ async def cpu_per_call(call: Callable[[], Awaitable[object]], n: int, concurrenc
     return (time.process_time() - started) / (per_worker * concurrency) * 1e6
 
 
-async def run(url: str, commands: int, rounds: int) -> None:
+def release_cases(
+    fast: FastRedis, base_release: str,
+) -> list[tuple[str, Callable[[], Awaitable[object]]]]:
+    """The end pipeline's release of a lease nobody waits for, base and this tree."""
+    keys, model, slots = Keys("bench:"), "llama3.2:3b", Keys("bench:").slots("n1", "llama3.2:3b")
+    this_keys = [*keys.queue(model), slots, keys.counters("n1", model)]
+    count = 0
+
+    async def base_end() -> object:
+        nonlocal count
+        count += 1
+        pipe = fast.pipeline()
+        pipe.eval(base_release, 3, slots, keys.counters("n1", model), keys.wait(model),
+                  f"r{count}", 1, keys.prefix + "ch:release", model)
+        pipe.xadd("bench:s", {"f": "v"}, maxlen=1000)
+        return await pipe.execute()
+
+    async def this_end() -> object:
+        nonlocal count
+        count += 1
+        pipe = fast.pipeline()
+        pipe.evalsha(script_sha("release"), script_source("release"), len(this_keys),
+                     *this_keys, f"r{count}", 1, int(time.time() * 1000), "n1", model)
+        pipe.xadd("bench:s", {"f": "v"}, maxlen=1000)
+        return await pipe.execute()
+
+    return [("end pipeline, base", base_end), ("end pipeline, this", this_end)]
+
+
+async def run(url: str, commands: int, rounds: int, base_release: str = "") -> None:
     fast = FastRedis(url)
     slow = connect(url)
     sha = await fast.execute("SCRIPT", "LOAD", SCRIPT)
@@ -61,6 +97,8 @@ async def run(url: str, commands: int, rounds: int) -> None:
 
     cases = [("lean EVALSHA", fast_eval), ("lean pipeline (2)", fast_pipe),
              ("redis-py EVALSHA", slow_eval)]
+    if base_release:
+        cases += release_cases(fast, base_release)
     for name, call in cases:
         for concurrency in (1, 32):
             await cpu_per_call(call, commands // 5, concurrency)  # warm up
@@ -75,9 +113,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commands", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--base", default="", help="git revision for the release pipeline")
     args = parser.parse_args()
+    base_release = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{args.base}:shared/lua/release.lua"],
+        capture_output=True, text=True, check=True).stdout if args.base else ""
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp)) as url:
-        uvloop.run(run(url, args.commands, args.rounds))
+        uvloop.run(run(url, args.commands, args.rounds, base_release))
 
 
 if __name__ == "__main__":
