@@ -278,7 +278,8 @@ class SlotManager:
                     done = True
                     return waiter.grant
         finally:
-            self._waiters.pop(request_id, None)
+            if self._waiters.get(request_id) is waiter:
+                del self._waiters[request_id]
             if not done:
                 # Timed out, cancelled, or Redis failed mid-call: leave the queue and return
                 # any slot granted meanwhile (it goes on to the next waiter). Shielded so a
