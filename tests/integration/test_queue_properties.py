@@ -21,16 +21,24 @@ I2 no stall: no node has a free slot while a live waiter (queued, its liveness n
    whose candidates include the node waits. Allowed GRACE seconds to become true: one
    wake-up round takes milliseconds, the grace only absorbs a loaded machine.
 I3 fairness (self-clocked fair queueing): over any run of steps during which apps a and b
-   both have requests waiting, every request waiting is in band normal and may use every
-   node, and no waiter left without being served since the queue was last empty (no
-   cancellation, no dead replica's waiter, no shortlist), the freed slots they got satisfy
-   |S_a/w_a - S_b/w_b| <= 1/w_a + 1/w_b + SLACK. SCFQ serves in tag order and spaces an
-   app's tags 1/w apart, so each side is within one request of the virtual time that passed;
-   SLACK covers only the script's rounding of 1/w to six decimals (under 1e-6 per request).
-   Examples are drawn "plain" (every arrival normal and able to use every node) a third of
-   the time, so the bound is exercised over long runs.
+   both have requests waiting, and every request that waited since the queue was last
+   empty was in band normal, could use every node, and was served or still waits (no
+   cancellation, no dead replica's waiter, no shortlist: each would leave a gap or a jump
+   in the tags), the slots a and b got satisfy |S_a/w_a - S_b/w_b| <= 1/w_a + 1/w_b + SLACK.
+   Why: slots go in tag order, and a waiting app's tags are 1/w apart starting within 1/w
+   of the clock, so each side is within one request of the virtual time that passed. SLACK
+   (1e-4) covers only the script's rounding of 1/w to six decimals (under 5e-7 per request,
+   a few hundred requests at most). Every step frees at most one slot, so a step's grants
+   all happen while both were waiting. `QueueMachine` draws a third of its examples
+   "plain" (every arrival normal and able to use every node); `PlainQueueMachine` draws
+   only those, with crowds of arrivals, for long windows.
 I4 liveness (at teardown): when every holder finishes (and a dead replica's leases expire),
    every live waiter is served within a few seconds.
+
+Before the queue's grants moved into Redis this found the tie stall (two waiters with equal
+tags on one replica: it woke the one Redis did not order first) and head-of-line blocking (a
+head pinned to a full node). HERD_QUEUE_EXAMPLES (default 60; the plain machine runs half)
+and HERD_QUEUE_STEPS (30) make long runs by hand; `-s` prints what the examples exercised.
 """
 
 from __future__ import annotations
@@ -72,7 +80,7 @@ BANDS = ("normal", "normal", "normal", "high", "low")
 GRACE = 0.25  # seconds an invariant may take to hold after a step (see I2)
 SLACK = 1e-4
 TICK = 60.0  # the replicas' timers: far beyond any example, so none hides a lost wake-up
-EXAMPLES = int(os.environ.get("HERD_QUEUE_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("HERD_QUEUE_EXAMPLES", "60"))
 # replica, app, candidates in preference order, priority, shortlist (0: widens), id label
 ARRIVAL = st.tuples(
     st.integers(0, 2), st.sampled_from(APPS),
