@@ -372,6 +372,7 @@ class QueueMachine(RuleBasedStateMachine):
             except AssertionError:
                 if time.monotonic() > deadline:
                     raise
+                STATS[f"{check.__name__} passed only after a retry"] += 1
             await asyncio.sleep(0.01)
 
     async def check_books(self) -> None:
