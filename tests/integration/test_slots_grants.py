@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from services.router.fleet.slots import Place
+from services.router.fleet.slots import Place, SlotManager
 from shared.keys import Keys
 from shared.settings import Settings
 from tests.integration.test_slots_queue import MODEL, Replica, counters, wait_depth
@@ -110,23 +111,32 @@ async def test_a_lost_grant_message_is_found_by_the_tick(
 
 
 async def test_grants_published_while_the_subscription_was_down_are_found(
-    make_replicas: Any, redis: Redis, keys: Keys
+    make_replicas: Any, redis: Redis, keys: Keys, redis_url: str, settings: Settings
 ) -> None:
     """A dropped pub/sub connection: whether redis-py reconnects by itself or the listener
     subscribes again, every waiter calls acquire once more (the tick is 60 s here)."""
-    before = {c["id"] for c in await redis.client_list() if int(c.get("sub", 0)) > 0}
-    (r1,) = await make_replicas(1, tick=60)
+    # Its own client, named, so its subscription is found even on a shared server.
+    name = f"herdtest-{uuid.uuid4().hex[:8]}"
+    client = Redis.from_url(redis_url, decode_responses=True, client_name=name)
+    slots = SlotManager(client, keys, lambda: settings, tick=60)
+    await slots.start()
     ours = [c["id"] for c in await redis.client_list()
-            if int(c.get("sub", 0)) > 0 and c["id"] not in before]
+            if c.get("name") == name and int(c.get("sub", 0)) > 0]
     assert len(ours) == 1, ours
     holder = await make_replicas(1, tick=60)
     assert await holder[0].slots.acquire(MODEL, "holder", [("n1", 1)], 5) == "n1"
-    waiter = asyncio.create_task(r1.slots.acquire(MODEL, "w", [("n1", 1)], 10))
-    await wait_depth(redis, keys, 1)
-    await redis.execute_command("CLIENT", "KILL", "ID", ours[0])
-    assert await holder[0].slots.release("n1", MODEL, "holder", True)  # nobody hears it
-    assert await asyncio.wait_for(waiter, 3.0) == "n1"
-    assert await r1.slots.release("n1", MODEL, "w", True)
+    waiter = asyncio.create_task(slots.acquire(MODEL, "w", [("n1", 1)], 10))
+    try:
+        await wait_depth(redis, keys, 1)
+        await redis.execute_command("CLIENT", "KILL", "ID", ours[0])
+        assert await holder[0].slots.release("n1", MODEL, "holder", True)  # nobody hears it
+        assert await asyncio.wait_for(waiter, 3.0) == "n1"
+        assert await slots.release("n1", MODEL, "w", True)
+    finally:
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+        await slots.stop()
+        await client.aclose()
 
 
 async def test_a_cancelled_claim_returns_a_slot_granted_meanwhile_to_the_next_waiter(
