@@ -6,9 +6,11 @@ two-command pipeline (EVAL + XADD), one at a time and 32 at once. Reports this p
 time per command (user + system, less noisy than wall time on a shared machine), median of
 `--rounds`. With a `redis+cluster://` URL the lean connection is FastCluster, and the same
 calls also go over a plain lean connection straight to the primary of the keys' slot: the
-difference is what routing by slot costs.
+difference is what routing by slot costs. With `--base REV`, also the request's end
+pipeline as it releases a slot (nobody waiting) with that revision's release.lua (EVAL,
+3 keys) and with this tree's (EVALSHA, 14 keys), each with its trace's XADD.
 Run: .venv/bin/python benchmarks/redis_command_cost.py [--commands 5000] [--rounds 5]
-     [--redis-url redis+cluster://127.0.0.1:7000/]
+     [--redis-url redis+cluster://127.0.0.1:7000/] [--base 73b5660]
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,8 +33,10 @@ sys.path.insert(0, str(ROOT))
 
 from shared.fastcluster import FastCluster, fast_redis  # noqa: E402
 from shared.fastredis import FastRedis  # noqa: E402
+from shared.keys import Keys  # noqa: E402
 from shared.redisconn import EmbeddedRedis, connect  # noqa: E402
 from shared.redisurl import parse_redis_url  # noqa: E402
+from shared.scripts import script_sha, script_source  # noqa: E402
 
 SCRIPT = "return redis.call('INCR', KEYS[1])"
 Call = Callable[[], Awaitable[object]]
@@ -64,7 +69,37 @@ def lean_calls(fast: FastRedis, sha: str) -> tuple[Call, Call]:
     return fast_eval, fast_pipe
 
 
-async def run(url: str, commands: int, rounds: int) -> None:
+def release_cases(
+    fast: FastRedis, base_release: str,
+) -> list[tuple[str, Callable[[], Awaitable[object]]]]:
+    """The end pipeline's release of a lease nobody waits for, base and this tree."""
+    keys, model = Keys("{bench}:"), "llama3.2:3b"
+    slots = keys.slots("n1", model)
+    this_keys = [*keys.queue(model), slots, keys.counters("n1", model)]
+    count = 0
+
+    async def base_end() -> object:
+        nonlocal count
+        count += 1
+        pipe = fast.pipeline()
+        pipe.eval(base_release, 3, slots, keys.counters("n1", model), keys.wait(model),
+                  f"r{count}", 1, keys.prefix + "ch:release", model)
+        pipe.xadd("{bench}:s", {"f": "v"}, maxlen=1000)
+        return await pipe.execute()
+
+    async def this_end() -> object:
+        nonlocal count
+        count += 1
+        pipe = fast.pipeline()
+        pipe.evalsha(script_sha("release"), script_source("release"), len(this_keys),
+                     *this_keys, f"r{count}", 1, int(time.time() * 1000), "n1", model)
+        pipe.xadd("{bench}:s", {"f": "v"}, maxlen=1000)
+        return await pipe.execute()
+
+    return [("end pipeline, base", base_end), ("end pipeline, this", this_end)]
+
+
+async def run(url: str, commands: int, rounds: int, base_release: str = "") -> None:
     fast = fast_redis(url, key_prefix="bench:")
     slow = connect(url, key_prefix="bench:")
     sha = await fast.execute("SCRIPT", "LOAD", SCRIPT)
@@ -85,6 +120,8 @@ async def run(url: str, commands: int, rounds: int) -> None:
         direct = FastRedis(f"{'rediss' if target.tls else 'redis'}://{auth}{host}:{port}/0")
         direct_eval, direct_pipe = lean_calls(direct, sha)
         cases += [("plain lean EVALSHA", direct_eval), ("plain lean pipeline", direct_pipe)]
+    if base_release:
+        cases += release_cases(fast, base_release)
     for name, call in cases:
         for concurrency in (1, 32):
             await cpu_per_call(call, commands // 5, concurrency)  # warm up
@@ -103,12 +140,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--redis-url", default="",
                         help="A Redis to use (a cluster too) instead of an embedded one.")
+    parser.add_argument("--base", default="", help="git revision for the release pipeline")
     args = parser.parse_args()
+    base_release = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{args.base}:shared/lua/release.lua"],
+        capture_output=True, text=True, check=True).stdout if args.base else ""
     if args.redis_url:
-        uvloop.run(run(args.redis_url, args.commands, args.rounds))
+        uvloop.run(run(args.redis_url, args.commands, args.rounds, base_release))
         return
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp)) as url:
-        uvloop.run(run(url, args.commands, args.rounds))
+        uvloop.run(run(url, args.commands, args.rounds, base_release))
 
 
 if __name__ == "__main__":

@@ -358,9 +358,17 @@ class FastPipeline:
     def __init__(self, client: FastRedis) -> None:
         self._client = client
         self._commands: list[tuple[Arg, ...]] = []
+        self._scripts: dict[int, str] = {}  # index of an EVALSHA -> its script, for NOSCRIPT
 
     def eval(self, script: str, numkeys: int, *keys_and_args: Arg) -> None:
         self._commands.append(("EVAL", script, numkeys, *keys_and_args))
+
+    def evalsha(self, sha: str, script: str, numkeys: int, *keys_and_args: Arg) -> None:
+        """EVALSHA `sha` (the SHA1 of `script`): only 40 bytes of script on the wire and
+        none for Redis to hash. If Redis lost it (a restart, SCRIPT FLUSH), that command
+        alone runs again as EVAL, in a second round trip."""
+        self._scripts[len(self._commands)] = script
+        self._commands.append(("EVALSHA", sha, numkeys, *keys_and_args))
 
     def xadd(
         self,
@@ -389,9 +397,16 @@ class FastPipeline:
     async def execute(self) -> list[Any]:
         """Run every queued command in one round trip; raise the first error, as redis-py."""
         commands, self._commands = self._commands, []
+        scripts, self._scripts = self._scripts, {}
         if not commands:
             return []
         replies = await self._client.execute_many(commands)
+        again = [i for i, script in scripts.items() if isinstance(replies[i], NoScriptError)]
+        if again:
+            retried = await self._client.execute_many(
+                [("EVAL", scripts[i], *commands[i][2:]) for i in again])
+            for i, reply in zip(again, retried, strict=True):
+                replies[i] = reply
         for reply in replies:
             if isinstance(reply, RedisError):
                 raise reply

@@ -108,6 +108,18 @@ class Keys:
         queue's virtual clock. Deleted whenever the queue empties."""
         return f"{self.prefix}wait-fair:{model}"
 
+    def wait_nodes(self, model: str) -> str:
+        """Hash: waiting request id -> JSON of what a script needs to grant it a slot: its
+        candidate nodes in preference order, conversation key, replica's grant channel,
+        lease and conversation-index settings (shared/lua/_queue.lua)."""
+        return f"{self.prefix}wait-nodes:{model}"
+
+    def wait_cap(self, model: str) -> str:
+        """Hash: node id -> its slots for `model`, as the newest request that queued for it
+        said; a field goes when no waiter lists the node, the hash when the queue empties.
+        Lets a release, which does not know the capacity, give the slot on."""
+        return f"{self.prefix}wait-cap:{model}"
+
     def counters(self, node_id: str, model: str) -> str:
         """Hash: pending, in_flight, done, failed for one node:model."""
         return f"{self.prefix}counters:{node_id}|{model}"
@@ -117,12 +129,14 @@ class Keys:
         return f"{self.prefix}counters-index"
 
     def queue(self, model: str) -> list[str]:
-        """The queue's keys in the order every queue script takes them as KEYS[1..7]
-        (shared/lua/_queue.lua)."""
+        """The keys every queue script takes first, as KEYS[1..12] (shared/lua/_queue.lua):
+        the model's queue books, then what granting a slot touches (the counters index and
+        the conversation index)."""
         return [
             self.wait(model), self.wait_lease(model), self.wait_first(model),
             self.wait_pending(model), self.wait_app(model), self.wait_apps(model),
-            self.wait_fair(model),
+            self.wait_fair(model), self.wait_nodes(model), self.wait_cap(model),
+            self.counters_index(), self.affinity(), self.affinity_node(),
         ]
 
     def affinity(self) -> str:
@@ -217,9 +231,10 @@ class Keys:
         """Announces that the node registry changed; replicas refresh their snapshot."""
         return f"{self.prefix}ch:fleet"
 
-    def release_channel(self) -> str:
-        """Announces a freed slot: the message is the model name."""
-        return f"{self.prefix}ch:release"
+    def grant_channel(self, owner: str) -> str:
+        """One replica's slot manager hears here that a script granted one of its waiters a
+        slot: JSON [request id, node, remembered node]."""
+        return f"{self.prefix}ch:grant:{owner}"
 
     def settings_channel(self) -> str:
         """Announces that runtime settings changed."""

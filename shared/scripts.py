@@ -14,7 +14,7 @@ from redis.exceptions import NoScriptError
 
 from shared.fastredis import FastRedis
 
-__all__ = ["Scripts", "script_source"]
+__all__ = ["Scripts", "script_sha", "script_source"]
 
 
 _INCLUDE = re.compile(r"^--@include (\w+)$", re.MULTILINE)
@@ -30,6 +30,7 @@ def script_source(name: str) -> str:
 
 @cache
 def script_sha(name: str) -> str:
+    """The SHA1 Redis knows `script_source(name)` by (EVALSHA)."""
     return hashlib.sha1(script_source(name).encode(), usedforsecurity=False).hexdigest()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 
 import pytest
 from redis.asyncio import Redis
@@ -68,6 +69,23 @@ async def test_scripts_fall_back_to_eval_after_a_flush(
     assert await scripts.run("ping", [keys.leader()], ["one"]) == "one"
     assert (await redis.script_exists(script_sha("ping")))[0]  # EVAL cached it
     assert await scripts.run("ping", [keys.leader()], ["two"]) == "two"
+
+
+async def test_pipeline_evalsha_runs_a_lost_script_as_eval(
+    fast: FastRedis, redis: Redis, keys: Keys
+) -> None:
+    # A script Redis has never seen (the unique comment): the first EVALSHA meets NOSCRIPT.
+    script = f"-- {keys.prefix}\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])"
+    sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+    assert not (await redis.script_exists(sha))[0]
+    for expected in (3, 6):
+        pipe = fast.pipeline()
+        pipe.evalsha(sha, script, 1, keys.leader(), 3)
+        pipe.xadd(keys.events(), {"kind": "test"}, maxlen=100)
+        total, entry_id = await pipe.execute()
+        assert total == expected and entry_id  # the XADD ran once, the script once
+        assert (await redis.script_exists(sha))[0]  # EVAL cached it: EVALSHA next time
+    assert await redis.xlen(keys.events()) == 2
 
 
 async def test_reconnects_after_the_server_drops_it(fast: FastRedis, redis: Redis) -> None:

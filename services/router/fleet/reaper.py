@@ -37,7 +37,8 @@ class Reaped:
 
 
 async def reap_once(redis: Redis, keys: Keys) -> Reaped:
-    """Return every expired lease's slot and drop dead waiters, fleet-wide, in one pipeline.
+    """Return every expired lease's slot, give free slots to waiters that can use them, and
+    drop dead waiters, fleet-wide, in one pipeline.
 
     Walks `counters-index` (every node|model that ever held a slot or a waiter), never KEYS.
     """
@@ -45,28 +46,33 @@ async def reap_once(redis: Redis, keys: Keys) -> Reaped:
     pairs = [tuple(m.rsplit("|", 1)) for m in members if "|" in m]
     models = sorted({model for _, model in pairs})
     now = str(int(time.time() * 1000))
-    channel = keys.release_channel()
     result = Reaped()
     if not pairs:
         return result
+    # Loaded once per pass, then run by SHA: each script carries the queue's shared part
+    # (~9 KB), too much to send and hash once per node|model.
+    reap = await redis.script_load(script_source("reap"))
+    reap_waiters = await redis.script_load(script_source("reap_waiters"))
     async with redis.pipeline(transaction=False) as pipe:
-        # EVAL in a pipeline: one round trip, no SCRIPT EXISTS first (see slots.add_release).
-        reap, reap_waiters = script_source("reap"), script_source("reap_waiters")
-        for node_id, model in pairs:
-            pipe.eval(
-                reap, 2, keys.slots(node_id, model), keys.counters(node_id, model),
-                now, channel, model,
-            )
+        queues = {model: keys.queue(model) for model in models}
+        # Dead waiters first: the reap scripts would drop them too, unreported.
         for model in models:
-            queue = keys.queue(model)
-            pipe.eval(reap_waiters, len(queue), *queue, now, model, channel)
+            queue = queues[model]
+            pipe.evalsha(reap_waiters, len(queue), *queue, now)
+        for node_id, model in pairs:
+            # Also settles the node: its free slots go to the waiters that can use it.
+            queue = queues[model]
+            pipe.evalsha(
+                reap, len(queue) + 2, *queue, keys.slots(node_id, model),
+                keys.counters(node_id, model), now, node_id, model,
+            )
         replies = await pipe.execute()
-    for (node_id, model), ids in zip(pairs, replies[: len(pairs)], strict=True):
-        if ids:
-            result.leases[(node_id, model)] = [str(i) for i in ids]
-    for model, ids in zip(models, replies[len(pairs):], strict=True):
+    for model, ids in zip(models, replies[: len(models)], strict=True):
         if ids:
             result.waiters[model] = [str(i) for i in ids]
+    for (node_id, model), ids in zip(pairs, replies[len(models):], strict=True):
+        if ids:
+            result.leases[(node_id, model)] = [str(i) for i in ids]
     for (node_id, model), ids in result.leases.items():
         log.warning(
             "reaped zombie slots",

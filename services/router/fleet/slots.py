@@ -1,24 +1,39 @@
 """Slots per node:model as Redis leases, and the fleet-wide queue of requests waiting for one,
-served in weighted fair order between apps.
+served in weighted fair order between apps; Redis decides who gets every freed slot.
 
 See docs/queueing.md. In short: `acquire.lua` takes a lease on the first candidate with a
-free slot unless another request is ahead of this one in `wait:{model}`, else queues it
-there. The queue's order is decided in the script: a request's score is its priority band
-(high, normal, low) times 2^44 plus a virtual finish tag, the later of its app's newest tag
-and the queue's clock, plus 1 / the app's weight (self-clocked fair queueing). So apps that
-wait share freed slots by weight, an app's own requests stay first come, first served in a
-band, and `high` goes ahead of every `normal` request. A release PUBLISHes the model on one
-channel; each replica, on a message, lets its own waiter nearest the head for that model
-retry (the script decides who may go). A ~1 s tick covers slots freed by expiry and keeps
-this replica's waiters alive in Redis.
+free slot when nobody waits for the model, else gives the request its place in
+`wait:{model}` and stores its candidates (`wait-nodes`). The queue's order is decided in the
+script: a request's score is its priority band (high, normal, low) times 2^44 plus a
+virtual finish tag, the later of its app's newest tag and the queue's clock, plus 1 / the
+app's weight (self-clocked fair queueing). So apps that wait share freed slots by weight,
+an app's own requests stay first come, first served in a band, and `high` goes ahead of
+every `normal` request.
 
-The same script reads and writes the conversation index (`affinity`, `affinity-node`): the
+Who gets a freed slot is decided in the script that frees it, never in Python: release.lua,
+reap.lua and leave.lua (a lease returned) *settle* the node (shared/lua/_queue.lua): its
+free slots go to the live waiters whose candidates include it, in the queue's order, each
+granted its lease and removed from the queue in the same script. acquire.lua settles every
+candidate of a request that queues, so a slot that is free as it arrives goes to the first
+waiter that can use it (maybe an older one). Invariant: after every script, no node has a
+free slot while a live waiter that lists it waits. A waiter that cannot use a node never
+holds back one that can (no head-of-line blocking), and ties in the order cannot stall it.
+
+The script PUBLISHes each grant on the grant channel of the waiter's replica; this replica
+completes that claim from the message, with no round trip of its own, and extends the lease
+in the background (a script holds a slot granted to another replica's waiter only as long as
+that waiter would look alive, so a dead replica's waiters cannot keep slots for a whole
+lease). A lost message is found by the ~1 s tick: it refreshes the waiters' liveness and
+asks, for each, whether it still waits (ZMSCORE); one that does not calls acquire again,
+which finds its lease. After a resubscription every waiter calls acquire again once.
+
+The same scripts read and write the conversation index (`affinity`, `affinity-node`): the
 node that took a conversation's last turn moves ahead of candidates scoring less than it
-plus the affinity bonus, and the node granted becomes the remembered one, with no round
-trip of its own.
+plus the affinity bonus, and the node granted becomes the remembered one.
 
 Counters per node:model (hash `counters:{node}|{model}`):
-- `in_flight`: live leases (taken by acquire, returned by release, leave or the reaper);
+- `in_flight`: live leases (taken by acquire or a settle, returned by release, leave or the
+  reaper);
 - `done` / `failed`: released requests by outcome (reaped zombies count as failed).
 `pending` (requests queued fleet-wide whose first-choice node is this one) lives per model
 in `wait-pending:{model}`, so every script that drops a waiter is given its key.
@@ -28,8 +43,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,17 +60,16 @@ from shared.errors import QueueFull
 from shared.fastredis import FastPipeline
 from shared.keys import Keys
 from shared.routing import NO_APP, PRIORITIES
-from shared.scripts import Scripts, script_source
+from shared.scripts import Scripts, script_sha, script_source
 from shared.settings import Settings
 
 __all__ = ["Grant", "Place", "SlotManager", "Widen", "parse_counters"]
 
 log = logging.getLogger("herd.slots")
 
-TICK_SECONDS = 1.0  # retry cadence for slots freed by expiry rather than release
-WAITER_TTL_SECONDS = 6.0  # a dead replica's waiters block the queue at most this long
+TICK_SECONDS = 1.0  # finds grants whose message was lost; refreshes waiters' liveness
+WAITER_TTL_SECONDS = 6.0  # a dead replica's waiters are dropped after at most this long
 RESUBSCRIBE_SECONDS = 1.0
-_UNKNOWN_ORDER = float("inf")
 MIN_WEIGHT, MAX_WEIGHT = 0.01, 100.0  # keeps virtual tags far below one band (2^44)
 
 
@@ -86,9 +102,9 @@ class Grant:
 class _Waiter:
     request_id: str
     model: str
-    seq: float = 0.0  # its score in wait:{model}: lower is nearer the head
-    busy: bool = True  # its acquire script is running: a wake-up now goes to someone else
-    event: asyncio.Event = field(default_factory=asyncio.Event)
+    busy: bool = True  # its acquire script is running: it learns where it stands from that
+    grant: Grant | None = None  # set from a grant message
+    event: asyncio.Event = field(default_factory=asyncio.Event)  # a grant, or: call again
 
 
 def parse_counters(raw: dict[str, str]) -> dict[str, int]:
@@ -117,9 +133,12 @@ class SlotManager:
         self._keys = keys
         self._settings = settings
         self._scripts = scripts or Scripts(redis)
-        self._waiters: dict[str, dict[str, _Waiter]] = {}  # model -> request id -> waiter
-        self._spare: dict[str, int] = {}  # model -> wake-ups that found every waiter busy
+        # Each manager its own channel: a grant is parsed only by the replica it concerns.
+        self._channel = keys.grant_channel(uuid.uuid4().hex[:16])
+        self._waiters: dict[str, _Waiter] = {}  # request id -> waiter
         self._leases: dict[tuple[str, str, str], int] = {}  # (node, model, id) -> holders
+        self._fresh: list[tuple[str, str, str]] = []  # granted by message: leases to extend
+        self._confirming: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
 
@@ -137,17 +156,20 @@ class SlotManager:
             asyncio.create_task(self._tick(), name="slots-tick"),
             asyncio.create_task(self._renew_loop(), name="slots-renew"),
         ]
-        # Waiters must not miss a release published just after they queue.
+        # A grant published before we listen would wait for the tick to be found.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._subscribed.wait(), 5.0)
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks, self._tasks = self._tasks, []
+        if self._confirming is not None:
+            tasks.append(self._confirming)
+            self._confirming = None
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks = []
 
     # --- acquire
     async def acquire(
@@ -186,8 +208,7 @@ class SlotManager:
             raise ValueError("acquire needs at least one candidate")
         settings = self._settings()
         keys = self._keys
-        queue_keys = [*keys.queue(model), keys.counters_index(), keys.affinity(),
-                      keys.affinity_node()]
+        queue_keys = keys.queue(model)
 
         def keys_and_args(
             nodes: Sequence[tuple[str, int]], scored: Sequence[float],
@@ -204,18 +225,17 @@ class SlotManager:
         weight = min(max(place.weight, MIN_WEIGHT), MAX_WEIGHT)
         fixed_args: list[Any] = [
             request_id, 0, lease_ms, settings.max_queue_depth,
-            self._waiter_ttl_ms, model, keys.release_channel(),
+            self._waiter_ttl_ms, model, self._channel,
             place.app, PRIORITIES.get(place.priority, 1), round(1.0 / weight, 6),
             place.session, round(place.affinity_bonus, 4),
-            max(int(place.affinity_ttl * 1000), 1), max(place.affinity_max, 1),
+            max(int(place.affinity_ttl * 1000), 1), max(place.affinity_max, 1), 0,
         ]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
-        # Registered (busy) before the first try: a release heard while the script's reply is
-        # on its way is kept as a spare wake-up. Its place in the order comes with that reply.
-        waiter = _Waiter(request_id, model, seq=_UNKNOWN_ORDER)
-        self._waiters.setdefault(model, {})[request_id] = waiter
-        queued = False
+        # Registered before the first call: a grant may be published before its reply comes.
+        waiter = _Waiter(request_id, model)
+        self._waiters[request_id] = waiter
+        widened = more is None
         done = False
         try:
             while True:
@@ -226,6 +246,7 @@ class SlotManager:
                     "acquire", script_keys, [*fixed_args, *node_args]
                 )
                 waiter.busy = False
+                fixed_args[14] = 1  # from now on it may hold a slot granted meanwhile
                 status = int(result[0])
                 if status == 1:
                     done = True
@@ -237,28 +258,32 @@ class SlotManager:
                         f"({settings.max_queue_depth}); try again shortly",
                         retry_after=_retry_after(settings),
                     )
-                if not queued:
-                    queued = True
-                    waiter.seq = float(result[2])
-                    if more is not None:
-                        candidates, scores = more()
-                        script_keys, node_args = keys_and_args(candidates, scores)
-                        continue
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise QueueFull(
-                        f"no slot for {model} became free within {timeout:g} s",
-                        retry_after=_retry_after(settings),
-                    )
-                if self._take_spare(model):
-                    continue  # a release came while we were trying: try again at once
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter.event.wait(), remaining)
+                if not widened:
+                    assert more is not None
+                    widened = True
+                    candidates, scores = _widen(candidates, scores, more())
+                    script_keys, node_args = keys_and_args(candidates, scores)
+                    continue
+                # Queued: wait for a grant, or for a reason to call again.
+                while waiter.grant is None and not waiter.event.is_set():
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        raise QueueFull(
+                            f"no slot for {model} became free within {timeout:g} s",
+                            retry_after=_retry_after(settings),
+                        )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(waiter.event.wait(), remaining)
+                if waiter.grant is not None:
+                    done = True
+                    return waiter.grant
         finally:
-            self._forget(waiter)
+            if self._waiters.get(request_id) is waiter:
+                del self._waiters[request_id]
             if not done:
-                # Timed out, cancelled, or Redis failed mid-call: leave the queue and drop any
-                # lease the script may have granted. Shielded so a second cancel cannot skip it.
+                # Timed out, cancelled, or Redis failed mid-call: leave the queue and return
+                # any slot granted meanwhile (it goes on to the next waiter). Shielded so a
+                # second cancel cannot skip it.
                 await _shielded(self._leave(model, request_id, candidates))
 
     async def _leave(
@@ -270,50 +295,49 @@ class SlotManager:
             script_keys += [keys.slots(node_id, model), keys.counters(node_id, model)]
         try:
             await self._scripts.run(
-                "leave", script_keys, [request_id, model, keys.release_channel()])
+                "leave", script_keys,
+                [request_id, _now_ms(), model, *(node_id for node_id, _ in candidates)])
         except RedisError:
             # The waiter's liveness and the lease expire by themselves; the reaper fixes counters.
             log.warning("could not leave the queue", extra={"request_id": request_id})
 
-    def _forget(self, waiter: _Waiter) -> None:
-        of_model = self._waiters.get(waiter.model)
-        if of_model is not None:
-            of_model.pop(waiter.request_id, None)
-            if not of_model:
-                del self._waiters[waiter.model]
-                self._spare.pop(waiter.model, None)
-
     def waiting(self, model: str | None = None) -> int:
         """How many requests this replica has queued (for `model`, or for all)."""
-        if model is not None:
-            return len(self._waiters.get(model, ()))
-        return sum(len(w) for w in self._waiters.values())
+        if model is None:
+            return len(self._waiters)
+        return sum(1 for w in self._waiters.values() if w.model == model)
 
-    def _wake_oldest(self, model: str) -> None:
-        """Let this replica's idle waiter nearest the head for `model` retry.
-
-        One message is one retry. If every waiter is already retrying, the retry is kept
-        as a spare that the next waiter to fail uses at once, so no release is lost while
-        scripts are in flight.
-        """
-        of_model = self._waiters.get(model)
-        if not of_model:
+    def _granted(self, data: str) -> None:
+        """A grant message: complete that claim, if it is this replica's and still waits."""
+        try:
+            request_id, node_id, remembered = json.loads(data)
+        except (ValueError, TypeError):
+            log.warning("unreadable grant message", extra={"data": data[:200]})
             return
-        idle = [w for w in of_model.values() if not w.busy and not w.event.is_set()]
-        if idle:
-            min(idle, key=lambda w: w.seq).event.set()
-        else:
-            self._spare[model] = min(self._spare.get(model, 0) + 1, len(of_model))
+        waiter = self._waiters.get(str(request_id))
+        if waiter is None or waiter.grant is not None:
+            return  # it left (its leave returns the slot) or already knows
+        waiter.grant = Grant(str(node_id), str(remembered))
+        waiter.event.set()
+        self._fresh.append((str(node_id), waiter.model, waiter.request_id))
+        if self._confirming is None or self._confirming.done():
+            self._confirming = asyncio.create_task(self._confirm(), name="slots-confirm")
 
-    def _take_spare(self, model: str) -> bool:
-        spare = self._spare.get(model, 0)
-        if spare <= 0:
-            return False
-        if spare == 1:
-            del self._spare[model]
-        else:
-            self._spare[model] = spare - 1
-        return True
+    async def _confirm(self) -> None:
+        """Make the leases granted by message full leases, in one pipeline per batch."""
+        while self._fresh:
+            leases, self._fresh = self._fresh, []
+            expiry = _now_ms() + int(self._settings().lease_seconds * 1000)
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for node_id, model, request_id in leases:
+                        # XX: a request already finished (released) is not revived.
+                        pipe.zadd(self._keys.slots(node_id, model), {request_id: expiry},
+                                  xx=True)
+                    await pipe.execute()
+            except RedisError as exc:
+                # The lease lasts a few seconds more; `renewing` extends it like any other.
+                log.warning("could not extend granted leases", extra={"error": str(exc)})
 
     # --- release
     def add_release(
@@ -322,21 +346,25 @@ class SlotManager:
     ) -> None:
         """Queue the release of a slot on `pipe` (run it with the trace in one round trip)."""
         keys = self._keys
-        # EVAL, not EVALSHA: a pipeline with registered scripts would first spend a round
-        # trip on SCRIPT EXISTS, and EVAL survives a script-cache flush (Redis restart).
-        pipe.eval(
-            script_source("release"), 3,
-            keys.slots(node_id, model), keys.counters(node_id, model), keys.wait(model),
-            request_id, 1 if ok else 0, keys.release_channel(), model,
-        )
+        args = [*keys.queue(model), keys.slots(node_id, model), keys.counters(node_id, model),
+                request_id, 1 if ok else 0, _now_ms(), node_id, model]
+        numkeys = len(args) - 5
+        if isinstance(pipe, FastPipeline):
+            # By SHA: the script (with the queue's shared part) is ~9 KB, sent and hashed on
+            # every EVAL; the lean pipeline runs it as EVAL only if Redis lost it.
+            pipe.evalsha(script_sha("release"), script_source("release"), numkeys, *args)
+        else:
+            # EVAL, not EVALSHA: redis-py's pipeline with registered scripts would first
+            # spend a round trip on SCRIPT EXISTS, and EVAL survives a script-cache flush.
+            pipe.eval(script_source("release"), numkeys, *args)
 
     async def release(self, node_id: str, model: str, request_id: str, ok: bool) -> bool:
         """Release alone; True if the lease was still held (False: the reaper took it)."""
         keys = self._keys
         result = await self._scripts.run(
             "release",
-            [keys.slots(node_id, model), keys.counters(node_id, model), keys.wait(model)],
-            [request_id, 1 if ok else 0, keys.release_channel(), model],
+            [*keys.queue(model), keys.slots(node_id, model), keys.counters(node_id, model)],
+            [request_id, 1 if ok else 0, _now_ms(), node_id, model],
         )
         return bool(result)
 
@@ -376,45 +404,67 @@ class SlotManager:
 
     # --- background tasks
     async def _listen(self) -> None:
-        channel = self._keys.release_channel()
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._redis.pubsub()
             try:
-                await pubsub.subscribe(channel)
-                self._subscribed.set()
+                await pubsub.subscribe(self._channel)
                 async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        self._wake_oldest(str(message["data"]))
+                    kind = message.get("type")
+                    if kind == "message":
+                        self._granted(str(message["data"]))
+                    elif kind == "subscribe":
+                        # Subscribed, or subscribed again after redis-py reconnected by
+                        # itself: a grant may have been published meanwhile, so every
+                        # waiter asks once (none wait on the first subscription).
+                        self._subscribed.set()
+                        self._call_all_again()
             except RedisError as exc:
-                log.warning("release channel lost; resubscribing", extra={"error": str(exc)})
-                # Something may have been released while we were away.
-                for model in list(self._waiters):
-                    self._wake_oldest(model)
+                log.warning("grant channel lost; resubscribing", extra={"error": str(exc)})
+                self._call_all_again()
                 await asyncio.sleep(RESUBSCRIBE_SECONDS)
             finally:
                 with contextlib.suppress(RedisError, RuntimeError):
                     await pubsub.aclose()
 
+    def _call_all_again(self) -> None:
+        for waiter in self._waiters.values():
+            if waiter.grant is None:
+                waiter.event.set()
+
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(self._tick_seconds)
             try:
-                await self._refresh_waiters()
+                await self.check_waiters()
             except RedisError as exc:
                 log.warning("could not refresh waiters", extra={"error": str(exc)})
-            for model in list(self._waiters):
-                self._wake_oldest(model)
 
-    async def _refresh_waiters(self) -> None:
+    async def check_waiters(self) -> int:
+        """Refresh this replica's waiters' liveness, and have each one that no longer waits
+        in Redis call acquire again (its grant message was lost, or it was dropped as dead
+        while this replica stalled). One pipeline; returns how many were asked to call again.
+        """
         if not self._waiters:
-            return
+            return 0
+        by_model: dict[str, list[_Waiter]] = {}
+        for waiter in self._waiters.values():
+            by_model.setdefault(waiter.model, []).append(waiter)
         expiry = _now_ms() + self._waiter_ttl_ms
         async with self._redis.pipeline(transaction=False) as pipe:
-            for model, of_model in self._waiters.items():
-                members = dict.fromkeys(of_model, expiry)
-                if members:
-                    pipe.zadd(self._keys.wait_lease(model), members, xx=True)
-            await pipe.execute()
+            for model, group in by_model.items():
+                ids = [w.request_id for w in group]
+                # XX: a waiter the queue dropped is not revived here; its acquire decides.
+                pipe.zadd(self._keys.wait_lease(model), dict.fromkeys(ids, expiry), xx=True)
+                pipe.zmscore(self._keys.wait(model), ids)
+            replies = await pipe.execute()
+        asked = 0
+        for group, scores in zip(by_model.values(), replies[1::2], strict=True):
+            for waiter, score in zip(group, scores, strict=True):
+                # A busy waiter learns where it stands from its own script's reply.
+                if score is None and not waiter.busy and waiter.grant is None:
+                    waiter.event.set()
+                    asked += 1
+        return asked
 
     async def _renew_loop(self) -> None:
         while True:
@@ -424,6 +474,22 @@ class SlotManager:
                 await self.renew_now()
             except RedisError as exc:
                 log.warning("could not renew leases", extra={"error": str(exc)})
+
+
+def _widen(
+    candidates: Sequence[tuple[str, int]], scores: Sequence[float],
+    wider: tuple[Sequence[tuple[str, int]], Sequence[float]],
+) -> tuple[list[tuple[str, int]], list[float]]:
+    """The wider list, then any first candidate it lacks: a slot granted on one of those
+    is still found (acquire) and returned (leave)."""
+    nodes, scored = list(wider[0]), list(wider[1])
+    scored += [0.0] * (len(nodes) - len(scored))
+    seen = {node_id for node_id, _ in nodes}
+    for i, (node_id, capacity) in enumerate(candidates):
+        if node_id not in seen:
+            nodes.append((node_id, capacity))
+            scored.append(scores[i] if i < len(scores) else 0.0)
+    return nodes, scored
 
 
 def _now_ms() -> int:
