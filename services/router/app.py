@@ -33,6 +33,7 @@ from services.router.fleet.background import started
 from services.router.fleet.benchmarks import stop_runs
 from services.router.openapi import openapi_config
 from services.router.proxy import exchange
+from services.router.telemetry import tracing
 from shared.fastcluster import fast_redis
 from shared.mdns import advertise
 from shared.redisconn import connect
@@ -47,6 +48,7 @@ async def running(ctx: RouterContext) -> AsyncIterator[None]:
     """Each part's background work, started in order before the app serves, stopped in
     reverse when it ends."""
     async with contextlib.AsyncExitStack() as stack:
+        ctx.tracing = await stack.enter_async_context(tracing(ctx.settings, ctx.replica_id))
         await stack.enter_async_context(ctx.runtime.running())  # parts start with overrides
         await stack.enter_async_context(ctx.client_keys.running())  # before inference
         await stack.enter_async_context(ctx.fleet.running())  # others read its snapshot

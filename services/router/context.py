@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import pluggy
 from redis.asyncio import Redis
@@ -25,6 +25,9 @@ from shared.fastredis import FastRedis
 from shared.health import HealthCheck
 from shared.plugins import build_plugin_manager
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from services.router.telemetry import Tracing
 
 __all__ = ["RouterContext"]
 
@@ -50,6 +53,8 @@ class RouterContext(Core):
     auto_pulls: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     # Benchmark runs started on this replica, cancelled when it stops.
     benchmark_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # OpenTelemetry's tracer while the app runs, None when tracing is off (telemetry/).
+    tracing: Tracing | None = None
 
     @classmethod
     def create(cls, settings: Settings, redis: Redis, fast: FastRedis | None = None) -> Self:

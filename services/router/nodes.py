@@ -211,9 +211,10 @@ class Nodes:
 
     async def forward(
         self, node: NodeState, path: str, payload: bytes, *, connect_timeout: float,
-        stale_timeout: float,
+        stale_timeout: float, headers: bytes = b"",
     ) -> NodeResponse:
-        """POST an inference request; returns the response once its headers arrived.
+        """POST an inference request (with `headers`, more header lines such as a trace's
+        `traceparent`); returns the response once its headers arrived.
 
         A success, or the request's own 4xx (the client gets it as it is). Raises
         ModelMissing on a 404 (Ollama's inference endpoints 404 only for the model), what
@@ -222,7 +223,7 @@ class Nodes:
         """
         try:
             response = await self.client.post(
-                node.ollama_url, path, payload,
+                node.ollama_url, path, payload, headers=headers,
                 connect_timeout=connect_timeout, read_timeout=stale_timeout,
             )
         except TimeoutError as exc:

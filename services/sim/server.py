@@ -91,12 +91,13 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
             return _router_miss(app, miss.status)
         if request.method in ("POST", "DELETE") and not path.startswith(_RAW_BODY):
             raw = await request.read()
+            traceparent = request.headers.get("traceparent", "")
             try:
                 body = msgspec.json.decode(raw) if raw.strip() else {}
             except msgspec.DecodeError as exc:
-                stats.record_body(path, raw.decode(errors="replace"))
+                stats.record_body(path, raw.decode(errors="replace"), traceparent)
                 raise SimError(400, f"invalid JSON: {exc}") from exc
-            stats.record_body(path, body)
+            stats.record_body(path, body, traceparent)
             if not isinstance(body, dict):
                 raise SimError(400, "the request body must be a JSON object")
             request["body"] = body

@@ -77,8 +77,10 @@ class Stats:
                 if field == gauge and value > getattr(counters, peak):
                     setattr(counters, peak, value)
 
-    def record_body(self, path: str, body: object) -> None:
-        self.bodies.append({"time": time.time(), "path": path, "body": body})
+    def record_body(self, path: str, body: object, traceparent: str = "") -> None:
+        """Keep a request's body, and the W3C `traceparent` it came with ("" if none)."""
+        self.bodies.append({"time": time.time(), "path": path, "body": body,
+                            "traceparent": traceparent})
 
     def snapshot(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         return {

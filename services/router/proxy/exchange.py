@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 from litestar import asgi
@@ -60,6 +60,9 @@ from shared.errors import (
 from shared.models import FleetSnapshot, MemoryRefusal, Trace, TraceStatus
 from shared.routing import NO_APP, RouteRequest
 
+if TYPE_CHECKING:
+    from services.router.telemetry import RequestSpans
+
 __all__ = ["ENDPOINTS", "ROUTES", "Exchange", "handle"]
 
 log = logging.getLogger("herd.proxy")
@@ -101,6 +104,7 @@ class Exchange:
         "scope",
         "send",
         "served",
+        "spans",
         "started",
         "t0",
         "task",
@@ -129,6 +133,7 @@ class Exchange:
         self.disconnected = False
         self.task: asyncio.Task[Any] | None = None
         self.watcher: asyncio.Task[None] | None = None
+        self.spans: RequestSpans | None = None  # OpenTelemetry's, when tracing is on
 
     # --- entry ------------------------------------------------------------------------
 
@@ -203,6 +208,8 @@ class Exchange:
             client_ip=request.client_ip, original_format=self.api, timestamp=time.time(),
             endpoint=self.path, replica_id=ctx.replica_id,
         )
+        if ctx.tracing is not None:
+            self.spans = ctx.tracing.request(self.headers, self.path, request, self.t0)
         try:
             snapshot = await self._choose_model(request)
             trace.model = self.served = request.model
@@ -229,6 +236,8 @@ class Exchange:
                 )
                 trace.queue_wait_ms += (time.perf_counter() - waited) * 1000
                 node_id = grant.node_id
+                if self.spans is not None:
+                    self.spans.waited(waited, node_id)
                 chosen, trace.affinity = engine.granted(
                     request, settings, place, grant, candidates.ranked)
                 self.ranked = chosen
@@ -240,6 +249,8 @@ class Exchange:
                     await self._forward(chosen)
                     return
                 except UpstreamFailure as failure:
+                    if self.spans is not None:
+                        self.spans.call_failed(failure)
                     self.retries = trace.retry_count = plan.retries + 1
                     if not isinstance(failure, RequestRefused):  # no node's failure
                         trace.excluded_nodes = [*trace.excluded_nodes, node_id]
@@ -319,6 +330,7 @@ class Exchange:
         response = await self.ctx.nodes.forward(
             chosen.node, self.path, self.request.payload_for(chosen.node.node_id),
             connect_timeout=settings.connect_timeout, stale_timeout=settings.stale_timeout,
+            headers=b"" if self.spans is None else self.spans.calling(chosen.node),
         )
         self.response = response
         ctype = content_type(response)
@@ -467,6 +479,8 @@ class Exchange:
         self.trace = None  # exactly once
         ctx = self.ctx
         trace.latency_ms = round((time.perf_counter() - self.t0) * 1000, 2)
+        if self.spans is not None:
+            self.spans.end(trace, self.response.status if self.response is not None else 0)
         end = RequestEnd(trace)
         hold, self.hold = self.hold, None
         if hold is not None:
@@ -504,6 +518,8 @@ class Exchange:
     async def _send_error(self, exc: HerdError) -> None:
         if self.started:
             return
+        if self.spans is not None:
+            self.spans.refused(exc)
         self.started = self.finished = True
         body = _encode(error_body(self.path, exc.status_code, exc.message, exc))
         headers = [(b"content-type", _JSON), (b"content-length", str(len(body)).encode())]

@@ -1,0 +1,288 @@
+"""The request path's spans over the OpenTelemetry SDK (imported only when tracing is on).
+
+Per request (`RequestSpans`), in the OpenTelemetry GenAI semantic conventions:
+
+    chat llama3.2:3b          SERVER  the request, from its first byte to its end; a
+    │                                 client's W3C `traceparent` makes it a child of theirs
+    ├── queue wait            INTERNAL taking a slot: the Redis call and any wait in the queue
+    └── node call             CLIENT  one per attempt on a node; its context is the
+                                      `traceparent` the node receives
+
+Spans go to a BatchSpanProcessor: ending one appends it to a queue, and a thread of the
+SDK encodes and sends batches, so the request path never waits on the collector. A
+collector that cannot be reached loses spans (the queue drops what does not fit), never
+requests, and the log says so once per outage (`_Exporter`), not once per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from urllib.parse import urlsplit
+
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import Span, SpanKind, StatusCode, set_span_in_context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from services.router.nodes import UpstreamFailure
+from shared.errors import HerdError
+from shared.models import NodeState, Trace, TraceStatus
+from shared.routing import RouteRequest
+
+__all__ = ["OPERATIONS", "RequestSpans", "Tracing"]
+
+log = logging.getLogger("herd.telemetry")
+
+# gen_ai.operation.name per inference path (the GenAI conventions' well-known values).
+OPERATIONS: dict[str, str] = {
+    "/api/chat": "chat",
+    "/v1/chat/completions": "chat",
+    "/api/generate": "text_completion",
+    "/v1/completions": "text_completion",
+    "/api/embed": "embeddings",
+    "/api/embeddings": "embeddings",
+    "/v1/embeddings": "embeddings",
+}
+PROVIDER = "ollama"  # gen_ai.provider.name: every node speaks Ollama's server
+# The SDK's own loggers: what they would say per batch (an export failed, the queue is
+# full) is said once by _Exporter instead.
+_QUIET = ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
+          "opentelemetry.sdk._shared_internal")
+_ENDED_BADLY = {TraceStatus.FAILED, TraceStatus.INCOMPLETE}
+
+
+def _ns_since(t0: float) -> int:
+    """The epoch time in ns of `t0`, a perf_counter() reading."""
+    return time.time_ns() - int((time.perf_counter() - t0) * 1e9)
+
+
+def _address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+
+class _Reasons(logging.Filter):
+    """Keeps the SDK's last words about an export instead of letting them through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.last = record.getMessage()
+        return False
+
+
+class _Exporter(SpanExporter):
+    """The OTLP/HTTP exporter, saying in the log when the collector stops taking spans
+    (once, with the SDK's reason) and when it takes them again."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.inner = OTLPSpanExporter(endpoint=endpoint)
+        self.down = False
+        self.closed = False
+        self.reasons = _Reasons()
+        for name in _QUIET:
+            logging.getLogger(name).addFilter(self.reasons)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = self.inner.export(spans)
+        if result is SpanExportResult.SUCCESS:
+            if self.down:
+                self.down = False
+                log.info("the OpenTelemetry collector takes spans again",
+                         extra={"endpoint": self.endpoint})
+        elif not self.down and not self.closed:
+            self.down = True
+            log.warning("cannot export spans to the OpenTelemetry collector: spans are "
+                        "dropped until it answers (requests are not affected)",
+                        extra={"endpoint": self.endpoint, "error": self.reasons.last})
+        return result
+
+    def shutdown(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.inner.shutdown()  # type: ignore[no-untyped-call]
+        for name in _QUIET:
+            logging.getLogger(name).removeFilter(self.reasons)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class Tracing:
+    """One replica's tracer: the SDK's provider, its batch processor and the exporter.
+
+    The resource is `service.name=herd` (OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
+    win), the package version and the replica's id; the sampler is the SDK's default
+    (parent-based, always on; OTEL_TRACES_SAMPLER changes it), the batches OTEL_BSP_*'s.
+    """
+
+    def __init__(self, endpoint: str, replica_id: str) -> None:
+        self.endpoint = endpoint.rstrip("/") + "/v1/traces"
+        try:
+            herd_version = version("herd")
+        except PackageNotFoundError:
+            herd_version = "unknown"
+        resource = Resource.create({
+            "service.name": "herd", "service.version": herd_version,
+            "service.instance.id": replica_id,
+        }).merge(OTELResourceDetector().detect())
+        self.exporter = _Exporter(self.endpoint)
+        self.provider = TracerProvider(resource=resource)
+        self.provider.add_span_processor(BatchSpanProcessor(self.exporter))
+        self.tracer = self.provider.get_tracer("herd.router", herd_version)
+        self.propagator = TraceContextTextMapPropagator()
+
+    def request(self, headers: Mapping[str, str], path: str, request: RouteRequest,
+                t0: float) -> RequestSpans:
+        """The spans of a request that arrived at `t0` (perf_counter) with `headers`."""
+        return RequestSpans(self, headers, path, request, t0)
+
+    async def close(self) -> None:
+        """Send what is queued and stop. A collector already known to be down is not
+        waited for (its retries are cut short): the shutdown stays quick."""
+        if self.exporter.down:
+            self.exporter.shutdown()
+        await asyncio.to_thread(self.provider.shutdown)
+
+
+class RequestSpans:
+    """One request's spans; each method is one hook on the request path."""
+
+    __slots__ = ("attempts", "call", "context", "error_type", "node", "operation", "request",
+                 "span", "status", "tracing")
+
+    def __init__(self, tracing: Tracing, headers: Mapping[str, str], path: str,
+                 request: RouteRequest, t0: float) -> None:
+        self.tracing = tracing
+        self.request = request  # its priority and tags are settled later, read at the end
+        self.operation = OPERATIONS.get(path, "chat")
+        parent: Context | None = None
+        if "traceparent" in headers:
+            parent = tracing.propagator.extract(headers)
+        self.span: Span = tracing.tracer.start_span(
+            f"{self.operation} {request.model}", context=parent, kind=SpanKind.SERVER,
+            start_time=_ns_since(t0), attributes={
+                "gen_ai.operation.name": self.operation,
+                "gen_ai.provider.name": PROVIDER,
+                "gen_ai.request.model": request.model,
+                "http.request.method": "POST",
+                "url.path": path,
+                "herd.request_id": request.request_id,
+                "herd.api": request.api,
+            })
+        self.context = set_span_in_context(self.span)
+        self.call: Span | None = None
+        self.node: NodeState | None = None
+        self.attempts = 0
+        self.error_type = ""
+        self.status = 0
+
+    def waited(self, started: float, node_id: str) -> None:
+        """A slot was granted on `node_id` after waiting since `started` (perf_counter)."""
+        span = self.tracing.tracer.start_span(
+            "queue wait", context=self.context, start_time=_ns_since(started),
+            attributes={"herd.node": node_id})
+        span.end()
+
+    def calling(self, node: NodeState) -> bytes:
+        """The node call starts: the header lines that carry its context to the node."""
+        self.node = node
+        self.attempts += 1
+        host, port = _address(node.ollama_url)
+        call = self.call = self.tracing.tracer.start_span(
+            "node call", context=self.context, kind=SpanKind.CLIENT, attributes={
+                "server.address": host, "server.port": port, "herd.node": node.node_id,
+                "herd.attempt": self.attempts})
+        ids = call.get_span_context()
+        line = b"traceparent: 00-%032x-%016x-%02x\r\n" % (
+            ids.trace_id, ids.span_id, ids.trace_flags)
+        if ids.trace_state:
+            line += b"tracestate: %s\r\n" % ids.trace_state.to_header().encode()
+        return line
+
+    def call_failed(self, failure: UpstreamFailure) -> None:
+        """The node call failed before anything reached the client (retried elsewhere, or
+        the request's own error)."""
+        call, self.call = self.call, None
+        if call is None:
+            return
+        attributes: dict[str, str | int] = {"error.type": type(failure).__name__,
+                                            "herd.blame": str(failure.blame)}
+        if failure.status:
+            attributes["http.response.status_code"] = failure.status
+        call.set_attributes(attributes)
+        call.set_status(StatusCode.ERROR, failure.reason[:300])
+        call.end()
+
+    def refused(self, exc: HerdError) -> None:
+        """The client is answered with `exc` (Herd's error, in the API's own shape)."""
+        self.error_type = type(exc).__name__
+        self.status = exc.status_code
+
+    def end(self, trace: Trace, node_status: int) -> None:
+        """The request ended, as its trace tells; `node_status` is the status of the node's
+        answer that was relayed (0 if none was)."""
+        status = self.status or node_status
+        error_type = self.error_type
+        if not error_type and trace.status is not TraceStatus.COMPLETED:
+            error_type = str(status) if trace.status is TraceStatus.REJECTED and status \
+                else str(trace.status)
+        call, self.call = self.call, None
+        if call is not None:
+            if node_status:
+                call.set_attribute("http.response.status_code", node_status)
+            if trace.status is TraceStatus.INCOMPLETE:
+                call.set_attribute("error.type", error_type)
+                call.set_status(StatusCode.ERROR, trace.error_message[:300])
+            call.end()
+        span = self.span
+        if not span.is_recording():
+            span.end()
+            return
+        attributes: dict[str, str | int | float | bool | list[str]] = {
+            "gen_ai.response.model": trace.model,
+            "gen_ai.usage.input_tokens": trace.prompt_tokens,
+            "gen_ai.usage.output_tokens": trace.completion_tokens,
+            "herd.status": str(trace.status),
+            "herd.retries": trace.retry_count,
+            "herd.queue_wait_ms": round(trace.queue_wait_ms, 3),
+            "herd.affinity": trace.affinity,
+            "herd.affinity_hit": trace.affinity == "hit",
+            "herd.fallback_used": trace.fallback_used,
+            "herd.replica": trace.replica_id,
+            "herd.priority": self.request.priority,
+        }
+        if trace.finish_reason:
+            attributes["gen_ai.response.finish_reasons"] = [trace.finish_reason]
+        if status:
+            attributes["http.response.status_code"] = status
+        if self.node is not None:
+            host, port = _address(self.node.ollama_url)
+            attributes.update({"server.address": host, "server.port": port,
+                               "herd.node": self.node.node_id, "herd.score": trace.score})
+        if trace.app:
+            attributes["herd.app"] = trace.app
+        if trace.tags:
+            attributes["herd.tags"] = trace.tags
+        if trace.excluded_nodes:
+            attributes["herd.excluded_nodes"] = trace.excluded_nodes
+        if trace.time_to_first_token_ms is not None:
+            attributes["herd.time_to_first_token_ms"] = trace.time_to_first_token_ms
+        if trace.load_duration_ms:
+            attributes["herd.load_duration_ms"] = trace.load_duration_ms
+        if error_type:
+            attributes["error.type"] = error_type
+        span.set_attributes(attributes)
+        if trace.status in _ENDED_BADLY or status >= 500:
+            span.set_status(StatusCode.ERROR, trace.error_message[:300])
+        span.end()
