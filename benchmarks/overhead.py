@@ -8,7 +8,10 @@ simulators by heartbeat, then measures in one run:
 With `--key plain` every request carries a client key without limits (checked from the
 replica's memory), with `--key limited` a key with limits too high to reach (one Lua call
 per request to count it): the cost of access control on the request path.
+With `--otel on` the router traces every request (OTEL_EXPORTER_OTLP_ENDPOINT) to an OTLP/HTTP
+receiver in this process (tests/otlp.py), which counts the spans it gets.
 Run: .venv/bin/python benchmarks/overhead.py [--requests 1000] [--seconds 4] [--key limited]
+     [--otel on]
 """
 
 from __future__ import annotations
@@ -162,7 +165,16 @@ def main() -> int:
                         help="write a py-spy profile of the router at c=32 here (.svg/.json/.txt)")
     parser.add_argument("--key", choices=("none", "plain", "limited"), default="none",
                         help="send a client key: none, one without limits, or one with limits")
+    parser.add_argument("--otel", choices=("off", "on"), default="off",
+                        help="trace requests to an OTLP receiver in this process (on)")
     args = parser.parse_args()
+    receiver = None
+    router_env = {"FLEET_HEARTBEAT_TIMEOUT": "3600", "FLEET_HEARTBEAT_OFFLINE": "7200"}
+    if args.otel == "on":
+        from tests.otlp import OtlpReceiver
+
+        receiver = OtlpReceiver().__enter__()
+        router_env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.url
     tmp = Path(tempfile.mkdtemp(prefix="herd-bench-"))
     # No append-only file: the benchmark measures what the router adds, on the same Redis
     # for every version it compares (herd's own embedded Redis keeps one).
@@ -180,7 +192,7 @@ def main() -> int:
                        "--data-dir", str(tmp / "data"), "--log-level", "WARNING"],
                       tmp / "router.log",
                       # one heartbeat registers the simulator for the whole run
-                      env={"FLEET_HEARTBEAT_TIMEOUT": "3600", "FLEET_HEARTBEAT_OFFLINE": "7200"})
+                      env=router_env)
         procs.append(router)
         sim_url, router_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{port}"
         sim.wait_http(f"{sim_url}/api/version")
@@ -198,6 +210,10 @@ def main() -> int:
         for proc in reversed(procs):
             proc.stop()
         redis.stop()
+        if receiver is not None:
+            receiver.__exit__(None)
+            print(f"otel              {len(receiver.spans)} spans received in "
+                  f"{receiver.posts} batches")
     added_p50 = r["router_p50"] - r["direct_p50"]
     added_p99 = r["router_p99"] - r["direct_p99"]
     added_ttft = r["router_ttft_p50"] - r["direct_ttft_p50"]

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from urllib.parse import urlsplit
 
@@ -55,6 +56,9 @@ PROVIDER = "ollama"  # gen_ai.provider.name: every node speaks Ollama's server
 # full) is said once by _Exporter instead.
 _QUIET = ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
           "opentelemetry.sdk._shared_internal")
+# The batch processor warns of a full queue once per span dropped, on the request path: a
+# log record costs more than the span. Below ERROR it is not even built.
+_QUEUE_LOGGER = "opentelemetry.sdk._shared_internal"
 _ENDED_BADLY = {TraceStatus.FAILED, TraceStatus.INCOMPLETE}
 
 
@@ -63,7 +67,9 @@ def _ns_since(t0: float) -> int:
     return time.time_ns() - int((time.perf_counter() - t0) * 1e9)
 
 
+@lru_cache(maxsize=4096)
 def _address(url: str) -> tuple[str, int]:
+    """server.address and server.port of a node's Ollama URL."""
     parts = urlsplit(url)
     return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
@@ -92,6 +98,9 @@ class _Exporter(SpanExporter):
         self.reasons = _Reasons()
         for name in _QUIET:
             logging.getLogger(name).addFilter(self.reasons)
+        queue_logger = logging.getLogger(_QUEUE_LOGGER)
+        self.queue_level = queue_logger.level
+        queue_logger.setLevel(logging.ERROR)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         result = self.inner.export(spans)
@@ -113,6 +122,7 @@ class _Exporter(SpanExporter):
             self.inner.shutdown()  # type: ignore[no-untyped-call]
         for name in _QUIET:
             logging.getLogger(name).removeFilter(self.reasons)
+        logging.getLogger(_QUEUE_LOGGER).setLevel(self.queue_level)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
