@@ -120,6 +120,9 @@ class _Exporter(SpanExporter):
         if not self.closed:
             self.closed = True
             self.inner.shutdown()  # type: ignore[no-untyped-call]
+
+    def release(self) -> None:
+        """Give the SDK's loggers back, once nothing is exported any more."""
         for name in _QUIET:
             logging.getLogger(name).removeFilter(self.reasons)
         logging.getLogger(_QUEUE_LOGGER).setLevel(self.queue_level)
@@ -162,7 +165,10 @@ class Tracing:
         waited for (its retries are cut short): the shutdown stays quick."""
         if self.exporter.down:
             self.exporter.shutdown()
-        await asyncio.to_thread(self.provider.shutdown)
+        try:
+            await asyncio.to_thread(self.provider.shutdown)
+        finally:
+            self.exporter.release()
 
 
 class RequestSpans:
@@ -185,10 +191,8 @@ class RequestSpans:
                 "gen_ai.operation.name": self.operation,
                 "gen_ai.provider.name": PROVIDER,
                 "gen_ai.request.model": request.model,
-                "http.request.method": "POST",
                 "url.path": path,
                 "herd.request_id": request.request_id,
-                "herd.api": request.api,
             })
         self.context = set_span_in_context(self.span)
         self.call: Span | None = None
@@ -268,8 +272,6 @@ class RequestSpans:
             "herd.queue_wait_ms": round(trace.queue_wait_ms, 3),
             "herd.affinity": trace.affinity,
             "herd.affinity_hit": trace.affinity == "hit",
-            "herd.fallback_used": trace.fallback_used,
-            "herd.replica": trace.replica_id,
             "herd.priority": self.request.priority,
         }
         if trace.finish_reason:
@@ -279,7 +281,9 @@ class RequestSpans:
         if self.node is not None:
             host, port = _address(self.node.ollama_url)
             attributes.update({"server.address": host, "server.port": port,
-                               "herd.node": self.node.node_id, "herd.score": trace.score})
+                               "herd.node": self.node.node_id})
+        if trace.fallback_used:
+            attributes["herd.fallback_used"] = True
         if trace.app:
             attributes["herd.app"] = trace.app
         if trace.tags:
