@@ -9,7 +9,7 @@ With `--key plain` every request carries a client key without limits (checked fr
 replica's memory), with `--key limited` a key with limits too high to reach (one Lua call
 per request to count it): the cost of access control on the request path.
 With `--otel on` the router traces every request (OTEL_EXPORTER_OTLP_ENDPOINT) to an OTLP/HTTP
-receiver in this process (tests/otlp.py), which counts the spans it gets.
+receiver in a process of its own (tests/otlp.py), which counts the spans it gets.
 Run: .venv/bin/python benchmarks/overhead.py [--requests 1000] [--seconds 4] [--key limited]
      [--otel on]
 """
@@ -168,20 +168,21 @@ def main() -> int:
     parser.add_argument("--otel", choices=("off", "on"), default="off",
                         help="trace requests to an OTLP receiver in this process (on)")
     args = parser.parse_args()
-    receiver = None
     router_env = {"FLEET_HEARTBEAT_TIMEOUT": "3600", "FLEET_HEARTBEAT_OFFLINE": "7200"}
-    if args.otel == "on":
-        from tests.otlp import OtlpReceiver
-
-        receiver = OtlpReceiver().__enter__()
-        router_env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.url
     tmp = Path(tempfile.mkdtemp(prefix="herd-bench-"))
     # No append-only file: the benchmark measures what the router adds, on the same Redis
     # for every version it compares (herd's own embedded Redis keeps one).
     redis = EmbeddedRedis(tmp / "redis", persist=False)
     redis_url = redis.start()
     procs: list[Proc] = []
+    receiver = None
     try:
+        if args.otel == "on":  # the collector: a process of its own, as it would be
+            otlp_port = free_port()
+            receiver = Proc([sys.executable, "-m", "tests.otlp", "--port", str(otlp_port)],
+                            tmp / "otlp.log", env={"PYTHONPATH": str(ROOT)})
+            procs.append(receiver)
+            router_env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{otlp_port}"
         sim_port = free_port()
         sim = Proc([herd_bin(), "sim", "--host", "127.0.0.1", "--port", str(sim_port),
                     *SIM_FLAGS], tmp / "sim.log")
@@ -211,9 +212,7 @@ def main() -> int:
             proc.stop()
         redis.stop()
         if receiver is not None:
-            receiver.__exit__(None)
-            print(f"otel              {len(receiver.spans)} spans received in "
-                  f"{receiver.posts} batches")
+            print(f"otel              {receiver.output().strip()}")
     added_p50 = r["router_p50"] - r["direct_p50"]
     added_p99 = r["router_p99"] - r["direct_p99"]
     added_ttft = r["router_ttft_p50"] - r["direct_ttft_p50"]

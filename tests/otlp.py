@@ -124,3 +124,24 @@ class OtlpReceiver:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def main() -> None:
+    """Run a receiver as a process of its own (the overhead benchmark's collector): on
+    SIGTERM it prints how many spans and batches it got."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    receiver = OtlpReceiver(args.port)
+    signal.signal(signal.SIGTERM, lambda *_: receiver.server.shutdown())
+    receiver.thread.start()
+    receiver.thread.join()
+    receiver.server.server_close()
+    print(f"{len(receiver.spans)} spans received in {receiver.posts} batches", flush=True)
+
+
+if __name__ == "__main__":
+    main()
