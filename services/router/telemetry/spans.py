@@ -24,6 +24,7 @@ from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from urllib.parse import urlsplit
 
+from litestar.types import Message, Send
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -178,10 +179,11 @@ class Tracing:
         self.tracer = self.provider.get_tracer("herd.router", herd_version)
         self.propagator = TraceContextTextMapPropagator()
 
-    def request(self, headers: Mapping[str, str], path: str, request: RouteRequest,
-                t0: float) -> RequestSpans:
-        """The spans of a request that arrived at `t0` (perf_counter) with `headers`."""
-        return RequestSpans(self, headers, path, request, t0)
+    def request(self, headers: Mapping[str, str], path: str, request: RouteRequest, *,
+                trace: Trace, t0: float) -> RequestSpans:
+        """The spans of a request that arrived at `t0` (perf_counter) with `headers`;
+        `trace` is its trace, which the request path fills in as it goes."""
+        return RequestSpans(self, headers, path, request, trace=trace, t0=t0)
 
     async def close(self) -> None:
         """Send what is queued and stop. A collector already known to be down is not
@@ -198,12 +200,14 @@ class RequestSpans:
     """One request's spans; each method is one hook on the request path."""
 
     __slots__ = ("attempts", "call", "context", "error_type", "node", "operation", "request",
-                 "span", "status", "tracing")
+                 "span", "status", "trace", "tracing", "waited_ms")
 
     def __init__(self, tracing: Tracing, headers: Mapping[str, str], path: str,
-                 request: RouteRequest, t0: float) -> None:
+                 request: RouteRequest, *, trace: Trace, t0: float) -> None:
         self.tracing = tracing
-        self.request = request  # its priority and tags are settled later, read at the end
+        # both are filled in as the request goes (its priority, its node, its tokens ...)
+        # and read at the end
+        self.request, self.trace = request, trace
         self.operation = OPERATIONS.get(path, "chat")
         parent: Context | None = None
         if "traceparent" in headers:
@@ -222,14 +226,27 @@ class RequestSpans:
         self.node: NodeState | None = None
         self.attempts = 0
         self.error_type = ""
-        self.status = 0
+        self.status = 0  # of the answer's start, as sent to the client
+        self.waited_ms = 0.0  # the trace's queue wait before this attempt's
 
-    def waited(self, started: float, node_id: str) -> None:
-        """A slot was granted on `node_id` after waiting since `started` (perf_counter)."""
+    def watching(self, send: Send) -> Send:
+        """`send`, noting the status the client is answered with."""
+        async def watched(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.status = message["status"]
+            await send(message)
+
+        return watched
+
+    def waited(self, node_id: str) -> None:
+        """A slot was just granted on `node_id`; the trace holds the time it took."""
+        waited_ms = self.trace.queue_wait_ms - self.waited_ms
+        self.waited_ms = self.trace.queue_wait_ms
+        now = time.time_ns()
         span = self.tracing.tracer.start_span(
-            "queue wait", context=self.context, start_time=_ns_since(started),
+            "queue wait", context=self.context, start_time=now - int(waited_ms * 1e6),
             attributes={"herd.node": node_id})
-        span.end()
+        span.end(now)
 
     def calling(self, node: NodeState) -> bytes:
         """The node call starts: the header lines that carry its context to the node."""
@@ -264,12 +281,11 @@ class RequestSpans:
     def refused(self, exc: HerdError) -> None:
         """The client is answered with `exc` (Herd's error, in the API's own shape)."""
         self.error_type = type(exc).__name__
-        self.status = exc.status_code
 
-    def end(self, trace: Trace, node_status: int) -> None:
-        """The request ended, as its trace tells; `node_status` is the status of the node's
-        answer that was relayed (0 if none was)."""
-        status = self.status or node_status
+    def end(self) -> None:
+        """The request ended, as its trace tells."""
+        trace, status = self.trace, self.status
+        node_status = status if self.call is not None else 0
         error_type = self.error_type
         if not error_type and trace.status is not TraceStatus.COMPLETED:
             error_type = str(status) if trace.status is TraceStatus.REJECTED and status \
