@@ -9,7 +9,8 @@ With `--key plain` every request carries a client key without limits (checked fr
 replica's memory), with `--key limited` a key with limits too high to reach (one Lua call
 per request to count it): the cost of access control on the request path.
 With `--otel on` the router traces every request (OTEL_EXPORTER_OTLP_ENDPOINT) to an OTLP/HTTP
-receiver in a process of its own (tests/otlp.py), which counts the spans it gets.
+receiver in a process of its own (tests/otlp.py), which counts the spans it gets; with
+`--otel sampled` it records one request in ten (OTEL_TRACES_SAMPLER=traceidratio, 0.1).
 Run: .venv/bin/python benchmarks/overhead.py [--requests 1000] [--seconds 4] [--key limited]
      [--otel on]
 """
@@ -165,8 +166,9 @@ def main() -> int:
                         help="write a py-spy profile of the router at c=32 here (.svg/.json/.txt)")
     parser.add_argument("--key", choices=("none", "plain", "limited"), default="none",
                         help="send a client key: none, one without limits, or one with limits")
-    parser.add_argument("--otel", choices=("off", "on"), default="off",
-                        help="trace requests to an OTLP receiver in this process (on)")
+    parser.add_argument("--otel", choices=("off", "on", "sampled"), default="off",
+                        help="trace every request (on) or one in ten (sampled) to an OTLP "
+                             "receiver")
     args = parser.parse_args()
     router_env = {"FLEET_HEARTBEAT_TIMEOUT": "3600", "FLEET_HEARTBEAT_OFFLINE": "7200"}
     tmp = Path(tempfile.mkdtemp(prefix="herd-bench-"))
@@ -177,7 +179,9 @@ def main() -> int:
     procs: list[Proc] = []
     receiver = None
     try:
-        if args.otel == "on":  # the collector: a process of its own, as it would be
+        if args.otel == "sampled":
+            router_env.update(OTEL_TRACES_SAMPLER="traceidratio", OTEL_TRACES_SAMPLER_ARG="0.1")
+        if args.otel != "off":  # the collector: a process of its own, as it would be
             otlp_port = free_port()
             receiver = Proc([sys.executable, "-m", "tests.otlp", "--port", str(otlp_port)],
                             tmp / "otlp.log", env={"PYTHONPATH": str(ROOT)})
