@@ -30,14 +30,21 @@ from services.router.fleet.pulls import pull_for_request
 from services.router.fleet.routing import Ranked
 from services.router.fleet.stats import REFUSED_STATUSES
 from services.router.nodeclient import NodeBroken, NodeResponse
-from services.router.nodes import Blame, ModelMissing, RequestRefused, UpstreamFailure
+from services.router.nodes import (
+    Blame,
+    ModelMissing,
+    PathMissing,
+    RequestRefused,
+    UpstreamFailure,
+)
+from services.router.proxy.aliases import apply_alias
+from services.router.proxy.apis import DIALECTS, credential, forward_headers, read_usage
 from services.router.proxy.forward import (
     TAIL_BYTES,
     Usage,
     content_type,
     error_tail,
     is_stream,
-    parse_final,
 )
 from services.router.proxy.plan import RetryPlan, pick_model
 from services.router.proxy.request import (
@@ -181,7 +188,7 @@ class Exchange:
                 return
 
     def _authorize(self) -> None:
-        self.key = self.ctx.client_keys.authenticate(self.headers.get("authorization", ""))
+        self.key = self.ctx.client_keys.authenticate(credential(self.headers))
 
     def _refused(self, exc: HerdError) -> None:
         """Count a refusal at the door (401, 403, 429) for the key's app, or NO_APP
@@ -204,6 +211,9 @@ class Exchange:
             endpoint=self.path, replica_id=ctx.replica_id,
         )
         try:
+            aliases = settings.model_aliases
+            if aliases and (asked := apply_alias(request, aliases)):
+                trace.original_model, requested = asked, request.model  # the client's name
             snapshot = await self._choose_model(request)
             trace.model = self.served = request.model
             trace.fallback_used = request.model != requested
@@ -219,7 +229,7 @@ class Exchange:
                 candidates = Candidates(engine, request, scoring, plan.skip,
                                         next(engine.turns))
                 if not candidates.ranked:
-                    raise plan.nothing_to_try(request)
+                    raise plan.nothing_to_try(request, scoring)
                 slot_id = plan.slot_id(request.request_id)
                 waited = time.perf_counter()
                 grant = await ctx.slots.claim(
@@ -297,7 +307,11 @@ class Exchange:
                 "blame": str(failure.blame), "request_id": self.request.request_id})
         try:
             await self.ctx.slots.release(node_id, model, slot_id, False)
-            if isinstance(failure, ModelMissing):  # the node is fine; its record is not
+            if isinstance(failure, PathMissing):  # its Ollama lacks the path: skip it a while
+                node = self.ctx.fleet.snapshot().nodes.get(node_id)
+                if node is not None:
+                    self.ctx.routing.inputs.mark_unserved(node, self.path)
+            elif isinstance(failure, ModelMissing):  # the node is fine; its record is not
                 await self.ctx.fleet.note_model(node_id, model, None)
             elif failure.blame is not Blame.NOBODY:
                 await self.ctx.fleet.record_failure(
@@ -316,9 +330,11 @@ class Exchange:
         settings = self.ctx.settings
         copy = chosen.node.loaded(self.request.model)
         self.trace.context_reload = copy is not None  # a load now would be a reload
+        ctype_sent, extra = forward_headers(DIALECTS[self.path], self.request.headers)
         response = await self.ctx.nodes.forward(
             chosen.node, self.path, self.request.payload_for(chosen.node.node_id),
             connect_timeout=settings.connect_timeout, stale_timeout=settings.stale_timeout,
+            content_type=ctype_sent, extra=extra,
         )
         self.response = response
         ctype = content_type(response)
@@ -334,7 +350,7 @@ class Exchange:
             response.release()
         trace = self.trace
         ok = response.status < 400
-        usage = parse_final(data, stream=False) if ok else Usage()
+        usage = read_usage(DIALECTS[self.path], data, stream=False, sse=False) if ok else Usage()
         if ok:
             trace.status = TraceStatus.COMPLETED
             if usage.load_ms or usage.prompt_eval_ms:
@@ -402,7 +418,7 @@ class Exchange:
                 else:
                     response.release()
         tail = (previous + last)[-TAIL_BYTES:]
-        usage = parse_final(tail, stream=True, sse=sse)
+        usage = read_usage(DIALECTS[self.path], tail, stream=True, sse=sse, first=first)
         if sse and not usage.completion_tokens:
             usage.completion_tokens = max(0, events - 2)  # role chunk and [DONE] carry no text
         self._apply_usage(usage)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import msgspec
 
 from services.router.nodeclient import NodeResponse
-from shared.errors import error_body
+from shared.errors import error_body, is_anthropic_path
 
 __all__ = [
     "STREAM_TYPES",
@@ -21,7 +21,8 @@ __all__ = [
 ]
 
 # A response of these types is passed through chunk by chunk; anything else is one body.
-STREAM_TYPES = ("application/x-ndjson", "text/event-stream")
+# Audio (/v1/audio/speech) is sent as the node produces it.
+STREAM_TYPES = ("application/x-ndjson", "text/event-stream", "audio/")
 TAIL_BYTES = 16 * 1024  # enough for a final chunk; long answers keep only their end
 
 
@@ -44,6 +45,9 @@ class _OpenAIChoice(msgspec.Struct):
 class _OpenAIUsage(msgspec.Struct):
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # OpenAI Responses' and Anthropic Messages' names
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 class _Final(msgspec.Struct):
@@ -56,6 +60,7 @@ class _Final(msgspec.Struct):
     prompt_eval_duration: int = 0
     choices: list[_OpenAIChoice] | None = None
     usage: _OpenAIUsage | None = None
+    stop_reason: str | None = None  # Anthropic Messages
 
 
 _final_decoder = msgspec.json.Decoder(_Final)
@@ -94,8 +99,10 @@ def parse_final(data: bytes, *, stream: bool, sse: bool = False) -> Usage:
     if final.eval_count and final.eval_duration:
         usage.tokens_per_s = final.eval_count / (final.eval_duration / 1e9)
     if final.usage is not None:
-        usage.prompt_tokens = final.usage.prompt_tokens
-        usage.completion_tokens = final.usage.completion_tokens
+        usage.prompt_tokens = final.usage.prompt_tokens or final.usage.input_tokens
+        usage.completion_tokens = final.usage.completion_tokens or final.usage.output_tokens
+    if final.stop_reason:
+        usage.finish_reason = final.stop_reason
     if final.choices and final.choices[0].finish_reason:
         usage.finish_reason = final.choices[0].finish_reason
     return usage
@@ -105,7 +112,9 @@ def error_tail(path: str, message: str, sse: bool) -> bytes:
     """A well-formed last message for a stream that broke after its first byte."""
     body = msgspec.json.encode(error_body(path, 502, message))
     if sse:
-        return b"data: " + body + b"\n\n"
+        # Anthropic's streams name each event; its SDKs raise on `event: error`
+        event = b"event: error\n" if is_anthropic_path(path) else b""
+        return event + b"data: " + body + b"\n\n"
     return body + b"\n"
 
 

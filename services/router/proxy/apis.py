@@ -1,0 +1,149 @@
+"""The APIs the router forwards, each described once: how its body is read (JSON, or a
+multipart form whose `model` field names the model), which request headers reach the node,
+and where its answer keeps the token counts.
+
+The router never translates between APIs: a request goes to a node that serves its path,
+byte for byte (a model alias aside). What it reads of each is only what routing, traces
+and usage need:
+
+- Ollama (`/api/*`), JSON: the final chunk's `prompt_eval_count` and `eval_count`;
+- OpenAI chat, completions, embeddings, JSON: `usage.prompt_tokens`, `completion_tokens`;
+- OpenAI Responses (`/v1/responses`), JSON: `usage.input_tokens`, `output_tokens`, in a
+  stream in the `response.completed` event;
+- Anthropic Messages (`/v1/messages`), JSON: `usage.input_tokens`, `output_tokens`; in a
+  stream `message_delta` (and `message_start` for the input);
+- OpenAI audio: transcription a multipart form, speech JSON whose answer is audio,
+  streamed as it comes; neither has counts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from services.router.proxy.forward import Usage, parse_final
+
+__all__ = [
+    "ANTHROPIC_HEADERS",
+    "DIALECTS",
+    "Api",
+    "Dialect",
+    "credential",
+    "dialect_for",
+    "forward_headers",
+    "read_usage",
+]
+
+Api = Literal["ollama", "openai", "anthropic"]
+
+# What the anthropic SDKs send beside the body; passed to the node as sent.
+ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """One inference path: its API, its endpoint's name, and how to read it."""
+
+    api: Api
+    endpoint: str  # "chat", "messages", "responses", ... (transforms read it)
+    form: bool = False  # a multipart form: the model is its `model` field
+    headers: tuple[str, ...] = ()  # request headers forwarded besides the content type
+    # where a stream keeps its counts: "final" (the last chunk, Ollama's and OpenAI chat's),
+    # or "usage" (the last `usage` object; the input count may be in the first event)
+    counts: Literal["final", "usage"] = "final"
+
+
+# path -> its dialect; every path here is routed by the request path (proxy/exchange.py)
+DIALECTS: dict[str, Dialect] = {
+    "/api/chat": Dialect("ollama", "chat"),
+    "/api/generate": Dialect("ollama", "generate"),
+    "/api/embed": Dialect("ollama", "embed"),
+    "/api/embeddings": Dialect("ollama", "embeddings"),
+    "/v1/chat/completions": Dialect("openai", "chat"),
+    "/v1/completions": Dialect("openai", "completions"),
+    "/v1/embeddings": Dialect("openai", "embeddings"),
+    "/v1/responses": Dialect("openai", "responses", counts="usage"),
+    "/v1/messages": Dialect("anthropic", "messages", headers=ANTHROPIC_HEADERS,
+                            counts="usage"),
+    "/v1/audio/transcriptions": Dialect("openai", "transcriptions", form=True),
+    "/v1/audio/speech": Dialect("openai", "speech"),
+}
+
+
+def dialect_for(path: str) -> Dialect:
+    return DIALECTS[path]
+
+
+def credential(headers: Mapping[str, str]) -> str:
+    """The client's key as an Authorization value: `Authorization: Bearer <key>` as the
+    OpenAI and Ollama clients send it, else Anthropic's `x-api-key: <key>` (the anthropic
+    SDKs and Claude Code with ANTHROPIC_API_KEY; with ANTHROPIC_AUTH_TOKEN they send the
+    former)."""
+    authorization = headers.get("authorization", "")
+    if authorization:
+        return authorization
+    key = headers.get("x-api-key", "").strip()
+    return f"Bearer {key}" if key else ""
+
+
+_JSON = b"application/json"
+
+
+def forward_headers(dialect: Dialect, headers: Mapping[str, str]) -> tuple[bytes, bytes]:
+    """The content type and further header lines sent to the node with the body: a form's
+    own content type (its boundary), and the dialect's headers as the client sent them."""
+    ctype = headers.get("content-type", "").encode("latin-1") if dialect.form else _JSON
+    if not dialect.headers:
+        return ctype, b""
+    extra = b"".join(
+        b"%s: %s\r\n" % (name.encode(), value.encode("latin-1"))
+        for name in dialect.headers if (value := headers.get(name)))
+    return ctype, extra
+
+
+_INPUT = re.compile(rb'"input_tokens"\s*:\s*(\d+)')
+_OUTPUT = re.compile(rb'"output_tokens"\s*:\s*(\d+)')
+_STOP = re.compile(rb'"stop_reason"\s*:\s*"([a-z_]{1,40})"')
+# how far past `"usage":` its two counts may sit (Responses puts token details between)
+_USAGE_SPAN = 1024
+
+
+def _usage_counts(data: bytes) -> tuple[int | None, int | None]:
+    """The counts of the last `"usage":` object in `data` (None where absent)."""
+    at = data.rfind(b'"usage"')
+    if at < 0:
+        return None, None
+    span = data[at:at + _USAGE_SPAN]
+    found_in, found_out = _INPUT.search(span), _OUTPUT.search(span)
+    return (int(found_in.group(1)) if found_in else None,
+            int(found_out.group(1)) if found_out else None)
+
+
+def read_usage(dialect: Dialect, data: bytes, *, stream: bool, sse: bool,
+               first: bytes = b"") -> Usage:
+    """The counts of an answer: `data` is a whole body, or a stream's tail (its end, up to
+    forward.TAIL_BYTES) with `first` its first read.
+
+    Streams of the "usage" kind are read by pattern, not parsed: their last event that
+    holds counts (`message_delta`, `response.completed`) can be longer than the tail (a
+    Responses answer repeats the whole output and instructions), and the counts come
+    after the text in both, so they are in the tail.
+    """
+    if not stream or dialect.counts == "final":
+        return parse_final(data, stream=stream, sse=sse)
+    usage = Usage()
+    prompt, completion = _usage_counts(data)
+    if prompt is None and first:  # Anthropic's message_start holds the input count
+        prompt, _ = _usage_counts(first)
+    usage.prompt_tokens = prompt or 0
+    usage.completion_tokens = completion or 0
+    stops = _STOP.findall(data)
+    if stops:
+        usage.finish_reason = stops[-1].decode()
+    elif b"response.completed" in data:
+        usage.finish_reason = "completed"
+    elif b"response.incomplete" in data:
+        usage.finish_reason = "incomplete"
+    return usage
