@@ -86,8 +86,11 @@ def _model(ctx: RouterContext, body: dict[str, Any]) -> str:
     return target
 
 
-async def handle(asgi_scope: Scope, receive: Receive, send: Send) -> None:
-    scope = cast(HTTPScope, asgi_scope)
+async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+    await _count(cast(HTTPScope, scope), receive, send)
+
+
+async def _count(scope: HTTPScope, receive: Receive, send: Send) -> None:
     ctx: RouterContext = scope["app"].state.herd
     status, headers = 200, {}
     try:
