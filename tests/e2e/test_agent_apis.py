@@ -309,3 +309,34 @@ def test_model_aliases_on_every_api(fleet: Fleet, claude: anthropic.Anthropic,
             claude.messages.create(model="gpt-5", max_tokens=10, messages=MSG)
     finally:
         set_aliases(fleet, {})
+
+
+# --- Herd's features on the new paths -----------------------------------------------------
+
+
+def test_a_conversations_later_turns_keep_their_node(claude: anthropic.Anthropic) -> None:
+    opening = [{"role": "user", "content": "refactor the parser"}]
+    first = claude.messages.with_raw_response.create(
+        model=THINKER, max_tokens=20, system="You are a coding agent.", messages=opening)
+    later = claude.messages.with_raw_response.create(
+        model=THINKER, max_tokens=20, system="You are a coding agent.", messages=[
+            *opening, {"role": "assistant", "content": "Done."},
+            {"role": "user", "content": "now add tests"}],
+        extra_headers={"x-herd-priority": "high", "x-herd-tags": "claude-code"})
+    assert first.headers["x-fleet-affinity"] == "new"
+    assert later.headers["x-fleet-affinity"] == "hit"
+
+
+def test_a_client_leaving_a_stream_cancels_it_upstream(fleet: Fleet) -> None:
+    body = {"model": MODEL, "max_tokens": 4000, "stream": True,
+            "messages": [{"role": "user", "content": "write a long story"}]}
+    fleet.fault("new", "slow", factor=20.0, delay_s=0)
+    try:
+        with httpx.stream("POST", f"{fleet.url}/v1/messages", json=body, timeout=30,
+                          headers={"x-api-key": KEY}) as streamed:
+            request_id = streamed.headers["x-herd-request-id"]
+            next(streamed.iter_raw())  # the first event, then the client goes
+    finally:
+        fleet.fault("new", "none")
+    recorded = trace(fleet, request_id)
+    assert recorded["status"] == "client_disconnected"

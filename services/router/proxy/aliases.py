@@ -24,15 +24,18 @@ _GLOB = frozenset("*?[")
 
 
 def resolve_alias(aliases: Mapping[str, str], name: str) -> str | None:
-    """The fleet model `name` is an alias of, or None. `name` is matched as written, then
-    with Ollama's `:latest` added (an alias of "llama3" also catches "llama3:latest")."""
+    """The fleet model `name` is an alias of, or None. Names compare by Ollama's rule (no
+    tag means `:latest`: an alias of "llama3" also catches "llama3:latest"); globs match
+    the name as written or with `:latest`."""
     if not aliases:
         return None
     name = name.strip()
+    target = aliases.get(name)
+    if target is not None:
+        return target
     normalized = normalize_model(name)
-    for candidate in (name, normalized):
-        target = aliases.get(candidate)
-        if target is not None:
+    for key, target in aliases.items():
+        if not _GLOB.intersection(key) and normalize_model(key) == normalized:
             return target
     for pattern, target in aliases.items():
         if _GLOB.intersection(pattern) and (

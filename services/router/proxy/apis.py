@@ -105,6 +105,7 @@ def forward_headers(dialect: Dialect, headers: Mapping[str, str]) -> tuple[bytes
 
 _INPUT = re.compile(rb'"input_tokens"\s*:\s*(\d+)')
 _OUTPUT = re.compile(rb'"output_tokens"\s*:\s*(\d+)')
+_INCOMPLETE = re.compile(rb'"incomplete_details"\s*:\s*\{')
 _STOP = re.compile(rb'"stop_reason"\s*:\s*"([a-z_]{1,40})"')
 # how far past `"usage":` its two counts may sit (Responses puts token details between)
 _USAGE_SPAN = 1024
@@ -142,8 +143,9 @@ def read_usage(dialect: Dialect, data: bytes, *, stream: bool, sse: bool,
     stops = _STOP.findall(data)
     if stops:
         usage.finish_reason = stops[-1].decode()
-    elif b"response.completed" in data:
-        usage.finish_reason = "completed"
-    elif b"response.incomplete" in data:
-        usage.finish_reason = "incomplete"
+    elif dialect.endpoint == "responses" and completion is not None:
+        # the counts are in response.completed or response.incomplete, whose name may
+        # be cut off with the start of a long event; the incomplete one says why
+        incomplete = b"response.incomplete" in data or _INCOMPLETE.search(data)
+        usage.finish_reason = "incomplete" if incomplete else "completed"
     return usage
