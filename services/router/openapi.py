@@ -28,7 +28,7 @@ from services.version import VERSION
 from shared import schemas
 from shared.errors import is_anthropic_path
 
-__all__ = ["INFERENCE", "OPENAPI_PATH", "RAW_BODIES", "complete", "openapi_config"]
+__all__ = ["COUNT_TOKENS", "INFERENCE", "OPENAPI_PATH", "RAW_BODIES", "complete", "openapi_config"]
 
 OPENAPI_PATH = "/schema"
 
@@ -132,6 +132,30 @@ def _inference_operation(path: str, kind: type[msgspec.Struct], summary: str) ->
     }
 
 
+COUNT_TOKENS = "/v1/messages/count_tokens"
+
+
+def _count_tokens_operation() -> dict[str, Any]:
+    """The router's own answer to Anthropic's token counting (docs/api.md)."""
+    error = {"application/json": {"schema": _ref("AnthropicErrorAnswer")}}
+    return {"post": {
+        "tags": ["anthropic"],
+        "summary": "Anthropic token counting, answered by the router (an estimate)",
+        "description": "The body of /v1/messages without max_tokens. The count is the "
+                       "characters of the input divided by 4, as Ollama estimates "
+                       "message_start's input_tokens; no node is asked.",
+        "operationId": "CountTokens",
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": _ref("AnthropicMessagesRequest")}}},
+        "responses": {
+            "200": {"description": "The estimate.", "content": {
+                "application/json": {"schema": _ref("CountTokensAnswer")}}},
+            **{str(code): {"description": _ERRORS[code], "content": error}
+               for code in (400, 401, 404, 405, 413)},
+        },
+    }}
+
+
 def complete(document: dict[str, Any]) -> dict[str, Any]:
     """Litestar's document plus the inference paths and the raw bodies (a new dict)."""
     out = copy.deepcopy(document)
@@ -156,6 +180,7 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
                 "required": body is None,
                 "content": {"application/json": {"schema": schema}},
             }
+    paths[COUNT_TOKENS] = _count_tokens_operation()
     upload = paths.get("/api/blobs/{digest}", {}).get("post")
     if upload is not None:  # streamed to the node as it arrives, any size
         upload["requestBody"] = {"required": True, "content": {"application/octet-stream": {
