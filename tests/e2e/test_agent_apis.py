@@ -340,3 +340,24 @@ def test_a_client_leaving_a_stream_cancels_it_upstream(fleet: Fleet) -> None:
         fleet.fault("new", "none")
     recorded = trace(fleet, request_id)
     assert recorded["status"] == "client_disconnected"
+
+
+def test_a_key_over_its_tokens_per_minute_gets_each_sdks_rate_limit_error(
+        fleet: Fleet) -> None:
+    created = httpx.post(f"{fleet.url}/dashboard/api/keys", timeout=5,
+                         json={"app": "agent-tpm", "tokens_per_minute": 1})
+    assert created.status_code == 201, created.text
+    key = created.json()["key"]
+    with anthropic.Anthropic(base_url=fleet.url, api_key=key, max_retries=0) as claude:
+        raw = claude.messages.with_raw_response.create(model=MODEL, max_tokens=20,
+                                                       messages=MSG)
+        # the first goes through (its tokens are counted when it ends) and tags the app
+        assert trace(fleet, raw.headers["x-herd-request-id"])["app"] == "agent-tpm"
+        with pytest.raises(anthropic.RateLimitError) as limited:
+            claude.messages.create(model=MODEL, max_tokens=20, messages=MSG)
+    assert limited.value.body["error"]["type"] == "rate_limit_error"
+    assert int(limited.value.response.headers["retry-after"]) >= 1
+    with openai.OpenAI(base_url=f"{fleet.url}/v1", api_key=key, max_retries=0) as oa, \
+            pytest.raises(openai.RateLimitError):
+        oa.responses.create(model=MODEL, input="hi")
+    httpx.delete(f"{fleet.url}/dashboard/api/keys/agent-tpm", timeout=5).raise_for_status()
