@@ -28,6 +28,7 @@ OLD_ONLY = "smollm:135m"  # only on the node too old for the agent APIs
 # node -> (the simulator's Ollama version, what its heartbeat says, its models)
 NODES = {
     "new": ("0.40.8", "0.40.8", f"{MODEL},{THINKER}"),
+    "spare": ("0.40.8", "0.40.8", THINKER),
     "old": ("0.13.0", "0.13.0", f"{MODEL},{OLD_ONLY}"),
     # reports a source build (taken to serve everything), but its Ollama lacks the paths
     "liar": ("0.13.0", "0.0.0", MODEL),
@@ -361,3 +362,29 @@ def test_a_key_over_its_tokens_per_minute_gets_each_sdks_rate_limit_error(
             pytest.raises(openai.RateLimitError):
         oa.responses.create(model=MODEL, input="hi")
     httpx.delete(f"{fleet.url}/dashboard/api/keys/agent-tpm", timeout=5).raise_for_status()
+
+
+def test_a_failure_before_the_first_byte_is_retried_and_one_after_it_ends_the_stream(
+        fleet: Fleet, claude: anthropic.Anthropic) -> None:
+    httpx.post(f"{fleet.sim_url('new')}/api/generate",
+               json={"model": THINKER, "prompt": "", "keep_alive": -1}, timeout=30)
+    beat(fleet, "new")  # loaded there: new is the first choice for THINKER
+    fleet.fault("new", "error500", count=1, paths=["/v1/messages"])
+    try:
+        raw = claude.messages.with_raw_response.create(model=THINKER, max_tokens=20,
+                                                       messages=MSG)
+    finally:
+        fleet.fault("new", "none")
+    assert (raw.headers["x-fleet-node"], raw.headers["x-fleet-retries"]) == ("spare", "1")
+    assert raw.parse().content
+    fleet.fault("new", "die_mid_stream", after_tokens=3, paths=["/v1/messages"])
+    try:
+        with pytest.raises(anthropic.APIStatusError) as broken, claude.messages.stream(
+                model=MODEL, max_tokens=200, messages=MSG) as stream:
+            request_id = stream.response.headers["x-herd-request-id"]
+            for _ in stream.text_stream:
+                pass
+    finally:
+        fleet.fault("new", "none")
+    assert "broke off the stream" in str(broken.value)
+    assert trace(fleet, request_id)["status"] == "incomplete"

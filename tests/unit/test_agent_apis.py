@@ -121,6 +121,8 @@ def test_the_aliases_setting_takes_json_and_refuses_bad_targets() -> None:
     for bad in ('{"a": 1}', '["a"]', '{"a": "no spaces allowed"}', '{"": "qwen3:8b"}'):
         with pytest.raises(SettingsError, match="model_aliases"):
             coerce("model_aliases", bad)
+    settings = Settings.load({"FLEET_MODEL_ALIASES": '{"gpt-4o-mini": "llama3.2:3b"}'})
+    assert settings.model_aliases == {"gpt-4o-mini": "llama3.2:3b"}
 
 
 def test_credentials_as_agents_send_them() -> None:
