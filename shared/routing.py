@@ -70,6 +70,9 @@ class RouteRequest:
     # its last turn holds its prompt in cache.
     session_key: str = ""
     priority: str = "normal"  # X-Herd-Priority: high | normal | low (see PRIORITIES)
+    # The body's options are not Ollama's to read (Anthropic Messages, Responses, audio;
+    # a multipart form cannot even hold them): context protection leaves it as sent.
+    fixed_body: bool = False
     # num_ctx to send to a node instead of the request's own, so that node's loaded copy
     # serves it without a reload (context protection); nodes not listed get the body as is
     node_num_ctx: dict[str, int] = field(default_factory=dict)
@@ -93,7 +96,7 @@ class RouteRequest:
     def payload_for(self, node_id: str) -> bytes:
         """The bytes to forward to `node_id`: `payload()` with that node's num_ctx, if any."""
         num_ctx = self.node_num_ctx.get(node_id) if self.node_num_ctx else None
-        if not num_ctx:
+        if not num_ctx or self.fixed_body:
             return self.payload()
         return _encode({**self.body, "options": {**self.options(), "num_ctx": num_ctx}})
 

@@ -55,6 +55,8 @@ class ContextProtection:
     name = "context_protection"
 
     def apply(self, request: RouteRequest, context: ScoringContext) -> None:
+        if request.fixed_body:  # its API carries no options for Ollama to read
+            return
         options = request.options()
         wanted = _as_int(options.get("num_ctx")) if "num_ctx" in options else 0
         if wanted > 0:

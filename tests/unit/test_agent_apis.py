@@ -174,3 +174,22 @@ def test_no_node_serving_the_path_is_a_404_naming_the_version() -> None:
     for node_id in ("a", "b", "c"):
         plan.failed(node_id, PathMissing(f"{node_id} does not serve it", 404), request)
     assert plan.unserved == 3
+
+
+def test_context_protection_leaves_the_agent_apis_bodies_as_sent() -> None:
+    from plugins.routing.transforms import ContextProtection
+    from shared.models import LoadedModel
+
+    loaded = NodeState(node_id="a", ollama_url="http://x", models_available=(M,),
+                       models_loaded=(LoadedModel(name=M, context_length=8192),))
+    context = ScoringContext(settings=Settings(), snapshot=FleetSnapshot(nodes={"a": loaded}))
+    chat = parse_request(b'{"model": "llama3.2:3b", "messages": []}', "/api/chat", {}, "")
+    ContextProtection().apply(chat, context)
+    assert chat.node_num_ctx == {"a": 8192}  # a chat inherits the loaded copy's context
+    form = parse_request(FORM.replace(b"whisper-1", M.encode()), "/v1/audio/transcriptions",
+                         FORM_HEADERS, "")
+    raw = b'{"model": "llama3.2:3b", "max_tokens": 5, "messages": []}'
+    messages = parse_request(raw, "/v1/messages", {}, "")
+    for request in (form, messages):
+        ContextProtection().apply(request, context)
+        assert request.node_num_ctx == {} and request.payload_for("a") == request.raw

@@ -53,6 +53,8 @@ class Dialect:
     # where a stream keeps its counts: "final" (the last chunk, Ollama's and OpenAI chat's),
     # or "usage" (the last `usage` object; the input count may be in the first event)
     counts: Literal["final", "usage"] = "final"
+    # Ollama's layer for this API reads no `options` (num_ctx): the body stays as sent
+    fixed_body: bool = False
 
 
 # path -> its dialect; every path here is routed by the request path (proxy/exchange.py)
@@ -64,11 +66,12 @@ DIALECTS: dict[str, Dialect] = {
     "/v1/chat/completions": Dialect("openai", "chat"),
     "/v1/completions": Dialect("openai", "completions"),
     "/v1/embeddings": Dialect("openai", "embeddings"),
-    "/v1/responses": Dialect("openai", "responses", counts="usage"),
+    "/v1/responses": Dialect("openai", "responses", counts="usage", fixed_body=True),
     "/v1/messages": Dialect("anthropic", "messages", headers=ANTHROPIC_HEADERS,
-                            counts="usage"),
-    "/v1/audio/transcriptions": Dialect("openai", "transcriptions", form=True),
-    "/v1/audio/speech": Dialect("openai", "speech"),
+                            counts="usage", fixed_body=True),
+    "/v1/audio/transcriptions": Dialect("openai", "transcriptions", form=True,
+                                        fixed_body=True),
+    "/v1/audio/speech": Dialect("openai", "speech", fixed_body=True),
 }
 
 

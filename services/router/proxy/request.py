@@ -98,6 +98,7 @@ def parse_request(
         api=dialect.api,
         endpoint=dialect.endpoint,
         path=path,
+        fixed_body=dialect.fixed_body,
         model=normalize_model(model),
         body=body,
         raw=raw,
