@@ -179,6 +179,8 @@ def test_errors_come_in_anthropics_shape_as_the_sdks_exceptions(fleet: Fleet) ->
         assert missing.value.body["error"]["type"] == "not_found_error"
         with pytest.raises(anthropic.BadRequestError):
             good.messages.create(model=MODEL, max_tokens=10, messages="hi")
+    no_key = httpx.post(f"{fleet.url}/v1/messages", json={"model": MODEL}, timeout=10)
+    assert no_key.status_code == 401 and "x-api-key" in no_key.json()["error"]["message"]
     too_big = httpx.post(f"{fleet.url}/v1/messages", headers={"x-api-key": KEY},
                          content=b'{"model": "' + b"x" * (1024 * 1024 + 10) + b'"}', timeout=10)
     assert too_big.status_code == 413
