@@ -197,6 +197,10 @@ def test_count_tokens_is_answered_by_the_router(fleet: Fleet,
     assert counted.input_tokens == estimate_tokens(body) > 60
     # no node was asked (the one request more is the stats call itself)
     assert fleet.sim_stats("new")["http_requests"] == before + 1
+    # the figure a node's own message_start gives for the same input (Ollama's estimate)
+    with claude.messages.stream(max_tokens=10, **body) as stream:
+        started = next(e for e in stream if e.type == "message_start")
+    assert started.message.usage.input_tokens == counted.input_tokens
     with pytest.raises(anthropic.NotFoundError):
         claude.messages.count_tokens(model="no-such:1b", messages=MSG)
     with (anthropic.Anthropic(base_url=fleet.url, api_key="wrong", max_retries=0) as bad,
