@@ -171,6 +171,7 @@ class Tags:
 class Conversation:
     """Names a conversation, so its later turns can go back to the node whose prompt cache
     already holds the earlier ones: `X-Herd-Session: <id>` on any endpoint (with the model),
+    else OpenAI's `prompt_cache_key` in the body (Codex sends its conversation's id there),
     else the conversation's opening and model: a chat's system prompt and first user
     message (Ollama's and OpenAI's chat), Anthropic Messages' `system` and first user
     message, an OpenAI Responses request's `instructions` and first user item of `input`.
@@ -182,6 +183,9 @@ class Conversation:
 
     def apply(self, request: RouteRequest, context: ScoringContext) -> None:
         explicit = request.headers.get("x-herd-session", "").strip()
+        if not explicit:
+            cache_key = request.body.get("prompt_cache_key")
+            explicit = cache_key.strip()[:MAX_SESSION_ID] if isinstance(cache_key, str) else ""
         if explicit:
             if len(explicit) > MAX_SESSION_ID:
                 raise BadRequest(f"X-Herd-Session is longer than {MAX_SESSION_ID} characters")

@@ -349,6 +349,10 @@ def test_anthropic_and_responses_conversations_keep_their_keys_across_turns() ->
     one = conversation_key({"model": M, "input": "hello", "instructions": "x"}, "responses")
     assert one and one != opening
     assert conversation_key({"model": M, "input": []}, "responses") == ""
+    # Codex names its conversation in prompt_cache_key: every turn keeps it, whatever input
+    keyed = conversation_key({**responses("add tests"), "prompt_cache_key": "c-1"}, "responses")
+    assert keyed not in ("", opening) and keyed == conversation_key(
+        {**responses("other", "words"), "prompt_cache_key": "c-1"}, "responses")
     assert conversation_key({"model": M, "input": "hi"}, "speech") == ""
 
 
