@@ -287,6 +287,12 @@ def test_a_model_only_on_a_too_old_node_gets_the_version_it_needs(
     with pytest.raises(openai.NotFoundError) as responses:
         oa.responses.create(model=OLD_ONLY, input="hi")
     assert "Ollama 0.13.3 or later" in responses.value.message
+    with pytest.raises(openai.NotFoundError) as heard:
+        oa.audio.transcriptions.create(model=OLD_ONLY, file=("a.wav", b"RIFF0000"))
+    assert "Ollama 0.20.0 or later" in heard.value.message
+    with pytest.raises(openai.NotFoundError) as spoken:
+        oa.audio.speech.create(model=OLD_ONLY, voice="alloy", input="hi")
+    assert "Ollama 0.40.8 or later" in spoken.value.message
     assert oa.chat.completions.create(model=OLD_ONLY, messages=MSG)
 
 
