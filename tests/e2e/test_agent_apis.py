@@ -5,7 +5,9 @@ aliases, and nodes whose Ollama is too old for an endpoint."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -88,6 +90,20 @@ def trace(fleet: Fleet, request_id: str) -> dict[str, Any]:
         return next((t for t in answer["traces"] if t["request_id"] == request_id), None)
 
     return wait_until(find, timeout=10, message=f"the trace of {request_id}")
+
+
+def stored_models(fleet: Fleet, request_id: str) -> tuple[str, str] | None:
+    """(original_model, model) of a request in the router's latency.db, once recorded."""
+    db = fleet.data_dir / "latency.db"
+    if not db.exists():
+        return None
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        try:
+            row = con.execute("SELECT original_model, model FROM request_traces "
+                              "WHERE request_id = ?", (request_id,)).fetchone()
+        except sqlite3.OperationalError:  # the table is not made yet
+            return None
+    return (row[0], row[1]) if row else None
 
 
 def set_aliases(fleet: Fleet, aliases: dict[str, str]) -> None:
@@ -310,6 +326,10 @@ def test_model_aliases_on_every_api(fleet: Fleet, claude: anthropic.Anthropic,
         assert last_request(fleet, "new", "/v1/messages")["body"]["model"] == MODEL
         recorded = trace(fleet, raw.headers["x-herd-request-id"])
         assert (recorded["original_model"], recorded["model"]) == (
+            "claude-sonnet-4-5-20250929", MODEL)
+        # latency.db keeps both in ollama-herd's columns (the recorder, a leader job)
+        assert wait_until(lambda: stored_models(fleet, raw.headers["x-herd-request-id"]),
+                          timeout=15, message="the trace in latency.db") == (
             "claude-sonnet-4-5-20250929", MODEL)
         assert claude.messages.count_tokens(model="claude-haiku-4-5", messages=MSG)
         chat = oa.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MSG)
