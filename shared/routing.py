@@ -59,6 +59,7 @@ class RouteRequest:
     headers: Mapping[str, str] = field(default_factory=dict)
     client_ip: str = ""
     path: str = ""  # the request path: "/api/chat", "/v1/messages", ...
+    asked_model: str = ""  # the client's name for the model, when it was an alias
     # The app of the client key the request came with ("" without a key): it tags the
     # request in usage and traces, and is what fairness between apps is keyed by.
     app: str = ""

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from services.recorder.recorder import Recorder
 from services.router.fleet.core import Core
+from services.router.fleet.dispatch import Dispatcher
 from services.router.fleet.ends import RequestEnds
 from services.router.fleet.keys import ClientKeys
 from services.router.fleet.leader import Leader, LeaderJob
@@ -43,6 +44,7 @@ class RouterContext(Core):
     routing: RoutingEngine = field(init=False)
     stats: Stats = field(init=False)
     nodes: Nodes = field(init=False)
+    dispatcher: Dispatcher = field(init=False)
     leader: Leader = field(init=False)
     # Checks from every plugin, asked once per replica (hooks register, handlers call).
     health_checks: list[HealthCheck] = field(init=False)
@@ -64,6 +66,9 @@ class RouterContext(Core):
         ctx.routing = RoutingEngine(ctx.plugins)
         ctx.stats = Stats(ctx)
         ctx.nodes = Nodes()
+        ctx.dispatcher = Dispatcher(ctx, fleet=ctx.fleet, slots=ctx.slots, ends=ctx.ends,
+                                    routing=ctx.routing, stats=ctx.stats,
+                                    client_keys=ctx.client_keys)
         ctx.leader = Leader(ctx, leader_jobs(settings))
         ctx.health_checks = [
             check for batch in ctx.plugins.hook.herd_register_health_checks() for check in batch]

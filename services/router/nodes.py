@@ -38,6 +38,7 @@ __all__ = [
     "Blame",
     "ModelMissing",
     "NodeAnswer",
+    "NodeReply",
     "NodeResponse",
     "Nodes",
     "PathMissing",
@@ -132,6 +133,65 @@ class TooLarge(RequestRefused):
         self.need_gb = need_gb
 
 
+class NodeReply:
+    """A node's answer to an inference request, its headers in, the body to come.
+
+    Its reads raise UpstreamFailure saying how the node failed (broke off, or said nothing
+    for the stale timeout), so the request path never handles the client's own errors.
+    """
+
+    __slots__ = ("_response", "content_type", "node_id", "stale_timeout", "status")
+
+    def __init__(self, response: NodeResponse, node_id: str, stale_timeout: float) -> None:
+        self._response, self.node_id, self.stale_timeout = response, node_id, stale_timeout
+        self.status = response.status
+        self.content_type: str = response.headers.get("content-type", "application/json")
+
+    async def read(self) -> bytes:
+        """The whole body; the connection goes back for reuse."""
+        response = self._response
+        try:
+            return await response.read()
+        except (NodeBroken, TimeoutError) as exc:
+            response.close()
+            raise UpstreamFailure(f"{self.node_id}: {type(exc).__name__} {exc}") from exc
+        finally:
+            response.release()
+
+    async def first(self) -> bytes:
+        """A stream's first part; UpstreamFailure if it fails or ends before any output (the
+        client has nothing yet: retry elsewhere)."""
+        response = self._response
+        try:
+            first = await response.readany()
+        except (NodeBroken, TimeoutError) as exc:
+            response.close()
+            raise UpstreamFailure(f"{self.node_id}: {type(exc).__name__} {exc}") from exc
+        if not first:
+            response.close()
+            raise UpstreamFailure(f"{self.node_id} closed the stream without output")
+        return first
+
+    async def readany(self) -> bytes:
+        """A stream's next part, b"" at its end; UpstreamFailure saying why it broke off."""
+        try:
+            return await self._response.readany()
+        except TimeoutError as exc:
+            raise UpstreamFailure(
+                f"no output from {self.node_id} for {self.stale_timeout:g} s") from exc
+        except NodeBroken as exc:
+            raise UpstreamFailure(
+                f"{self.node_id} broke off the stream: {type(exc).__name__} {exc}") from exc
+
+    def release(self) -> None:
+        """Done: a complete answer gives its connection back for reuse."""
+        self._response.release()
+
+    def close(self) -> None:
+        """Drop the connection: the node stops generating."""
+        self._response.close()
+
+
 # Ollama's words for a model that does not fit (server/sched.go, llm/server.go, the MLX
 # runner, llama-server's start-up): the figure, when given, is what the load needs.
 _SIZE = r"(\d+(?:\.\d+)?) ?([KMGT]i?B|B)\b"
@@ -221,8 +281,8 @@ class Nodes:
     async def forward(
         self, node: NodeState, path: str, payload: bytes, *, connect_timeout: float,
         stale_timeout: float, content_type: bytes = b"application/json", extra: bytes = b"",
-    ) -> NodeResponse:
-        """POST an inference request; returns the response once its headers arrived.
+    ) -> NodeReply:
+        """POST an inference request; returns the answer once its headers arrived.
 
         A success, or the request's own 4xx (the client gets it as it is). Raises
         ModelMissing on a 404 for the model (Ollama's handlers answer JSON), PathMissing on
@@ -262,7 +322,7 @@ class Nodes:
             finally:
                 response.release()
             raise classify(node.node_id, response.status, body)
-        return response
+        return NodeReply(response, node.node_id, stale_timeout)
 
     # --- the catalogue ----------------------------------------------------------------
 

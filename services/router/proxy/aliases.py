@@ -58,6 +58,7 @@ def apply_alias(request: RouteRequest, aliases: Mapping[str, str]) -> str:
     if target is None or target == asked:
         return ""
     request.model = normalize_model(target)
+    request.asked_model = asked.strip()
     dialect = DIALECTS.get(request.path)
     if dialect is not None and dialect.form:  # every other byte stays the client's
         request.raw = replace_form_field(request.raw, request.headers, "model", asked, target)

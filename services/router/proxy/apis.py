@@ -18,12 +18,9 @@ and usage need:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
-
-from services.router.proxy.forward import Usage, parse_final
 
 __all__ = [
     "ANTHROPIC_HEADERS",
@@ -33,7 +30,6 @@ __all__ = [
     "credential",
     "dialect_for",
     "forward_headers",
-    "read_usage",
 ]
 
 Api = Literal["ollama", "openai", "anthropic"]
@@ -104,51 +100,3 @@ def forward_headers(dialect: Dialect, headers: Mapping[str, str]) -> tuple[bytes
         b"%s: %s\r\n" % (name.encode(), value.encode("latin-1"))
         for name in dialect.headers if (value := headers.get(name)))
     return ctype, extra
-
-
-_INPUT = re.compile(rb'"input_tokens"\s*:\s*(\d+)')
-_OUTPUT = re.compile(rb'"output_tokens"\s*:\s*(\d+)')
-_INCOMPLETE = re.compile(rb'"incomplete_details"\s*:\s*\{')
-_STOP = re.compile(rb'"stop_reason"\s*:\s*"([a-z_]{1,40})"')
-# how far past `"usage":` its two counts may sit (Responses puts token details between)
-_USAGE_SPAN = 1024
-
-
-def _usage_counts(data: bytes) -> tuple[int | None, int | None]:
-    """The counts of the last `"usage":` object in `data` (None where absent)."""
-    at = data.rfind(b'"usage"')
-    if at < 0:
-        return None, None
-    span = data[at:at + _USAGE_SPAN]
-    found_in, found_out = _INPUT.search(span), _OUTPUT.search(span)
-    return (int(found_in.group(1)) if found_in else None,
-            int(found_out.group(1)) if found_out else None)
-
-
-def read_usage(dialect: Dialect, data: bytes, *, stream: bool, sse: bool,
-               first: bytes = b"") -> Usage:
-    """The counts of an answer: `data` is a whole body, or a stream's tail (its end, up to
-    forward.TAIL_BYTES) with `first` its first read.
-
-    Streams of the "usage" kind are read by pattern, not parsed: their last event that
-    holds counts (`message_delta`, `response.completed`) can be longer than the tail (a
-    Responses answer repeats the whole output and instructions), and the counts come
-    after the text in both, so they are in the tail.
-    """
-    if not stream or dialect.counts == "final":
-        return parse_final(data, stream=stream, sse=sse)
-    usage = Usage()
-    prompt, completion = _usage_counts(data)
-    if prompt is None and first:  # Anthropic's message_start holds the input count
-        prompt, _ = _usage_counts(first)
-    usage.prompt_tokens = prompt or 0
-    usage.completion_tokens = completion or 0
-    stops = _STOP.findall(data)
-    if stops:
-        usage.finish_reason = stops[-1].decode()
-    elif dialect.endpoint == "responses" and completion is not None:
-        # the counts are in response.completed or response.incomplete, whose name may
-        # be cut off with the start of a long event; the incomplete one says why
-        incomplete = b"response.incomplete" in data or _INCOMPLETE.search(data)
-        usage.finish_reason = "incomplete" if incomplete else "completed"
-    return usage
