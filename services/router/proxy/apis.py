@@ -14,6 +14,9 @@ and usage need:
   stream `message_delta` (and `message_start` for the input);
 - OpenAI audio: transcription a multipart form, speech JSON whose answer is audio,
   streamed as it comes; neither has counts.
+
+proxy/usage.py reads the counts; the Relay (proxy/forward.py) and the exchange look the
+dialect up by path.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ __all__ = [
     "Api",
     "Dialect",
     "credential",
-    "dialect_for",
     "forward_headers",
 ]
 
@@ -69,10 +71,6 @@ DIALECTS: dict[str, Dialect] = {
                                         fixed_body=True),
     "/v1/audio/speech": Dialect("openai", "speech", fixed_body=True),
 }
-
-
-def dialect_for(path: str) -> Dialect:
-    return DIALECTS[path]
 
 
 def credential(headers: Mapping[str, str]) -> str:
