@@ -32,7 +32,7 @@ from services.router.context import RouterContext
 from services.router.fleet.background import started
 from services.router.fleet.benchmarks import stop_runs
 from services.router.openapi import openapi_config
-from services.router.proxy import exchange
+from services.router.proxy import count_tokens, exchange
 from services.router.telemetry import tracing
 from shared.fastcluster import fast_redis
 from shared.mdns import advertise
@@ -91,7 +91,7 @@ def create_app(settings: Settings, redis_url: str) -> Litestar:
             *meta.ROUTES, *fleet.ROUTES, *dashboard_link.ROUTES,
             *health.ROUTES, *metrics.ROUTES, *settings_api.ROUTES, *models.ROUTES,
             *usage.ROUTES, *events.ROUTES, *benchmarks.ROUTES, *keys.ROUTES,
-            *exchange.ROUTES, *catalog.ROUTES, *manage.ROUTES,
+            *exchange.ROUTES, *count_tokens.ROUTES, *catalog.ROUTES, *manage.ROUTES,
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],

@@ -77,10 +77,12 @@ class Stats:
                 if field == gauge and value > getattr(counters, peak):
                     setattr(counters, peak, value)
 
-    def record_body(self, path: str, body: object, traceparent: str = "") -> None:
-        """Keep a request's body, and the W3C `traceparent` it came with ("" if none)."""
-        self.bodies.append({"time": time.time(), "path": path, "body": body,
-                            "traceparent": traceparent})
+    def record_body(self, path: str, body: object,
+                    headers: dict[str, str] | None = None) -> None:
+        entry: dict[str, Any] = {"time": time.time(), "path": path, "body": body}
+        if headers:
+            entry["headers"] = headers
+        self.bodies.append(entry)
 
     def snapshot(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         return {

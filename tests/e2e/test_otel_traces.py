@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import ollama
 import openai
@@ -78,7 +79,7 @@ def node_traceparent(fleet: Fleet, node_id: str, path: str, content: str) -> str
     """The traceparent the node received with the last request of `content`."""
     for entry in reversed(fleet.sim_stats(node_id)["last_requests"]):
         if entry["path"] == path and content in json.dumps(entry["body"]):
-            return str(entry["traceparent"])
+            return str(entry.get("headers", {}).get("traceparent", ""))
     raise AssertionError(f"{node_id} saw no {path} with {content!r}")
 
 
@@ -191,6 +192,25 @@ def test_streams_and_embeddings_count_their_tokens_and_name_their_operation(
     assert root.name == f"embeddings {EMBED}"
     assert root.attributes["gen_ai.operation.name"] == "embeddings"
     assert root.attributes["gen_ai.usage.input_tokens"] == reply.json()["prompt_eval_count"]
+
+
+def test_anthropic_messages_are_chat_spans_with_their_usage(
+    fleet: Fleet, receiver: OtlpReceiver,
+) -> None:
+    claude = anthropic.Anthropic(base_url=fleet.url, api_key="unused", max_retries=0)
+    try:
+        raw = claude.messages.with_raw_response.create(
+            model=MODEL, max_tokens=12,
+            messages=[{"role": "user", "content": "span messages"}])
+        reply = raw.parse()
+    finally:
+        claude.close()
+    root, _, [call] = tree(spans_of(receiver, raw.headers["x-herd-request-id"], 3))
+    assert root.name == f"chat {MODEL}" and root.attributes["url.path"] == "/v1/messages"
+    assert root.attributes["gen_ai.usage.input_tokens"] == reply.usage.input_tokens > 0
+    assert root.attributes["gen_ai.usage.output_tokens"] == reply.usage.output_tokens > 0
+    assert node_traceparent(fleet, root.attributes["herd.node"], "/v1/messages",
+                            "span messages") == f"00-{root.trace_id}-{call.span_id}-03"
 
 
 def test_a_failed_node_call_is_an_error_span_and_the_retry_a_second_call(

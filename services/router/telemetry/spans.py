@@ -52,6 +52,10 @@ OPERATIONS: dict[str, str] = {
     "/api/embed": "embeddings",
     "/api/embeddings": "embeddings",
     "/v1/embeddings": "embeddings",
+    "/v1/messages": "chat",
+    "/v1/responses": "chat",
+    "/v1/audio/transcriptions": "generate_content",
+    "/v1/audio/speech": "generate_content",
 }
 PROVIDER = "ollama"  # gen_ai.provider.name: every node speaks Ollama's server
 # The SDK's own loggers: what they would say per batch (an export failed, the queue is
