@@ -110,12 +110,12 @@ class Exchange:
             self.dispatch.disconnected()
             await self.dispatch.end(ok=True)
         finally:
-            if self.spans is not None:
-                self.spans.end()
             self.relay.finished = True
             timer.cancel()
             if self.watcher is not None and not self.watcher.done():
                 self.watcher.cancel()
+            if self.spans is not None:  # last: the request's own clean-up comes first
+                self.spans.end()
 
     def _start_watch(self) -> None:
         if not self.relay.finished:
