@@ -21,7 +21,7 @@ from services.router.fleet import metrics
 from services.router.fleet.candidates import Candidates
 from services.router.fleet.core import Core
 from services.router.fleet.ends import RequestEnd, RequestEnds
-from services.router.fleet.events import emit
+from services.router.fleet.events import emit, event
 from services.router.fleet.keys import ClientKeys, KeyRecord
 from services.router.fleet.registry import Fleet
 from services.router.fleet.routing import Ranked, RoutingEngine
@@ -224,8 +224,8 @@ class Dispatch:
                 engine.latency.add(node_id, model, trace.latency_ms,
                                    trace.time_to_first_token_ms, tokens_per_s)
         parts.stats.count(trace)
-        end.events = [{"kind": note.kind, "ts": time.time(), "message": note.message,
-                       **note.fields} for note in request.notes]
+        end.events = [event(note.kind, message=note.message, **note.fields)
+                      for note in request.notes]
         pipe = core.fast.pipeline() if core.fast else core.redis.pipeline(transaction=False)
         parts.ends.add(pipe, end)
         parts.client_keys.add_usage(pipe, self.key,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from services.router.context import RouterContext
+from services.router.fleet.events import events_since
 from shared.health import Counters
 from shared.models import FleetSnapshot, LoadedModel, NodeState, NodeStatus
 from shared.schemas import (
@@ -125,18 +124,7 @@ async def read_queue_apps(ctx: RouterContext, models: list[str]) -> dict[str, di
 
 async def read_events(ctx: RouterContext, since: float, limit: int) -> list[dict[str, Any]]:
     """The newest events (at most `limit`) no older than `since`, newest first."""
-    rows = await ctx.redis.xrevrange(ctx.keys.events(), count=limit)
-    events = []
-    for _, fields in rows:
-        try:
-            event = msgspec.json.decode(fields.get("data", "{}"))
-        except msgspec.DecodeError:
-            continue
-        if isinstance(event, dict):
-            if float(event.get("ts", 0)) < since:
-                break
-            events.append(event)
-    return events
+    return await events_since(ctx.redis, ctx.keys, since, limit)
 
 
 def fleet_summary(nodes: list[NodeState], queues: dict[str, QueueCounters],
