@@ -29,10 +29,10 @@ from services.router.api import settings as settings_api
 from services.router.api.auth import LOOPBACK_ONLY
 from services.router.api.errors import EXCEPTION_HANDLERS
 from services.router.context import RouterContext
-from services.router.fleet.background import started
 from services.router.fleet.benchmarks import stop_runs
 from services.router.openapi import openapi_config
 from services.router.proxy import exchange
+from shared.background import started
 from shared.fastcluster import fast_redis
 from shared.mdns import advertise
 from shared.redisconn import connect

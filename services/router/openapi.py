@@ -24,8 +24,8 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Tag
 
 from services.router.proxy.request import ENDPOINTS
-from services.version import VERSION
 from shared import schemas
+from shared.version import VERSION
 
 __all__ = ["INFERENCE", "OPENAPI_PATH", "RAW_BODIES", "complete", "openapi_config"]
 

@@ -27,9 +27,9 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from services.router.fleet import events, traces
-from services.router.fleet.background import background
 from services.router.fleet.core import Core
 from services.router.fleet.slots import SlotManager
+from shared.background import background
 from shared.fastredis import FastPipeline
 from shared.models import Trace
 from shared.redisconn import REDIS_UNAVAILABLE

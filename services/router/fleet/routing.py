@@ -20,10 +20,10 @@ import pluggy
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from services.router.fleet.background import background
 from services.router.fleet.core import Core
 from services.router.fleet.registry import Fleet
 from services.router.fleet.slots import Grant, Place
+from shared.background import background
 from shared.models import FleetSnapshot, NodeState
 from shared.routing import (
     LatencyStats,

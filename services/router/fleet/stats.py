@@ -23,9 +23,9 @@ from typing import Any
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from services.router.fleet.background import background
 from services.router.fleet.core import Core
 from services.router.fleet.metrics import observe
+from shared.background import background
 from shared.health import LATENCY_BUCKETS_MS, StatsWindow, Usage
 from shared.models import Trace, TraceStatus
 
