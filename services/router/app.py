@@ -29,7 +29,6 @@ from services.router.api import settings as settings_api
 from services.router.api.auth import LOOPBACK_ONLY
 from services.router.api.errors import EXCEPTION_HANDLERS
 from services.router.context import RouterContext
-from services.router.fleet.benchmarks import stop_runs
 from services.router.openapi import openapi_config
 from services.router.proxy import exchange
 from shared.background import started
@@ -57,7 +56,7 @@ async def running(ctx: RouterContext) -> AsyncIterator[None]:
         stack.callback(ctx.nodes.close)
         await stack.enter_async_context(started(ctx.leader))  # reaper, recorder: one replica
         await stack.enter_async_context(advertise(ctx.settings, ctx.replica_id))
-        stack.push_async_callback(stop_runs, ctx)  # this replica's benchmark runs stop first
+        stack.push_async_callback(ctx.benchmarks.stop)  # this replica's benchmark runs stop first
         yield
 
 

@@ -10,11 +10,13 @@ import pluggy
 from redis.asyncio import Redis
 
 from services.recorder.recorder import Recorder
+from services.router.fleet.benchmarks import BenchmarkRuns
 from services.router.fleet.core import Core
 from services.router.fleet.dispatch import Dispatcher
 from services.router.fleet.ends import RequestEnds
 from services.router.fleet.keys import ClientKeys
 from services.router.fleet.leader import Leader, LeaderJob
+from services.router.fleet.pulls import Pulls
 from services.router.fleet.reaper import reaper_job, retention_job
 from services.router.fleet.registry import Fleet
 from services.router.fleet.routing import RoutingEngine
@@ -48,10 +50,8 @@ class RouterContext(Core):
     leader: Leader = field(init=False)
     # Checks from every plugin, asked once per replica (hooks register, handlers call).
     health_checks: list[HealthCheck] = field(init=False)
-    # auto_pull: one pull per model at a time on this replica, shared by its waiters.
-    auto_pulls: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    # Benchmark runs started on this replica, cancelled when it stops.
-    benchmark_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    pulls: Pulls = field(init=False)
+    benchmarks: BenchmarkRuns = field(init=False)
 
     @classmethod
     def create(cls, settings: Settings, redis: Redis, fast: FastRedis | None = None) -> Self:
@@ -69,10 +69,17 @@ class RouterContext(Core):
         ctx.dispatcher = Dispatcher(ctx, fleet=ctx.fleet, slots=ctx.slots, ends=ctx.ends,
                                     routing=ctx.routing, stats=ctx.stats,
                                     client_keys=ctx.client_keys)
+        ctx.pulls = Pulls(ctx, ctx.fleet, ctx.nodes)
+        ctx.benchmarks = BenchmarkRuns()
         ctx.leader = Leader(ctx, leader_jobs(settings))
         ctx.health_checks = [
             check for batch in ctx.plugins.hook.herd_register_health_checks() for check in batch]
         return ctx
+
+    @property
+    def benchmark_tasks(self) -> set[asyncio.Task[None]]:
+        """The benchmark runs running on this replica (`benchmarks.tasks`)."""
+        return self.benchmarks.tasks
 
 
 def leader_jobs(settings: Settings) -> list[LeaderJob]:
