@@ -11,13 +11,13 @@ from services.router.fleet.stats import Stats
 from shared.health import (
     HealthCheck,
     HealthView,
-    StatsWindow,
     counted,
     health_score,
     run_checks,
 )
 from shared.models import NodeState, NodeStatus
 from shared.schemas import HealthReport, ModelAdvice, NodeAdvice, Recommendations, Vitals
+from shared.usage import StatsWindow
 
 __all__ = ["HealthParts", "build_view", "compute_health", "recommendations"]
 

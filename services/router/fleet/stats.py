@@ -26,8 +26,8 @@ from redis.exceptions import RedisError
 from services.router.fleet.core import Core
 from services.router.fleet.metrics import observe
 from shared.background import background
-from shared.health import LATENCY_BUCKETS_MS, StatsWindow, Usage
 from shared.models import Trace, TraceStatus
+from shared.usage import LATENCY_BUCKETS_MS, StatsWindow, Usage
 
 __all__ = [
     "FLUSH_INTERVAL",
