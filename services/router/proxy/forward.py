@@ -23,8 +23,8 @@ from shared.models import Trace, TraceStatus
 __all__ = [
     "STREAM_TYPES",
     "TAIL_BYTES",
+    "AnswerCounts",
     "Relay",
-    "Usage",
     "error_tail",
     "header_value",
     "is_stream",
@@ -37,7 +37,7 @@ TAIL_BYTES = 16 * 1024  # enough for a final chunk; long answers keep only their
 
 
 @dataclass(slots=True)
-class Usage:
+class AnswerCounts:
     """What the router learns from a response's final chunk."""
 
     prompt_tokens: int = 0
@@ -87,10 +87,10 @@ def _last_json(tail: bytes, sse: bool) -> bytes:
     return b""
 
 
-def parse_final(data: bytes, *, stream: bool, sse: bool = False) -> Usage:
+def parse_final(data: bytes, *, stream: bool, sse: bool = False) -> AnswerCounts:
     """Counts and timings from a whole body, or from a stream's tail; zeros if unreadable."""
     raw = _last_json(data, sse) if stream else data
-    usage = Usage()
+    usage = AnswerCounts()
     if not raw:
         return usage
     try:
@@ -137,7 +137,7 @@ def header_value(text: str) -> bytes:
     return text.translate(_CONTROLS).encode("utf-8", "replace")
 
 
-def _apply(trace: Trace, usage: Usage) -> None:
+def _apply(trace: Trace, usage: AnswerCounts) -> None:
     trace.prompt_tokens = usage.prompt_tokens
     trace.completion_tokens = usage.completion_tokens
     trace.finish_reason = usage.finish_reason
@@ -145,7 +145,7 @@ def _apply(trace: Trace, usage: Usage) -> None:
     trace.context_reload = trace.context_reload and usage.load_ms > 0
 
 
-def _generating_ms(usage: Usage) -> float:
+def _generating_ms(usage: AnswerCounts) -> float:
     if usage.tokens_per_s and usage.completion_tokens:
         return usage.completion_tokens / usage.tokens_per_s * 1000
     return 0.0
@@ -180,7 +180,7 @@ class Relay:
         trace = dispatch.trace
         assert trace is not None
         ok = reply.status < 400
-        usage = parse_final(data, stream=False) if ok else Usage()
+        usage = parse_final(data, stream=False) if ok else AnswerCounts()
         if ok:
             trace.status = TraceStatus.COMPLETED
             if usage.load_ms or usage.prompt_eval_ms:
