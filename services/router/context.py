@@ -18,7 +18,7 @@ from services.router.fleet.keys import ClientKeys
 from services.router.fleet.leader import Leader, LeaderJob
 from services.router.fleet.pulls import Pulls
 from services.router.fleet.reaper import reaper_job, retention_job
-from services.router.fleet.registry import Fleet
+from services.router.fleet.registry import Registry
 from services.router.fleet.routing import RoutingEngine
 from services.router.fleet.runtime import RuntimeSettings
 from services.router.fleet.slots import SlotManager
@@ -40,7 +40,7 @@ class RouterContext(Core):
     plugins: pluggy.PluginManager = field(init=False)
     runtime: RuntimeSettings = field(init=False)
     client_keys: ClientKeys = field(init=False)
-    fleet: Fleet = field(init=False)
+    fleet: Registry = field(init=False)
     slots: SlotManager = field(init=False)
     ends: RequestEnds = field(init=False)
     routing: RoutingEngine = field(init=False)
@@ -59,7 +59,7 @@ class RouterContext(Core):
         ctx.plugins = build_plugin_manager(settings.disabled_plugins, settings.plugins)
         ctx.runtime = RuntimeSettings(ctx)
         ctx.client_keys = ClientKeys(ctx, ctx.runtime)
-        ctx.fleet = Fleet(ctx)
+        ctx.fleet = Registry(ctx)
         ctx.fleet.rebuild.on_wiped(ctx.runtime.write_back)
         ctx.slots = SlotManager.for_context(ctx)
         ctx.ends = RequestEnds(ctx, ctx.slots)

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 
 from services.bench.results import BenchRun
 from services.bench.runner import BenchConfig, Runner
-from services.router.fleet.registry import Fleet
+from services.router.fleet.registry import Registry
 from shared.errors import BadRequest, NoNodeAvailable
 from shared.keys import Keys
 from shared.models import normalize_model, valid_model_name
@@ -70,7 +70,7 @@ class BenchmarkParts(Protocol):
     redis: Redis
     keys: Keys
     replica_id: str
-    fleet: Fleet
+    fleet: Registry
     benchmarks: BenchmarkRuns
 
 

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from services.router.fleet.registry import Fleet
+from services.router.fleet.registry import Registry
 from services.router.nodes import Nodes
 from shared.models import NodeState, normalize_model
 from shared.schemas import PsModel, TagModel
@@ -18,7 +18,7 @@ __all__ = ["CatalogParts", "fan_out", "merge_ps", "merge_tags"]
 class CatalogParts(Protocol):
     """What the catalogue uses of a replica's context."""
 
-    fleet: Fleet
+    fleet: Registry
     nodes: Nodes
 
 

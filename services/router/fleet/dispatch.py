@@ -23,7 +23,7 @@ from services.router.fleet.core import Core
 from services.router.fleet.ends import RequestEnd, RequestEnds
 from services.router.fleet.events import emit, event
 from services.router.fleet.keys import ClientKeys, KeyRecord
-from services.router.fleet.registry import Fleet
+from services.router.fleet.registry import Registry
 from services.router.fleet.routing import Ranked, RoutingEngine
 from services.router.fleet.slots import Place, SlotManager
 from services.router.fleet.stats import REFUSED_STATUSES, Stats
@@ -46,7 +46,7 @@ log = logging.getLogger("herd.proxy")  # the request path's logger, as before th
 class Dispatcher:
     """The fleet parts a request touches, and the start of each request's Dispatch."""
 
-    def __init__(self, core: Core, *, fleet: Fleet, slots: SlotManager, ends: RequestEnds,
+    def __init__(self, core: Core, *, fleet: Registry, slots: SlotManager, ends: RequestEnds,
                  routing: RoutingEngine, stats: Stats, client_keys: ClientKeys) -> None:
         self.core, self.fleet, self.slots, self.ends = core, fleet, slots, ends
         self.routing, self.stats, self.client_keys = routing, stats, client_keys

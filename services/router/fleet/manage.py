@@ -8,7 +8,7 @@ model. A node that fails is a failure of the whole answer when the registry list
 model there or when it answered with an error; one that cannot be reached and is not
 listed with the model is only named (X-Herd-Unreached-Nodes), as are offline nodes that
 list it. The fleet's view follows at once: each node that changed is noted in the registry
-(`Fleet.note_model`) before the client gets its answer, and its next heartbeat confirms.
+(`Registry.note_model`) before the client gets its answer, and its next heartbeat confirms.
 
 A create and the blobs it names must land on one node: the `ollama` clients upload each
 blob (HEAD, then POST /api/blobs/{digest}) and only then call create with the digests.
@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
-from services.router.fleet.registry import Fleet
+from services.router.fleet.registry import Registry
 from services.router.nodes import Nodes
 from shared.errors import (
     BadRequest,
@@ -77,7 +77,7 @@ class ManageParts(Protocol):
 
     redis: Redis
     keys: Keys
-    fleet: Fleet
+    fleet: Registry
     nodes: Nodes
 
 

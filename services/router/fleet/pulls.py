@@ -8,7 +8,7 @@ import logging
 
 from services.router.fleet.core import Core
 from services.router.fleet.events import emit
-from services.router.fleet.registry import Fleet
+from services.router.fleet.registry import Registry
 from services.router.nodes import Nodes
 from shared.errors import ModelNotFound, NoNodeAvailable, UpstreamError
 from shared.models import NodeState
@@ -25,7 +25,7 @@ class Pulls:
     """Where a pull goes, and this replica's auto_pulls: one per model at a time, shared by
     the requests that wait for it."""
 
-    def __init__(self, core: Core, fleet: Fleet, nodes: Nodes) -> None:
+    def __init__(self, core: Core, fleet: Registry, nodes: Nodes) -> None:
         self._core, self._fleet, self._nodes = core, fleet, nodes
         self.running: dict[str, asyncio.Task[None]] = {}
 

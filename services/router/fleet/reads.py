@@ -7,7 +7,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 
 from services.router.fleet.events import events_since
-from services.router.fleet.registry import Fleet
+from services.router.fleet.registry import Registry
 from shared.health import Counters
 from shared.keys import Keys
 from shared.models import FleetSnapshot, LoadedModel, NodeState, NodeStatus
@@ -50,7 +50,7 @@ class ReadParts(Protocol):
     settings: Settings
     redis: Redis
     keys: Keys
-    fleet: Fleet
+    fleet: Registry
 
 
 def _int(value: str | None) -> int:

@@ -31,7 +31,7 @@ from shared.background import background
 from shared.keys import REFUSED_FIELD
 from shared.models import FleetSnapshot, MemoryRefusal, NodeState, NodeStatus
 
-__all__ = ["Fleet", "Reading"]
+__all__ = ["Reading", "Registry"]
 
 log = logging.getLogger("herd.registry")
 
@@ -52,7 +52,7 @@ class Reading:
     redis_now: float
 
 
-class Fleet:
+class Registry:
     """One replica's handle on the registry; `snapshot()` is what the hot path reads.
 
     Reads of Redis and local writes (a heartbeat this replica stored) interleave: a read
