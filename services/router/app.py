@@ -14,11 +14,11 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from services.router.api import (
     benchmarks,
     catalog,
+    client_keys,
     dashboard_link,
     events,
     fleet,
     health,
-    keys,
     manage,
     meta,
     metrics,
@@ -87,7 +87,7 @@ def create_app(settings: Settings, redis_url: str) -> Litestar:
         route_handlers=[
             *meta.ROUTES, *fleet.ROUTES, *dashboard_link.ROUTES,
             *health.ROUTES, *metrics.ROUTES, *settings_api.ROUTES, *models.ROUTES,
-            *usage.ROUTES, *events.ROUTES, *benchmarks.ROUTES, *keys.ROUTES,
+            *usage.ROUTES, *events.ROUTES, *benchmarks.ROUTES, *client_keys.ROUTES,
             *exchange.ROUTES, *catalog.ROUTES, *manage.ROUTES,
         ],
         exception_handlers=EXCEPTION_HANDLERS,

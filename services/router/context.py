@@ -11,10 +11,10 @@ from redis.asyncio import Redis
 
 from services.recorder.recorder import Recorder
 from services.router.fleet.benchmarks import BenchmarkRuns
+from services.router.fleet.client_keys import ClientKeys
 from services.router.fleet.core import Core
 from services.router.fleet.dispatch import Dispatcher
 from services.router.fleet.ends import RequestEnds
-from services.router.fleet.keys import ClientKeys
 from services.router.fleet.leader import Leader, LeaderJob
 from services.router.fleet.pulls import Pulls
 from services.router.fleet.reaper import reaper_job, retention_job

@@ -19,10 +19,10 @@ from redis.exceptions import RedisError
 
 from services.router.fleet import metrics
 from services.router.fleet.candidates import Candidates
+from services.router.fleet.client_keys import ClientKeys, KeyRecord
 from services.router.fleet.core import Core
 from services.router.fleet.ends import RequestEnd, RequestEnds
 from services.router.fleet.events import emit, event
-from services.router.fleet.keys import ClientKeys, KeyRecord
 from services.router.fleet.registry import Registry
 from services.router.fleet.routing import Ranked, RoutingEngine
 from services.router.fleet.slots import Place, SlotManager

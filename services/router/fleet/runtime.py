@@ -110,7 +110,7 @@ class RuntimeSettings:
 
         Conflict, and nothing stored, when they set client_auth to open while a client key
         exists: the check and the write are one script, so a key created meanwhile on
-        another replica cannot slip between them (fleet/keys.py).
+        another replica cannot slip between them (fleet/client_keys.py).
         """
         core = self._core
         pairs: list[str] = []
