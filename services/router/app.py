@@ -71,6 +71,7 @@ def create_app(settings: Settings, redis_url: str) -> Litestar:
         fast = fast_redis(redis_url, reply_timeout=settings.redis_timeout,
                           key_prefix=settings.redis_prefix)
         ctx = RouterContext.create(settings, redis, fast)
+        ctx.redis_url = redis_url
         app.state.herd = ctx
         async with running(ctx):
             log.info("router ready", extra={"replica": ctx.replica_id})

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from dataclasses import dataclass, field
 from typing import Self
 
+import msgspec
 import pluggy
 from redis.asyncio import Redis
 
+from services.recorder.child import Job
 from services.recorder.recorder import Recorder
 from services.router.fleet.benchmarks import BenchmarkRuns
 from services.router.fleet.client_keys import ClientKeys
@@ -24,12 +27,15 @@ from services.router.fleet.runtime import RuntimeSettings
 from services.router.fleet.slots import SlotManager
 from services.router.fleet.stats import Stats
 from services.router.nodes import Nodes
+from shared.children import die_with_parent
 from shared.fastredis import FastRedis
 from shared.health import HealthCheck
 from shared.plugins import build_plugin_manager
 from shared.settings import Settings
 
 __all__ = ["RouterContext"]
+
+RECORDER_STOP_S = 5.0  # a recorder child's last batch commits within this, or it is killed
 
 
 @dataclass
@@ -91,9 +97,35 @@ def leader_jobs(settings: Settings) -> list[LeaderJob]:
 
 
 async def record_traces(core: Core) -> None:
-    """Leader job: record into <data dir>/latency.db for as long as this replica leads."""
-    recorder = Recorder(
-        core.redis, core.keys, core.settings.data_path / "latency.db", core.replica_id,
-        retention_days=core.settings.trace_retention_days,
-    )
-    await recorder.run()
+    """Leader job: record into <data dir>/latency.db for as long as this replica leads.
+
+    In a child process (services/recorder/child.py) when the replica knows its Redis URL,
+    so the SQLite batches take no CPU from serving; in process otherwise.
+    """
+    settings = core.settings
+    if not core.redis_url:
+        await Recorder(core.redis, core.keys, settings.data_path / "latency.db",
+                       core.replica_id, retention_days=settings.trace_retention_days).run()
+        return
+    job = Job(redis_url=core.redis_url, key_prefix=settings.redis_prefix,
+              redis_timeout=settings.redis_timeout, data_dir=str(settings.data_path),
+              consumer=core.replica_id, retention_days=settings.trace_retention_days,
+              log_level=settings.log_level)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.recorder.child", stdin=asyncio.subprocess.PIPE,
+        preexec_fn=die_with_parent)
+    try:
+        assert child.stdin is not None
+        child.stdin.write(msgspec.json.encode(job) + b"\n")
+        await child.stdin.drain()
+        child.stdin.close()
+        code = await child.wait()
+        raise RuntimeError(f"the recorder process exited with {code}")  # the leader restarts it
+    finally:
+        if child.returncode is None:
+            child.terminate()
+            try:
+                await asyncio.wait_for(child.wait(), RECORDER_STOP_S)
+            except TimeoutError:
+                child.kill()
+                await child.wait()
