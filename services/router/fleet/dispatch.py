@@ -40,7 +40,7 @@ from shared.routing import NO_APP, RouteRequest, ScoringContext
 
 __all__ = ["Dispatch", "Dispatcher"]
 
-log = logging.getLogger("herd.proxy")  # the request path's logger, as before the move
+log = logging.getLogger("herd.proxy")  # the request path's logger: one name to filter a request by
 
 
 class Dispatcher:
