@@ -30,7 +30,7 @@ from services.router.api.auth import LOOPBACK_ONLY
 from services.router.api.errors import EXCEPTION_HANDLERS
 from services.router.context import RouterContext
 from services.router.openapi import openapi_config
-from services.router.proxy import exchange
+from services.router.proxy import count_tokens, exchange
 from shared.background import started
 from shared.fastcluster import fast_redis
 from shared.mdns import advertise
@@ -89,7 +89,7 @@ def create_app(settings: Settings, redis_url: str) -> Litestar:
             *meta.ROUTES, *fleet.ROUTES, *dashboard_link.ROUTES,
             *health.ROUTES, *metrics.ROUTES, *settings_api.ROUTES, *models.ROUTES,
             *usage.ROUTES, *events.ROUTES, *benchmarks.ROUTES, *client_keys.ROUTES,
-            *exchange.ROUTES, *catalog.ROUTES, *manage.ROUTES,
+            *exchange.ROUTES, *count_tokens.ROUTES, *catalog.ROUTES, *manage.ROUTES,
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],

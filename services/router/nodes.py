@@ -12,8 +12,9 @@ An inference answer that is not a success is classified here and nowhere else
   a template that does not parse, a `format` it cannot use) is `RequestRefused`, and one
   saying the model does not fit in memory with what the request asked is `TooLarge`,
   which another node with more memory may still serve;
-- nobody: a 404 for the model is `ModelMissing` (the registry was stale), a 503 "server
-  busy" a full node;
+- nobody: a 404 for the model is `ModelMissing` (the registry was stale), a 404 for the
+  path itself (Ollama's router's plain-text `404 page not found`: an Ollama too old for
+  the endpoint) `PathMissing`, a 503 "server busy" a full node;
 - the model on that node: any other 5xx (a runner that crashed, ran out of memory while
   running, a model that does not load) and an answer that never came;
 - the node: a connection refused, reset or never made.
@@ -40,6 +41,7 @@ __all__ = [
     "NodeReply",
     "NodeResponse",
     "Nodes",
+    "PathMissing",
     "RequestRefused",
     "TooLarge",
     "UpstreamFailure",
@@ -97,6 +99,13 @@ class UpstreamFailure(Exception):
 class ModelMissing(UpstreamFailure):
     """The node answered 404 for a model the registry said it had: a routing miss (the
     registry is stale), not the node failing, and not yet the client's 404."""
+
+    blame = Blame.NOBODY
+
+
+class PathMissing(UpstreamFailure):
+    """The node answered 404 for the path itself, not for a model: its Ollama does not
+    serve this endpoint (older than the version table says, or built without it)."""
 
     blame = Blame.NOBODY
 
@@ -271,19 +280,21 @@ class Nodes:
 
     async def forward(
         self, node: NodeState, path: str, payload: bytes, *, connect_timeout: float,
-        stale_timeout: float,
+        stale_timeout: float, content_type: bytes = b"application/json", extra: bytes = b"",
     ) -> NodeReply:
         """POST an inference request; returns the answer once its headers arrived.
 
         A success, or the request's own 4xx (the client gets it as it is). Raises
-        ModelMissing on a 404 (Ollama's inference endpoints 404 only for the model), what
-        `classify` makes of a 5xx, and UpstreamFailure on a connection refused, reset or
-        not made (the node's fault) or no answer within `stale_timeout` (the model's).
+        ModelMissing on a 404 for the model (Ollama's handlers answer JSON), PathMissing on
+        its router's plain-text 404 for the path, what `classify` makes of a 5xx, and
+        UpstreamFailure on a connection refused, reset or not made (the node's fault) or no
+        answer within `stale_timeout` (the model's).
         """
         try:
             response = await self.client.post(
                 node.ollama_url, path, payload,
                 connect_timeout=connect_timeout, read_timeout=stale_timeout,
+                content_type=content_type, extra=extra,
             )
         except TimeoutError as exc:
             # Connected, but no answer: a load or a runner that hangs (the model's), unless
@@ -293,7 +304,15 @@ class Nodes:
         except NodeBroken as exc:
             raise UpstreamFailure(f"{node.node_id}: {exc}") from exc
         if response.status == 404:
-            response.release()
+            plain = response.headers.get("content-type", "").startswith("text/plain")
+            try:
+                body = await response.read() if plain else b""
+            except (NodeBroken, TimeoutError):
+                body = b""
+            finally:
+                response.release()
+            if plain and body.strip() == b"404 page not found":
+                raise PathMissing(f"{node.node_id} does not serve {path}", 404, body)
             raise ModelMissing(f"{node.node_id} does not have the model", 404)
         if response.status >= 500:
             try:

@@ -33,7 +33,8 @@ def anthropic_error(status: int, message: str) -> dict[str, Any]:
             "request_id": f"req_{secrets.token_hex(12)}"}
 
 
-def _system(value: Any) -> str:
+def _text(value: Any) -> str:
+    """A string, or the text blocks of a block list joined (system prompts, tool results)."""
     if isinstance(value, str):
         return value
     if isinstance(value, list):
@@ -49,15 +50,6 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
         return content
     raise SimError(400, "json: cannot unmarshal content into Go struct field "
                         "MessageParam.messages.content of type []anthropic.ContentBlock")
-
-
-def _tool_result(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(b.get("text", "")) for b in content
-                       if isinstance(b, dict) and b.get("type") == "text")
-    return ""
 
 
 def _message(raw: Any) -> list[dict[str, Any]]:
@@ -87,7 +79,7 @@ def _message(raw: Any) -> list[dict[str, Any]]:
             calls.append({"id": block.get("id", ""), "function": {
                 "name": block.get("name", ""), "arguments": block.get("input") or {}}})
         elif kind in ("tool_result", "web_search_tool_result"):
-            results.append({"role": "tool", "content": _tool_result(block.get("content")),
+            results.append({"role": "tool", "content": _text(block.get("content")),
                             "tool_call_id": block.get("tool_use_id", "")})
         elif kind == "thinking":
             thinking = str(block.get("thinking") or "")
@@ -117,7 +109,7 @@ def _think(body: dict[str, Any]) -> Any:
 
 def _estimate(body: dict[str, Any]) -> int:
     """Ollama's input_tokens estimate for message_start: characters / 4."""
-    chars = len(_system(body.get("system"))) if isinstance(body.get("system"), str | list) else 0
+    chars = len(_text(body.get("system"))) if isinstance(body.get("system"), str | list) else 0
     for message in body.get("messages") or []:
         if not isinstance(message, dict):
             continue
@@ -151,7 +143,7 @@ def _request(body: dict[str, Any]) -> ChatRequest:
     if not isinstance(raw, list) or not raw:
         raise SimError(400, "messages is required")
     messages: list[dict[str, Any]] = []
-    system = _system(body.get("system"))
+    system = _text(body.get("system"))
     if system:
         messages.append({"role": "system", "content": system})
     for message in raw:

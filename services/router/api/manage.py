@@ -20,6 +20,7 @@ from services.router.api.errors import error_responses
 from services.router.api.progress import relay_progress
 from services.router.context import RouterContext
 from services.router.fleet.manage import (
+    Outcome,
     blob_digest,
     copy_everywhere,
     delete_everywhere,
@@ -43,10 +44,14 @@ def _named(request: Request[Any, Any, Any]) -> str | None:
     return request.headers.get("x-herd-node", "").strip() or None
 
 
-def _done(outcome_headers: dict[str, str]) -> Response[bytes]:
+def _done(outcome: Outcome, what: str, model: str, missing: str) -> Response[bytes]:
+    """The answer to a delete or copy: the error naming each node that failed, else 200."""
+    error = outcome.error(what, model, missing)
+    if error is not None:
+        raise error
     # Ollama answers a delete or copy with 200 and no body; the nodes go in headers, which
     # every client ignores unless it looks.
-    return Response(b"", status_code=200, headers=outcome_headers, media_type=MediaType.TEXT)
+    return Response(b"", status_code=200, headers=outcome.headers, media_type=MediaType.TEXT)
 
 
 _FANOUT_RESPONSES = {
@@ -71,10 +76,7 @@ async def ollama_delete(request: Request[Any, Any, Any], state: State) -> Respon
     raw = await request.body()
     model = model_field(decode_object(raw), "model", "name")
     outcome = await delete_everywhere(ctx, model, raw)
-    error = outcome.error(f"delete {model}", model, f"model '{model}' not found")
-    if error is not None:
-        raise error
-    return _done(outcome.headers)
+    return _done(outcome, f"delete {model}", model, f"model '{model}' not found")
 
 
 @post("/api/copy", status_code=200, tags=["ollama"], responses=_FANOUT_RESPONSES,
@@ -87,11 +89,8 @@ async def ollama_copy(request: Request[Any, Any, Any], state: State) -> Response
     source = model_field(body, "source")
     destination = model_field(body, "destination")
     outcome = await copy_everywhere(ctx, source, destination, raw)
-    error = outcome.error(f"copy {source} to {destination}", source,
-                          f'model "{source}" not found')
-    if error is not None:
-        raise error
-    return _done(outcome.headers)
+    return _done(outcome, f"copy {source} to {destination}", source,
+                 f'model "{source}" not found')
 
 
 @post("/api/create", status_code=200, tags=["ollama"], responses=_PROGRESS_RESPONSES,

@@ -27,7 +27,13 @@ from services.router.fleet.registry import Registry
 from services.router.fleet.routing import Ranked, RoutingEngine
 from services.router.fleet.slots import Place, SlotManager
 from services.router.fleet.stats import REFUSED_STATUSES, Stats
-from services.router.nodes import Blame, ModelMissing, RequestRefused, UpstreamFailure
+from services.router.nodes import (
+    Blame,
+    ModelMissing,
+    PathMissing,
+    RequestRefused,
+    UpstreamFailure,
+)
 from shared.errors import (
     HerdError,
     ModelNotFound,
@@ -77,7 +83,8 @@ class Dispatch:
         self._parts = parts
         self.request, self.key, self.started = request, key, started
         self.trace: Trace | None = Trace(
-            request_id=request.request_id, model=request.model, original_model=request.model,
+            request_id=request.request_id, model=request.model,
+            original_model=request.asked_model or request.model,  # the name before an alias
             client_ip=request.client_ip, original_format=api, timestamp=time.time(),
             endpoint=endpoint, replica_id=parts.core.replica_id,
         )
@@ -91,8 +98,9 @@ class Dispatch:
         """Once the model is settled: the scoring context, the transforms, the queue place."""
         parts, request, trace = self._parts, self.request, self._trace
         settings = parts.core.settings
+        # a fallback replaced the model asked for (after an alias: the alias's model)
+        trace.fallback_used = request.model != trace.model
         trace.model = request.model
-        trace.fallback_used = request.model != trace.original_model
         self.scoring = parts.routing.context(settings, snapshot)
         parts.routing.prepare(request, self.scoring)
         trace.tags = request.tags
@@ -157,7 +165,10 @@ class Dispatch:
         fleet = parts.fleet
         try:
             await parts.slots.release(node_id, model, slot_id, False)
-            if isinstance(failure, ModelMissing):  # the node is fine; its record is not
+            if isinstance(failure, PathMissing):  # its Ollama lacks the path: skip it a while
+                if self.chosen is not None:
+                    parts.routing.inputs.mark_unserved(self.chosen.node, self.request.path)
+            elif isinstance(failure, ModelMissing):  # the node is fine; its record is not
                 await fleet.note_model(node_id, model, None)
             elif failure.blame is not Blame.NOBODY:
                 await fleet.record_failure(

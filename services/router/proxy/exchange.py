@@ -21,6 +21,8 @@ from redis.exceptions import RedisError
 from services.router.context import RouterContext
 from services.router.fleet.dispatch import Dispatch
 from services.router.nodes import UpstreamFailure
+from services.router.proxy.aliases import apply_alias
+from services.router.proxy.apis import DIALECTS, credential, forward_headers
 from services.router.proxy.forward import Relay
 from services.router.proxy.plan import RetryPlan, pick_model
 from services.router.proxy.request import (
@@ -68,13 +70,15 @@ class Exchange:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"method {scope['method']} not allowed on {path}")
             headers = header_map(scope)
-            key = ctx.client_keys.authenticate(headers.get("authorization", ""))
+            key = ctx.client_keys.authenticate(credential(headers))
             raw = await read_body(self.receive, headers, ctx.settings.max_body_mb)
             if raw is None:
                 return  # the client left while sending
             client = scope.get("client")
             request = parse_request(raw, path, headers, client[0] if client else "",
                                     app=key.app if key is not None else "")
+            if ctx.settings.model_aliases:  # before the trace: it keeps both names
+                apply_alias(request, ctx.settings.model_aliases)
             await ctx.client_keys.admit(key)
         except HerdError as exc:
             ctx.dispatcher.refused(key, exc)
@@ -128,14 +132,15 @@ class Exchange:
             while True:
                 candidates = dispatch.candidates(plan.skip)
                 if not candidates.ranked:
-                    raise plan.nothing_to_try(request)
+                    raise plan.nothing_to_try(request, dispatch.scoring)
                 chosen = await dispatch.claim(candidates, plan.slot_id(request.request_id))
                 node_id = chosen.node.node_id
                 try:
+                    ctype, extra = forward_headers(DIALECTS[request.path], request.headers)
                     reply = await ctx.nodes.forward(
                         chosen.node, self.scope["path"], request.payload_for(node_id),
                         connect_timeout=settings.connect_timeout,
-                        stale_timeout=settings.stale_timeout,
+                        stale_timeout=settings.stale_timeout, content_type=ctype, extra=extra,
                     )
                     ok, tokens_per_s = await relay.answer(reply, dispatch)
                 except UpstreamFailure as failure:

@@ -10,14 +10,15 @@ with a well-formed error and the trace says incomplete.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import msgspec
 from litestar.types import Send
 
 from services.router.fleet.dispatch import Dispatch
 from services.router.nodes import NodeReply, UpstreamFailure
-from shared.errors import HerdError, error_body
+from services.router.proxy.apis import DIALECTS
+from services.router.proxy.counts import AnswerCounts, parse_final, read_usage
+from shared.errors import HerdError, error_body, is_anthropic_path
 from shared.models import Trace, TraceStatus
 
 __all__ = [
@@ -32,91 +33,18 @@ __all__ = [
 ]
 
 # A response of these types is passed through chunk by chunk; anything else is one body.
-STREAM_TYPES = ("application/x-ndjson", "text/event-stream")
+# Audio (/v1/audio/speech) is sent as the node produces it.
+STREAM_TYPES = ("application/x-ndjson", "text/event-stream", "audio/")
 TAIL_BYTES = 16 * 1024  # enough for a final chunk; long answers keep only their end
-
-
-@dataclass(slots=True)
-class AnswerCounts:
-    """What the router learns from a response's final chunk."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    finish_reason: str = ""
-    load_ms: float = 0.0
-    prompt_eval_ms: float = 0.0
-    tokens_per_s: float = 0.0
-
-
-class _OpenAIChoice(msgspec.Struct):
-    finish_reason: str | None = None
-
-
-class _OpenAIUsage(msgspec.Struct):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-class _Final(msgspec.Struct):
-    # Ollama's fields, then OpenAI's; unknown fields (the text, the vectors) are skipped
-    done_reason: str | None = None
-    prompt_eval_count: int = 0
-    eval_count: int = 0
-    eval_duration: int = 0
-    load_duration: int = 0
-    prompt_eval_duration: int = 0
-    choices: list[_OpenAIChoice] | None = None
-    usage: _OpenAIUsage | None = None
-
-
-_final_decoder = msgspec.json.Decoder(_Final)
-
-
-def _last_json(tail: bytes, sse: bool) -> bytes:
-    """The last JSON object in a stream's tail: NDJSON's last line, or SSE's last data."""
-    for raw_line in reversed(tail.split(b"\n")):
-        line = raw_line.strip()
-        if sse:
-            if not line.startswith(b"data:"):
-                continue
-            line = line[5:].strip()
-            if line == b"[DONE]":
-                continue
-        if line.startswith(b"{"):
-            return line
-    return b""
-
-
-def parse_final(data: bytes, *, stream: bool, sse: bool = False) -> AnswerCounts:
-    """Counts and timings from a whole body, or from a stream's tail; zeros if unreadable."""
-    raw = _last_json(data, sse) if stream else data
-    usage = AnswerCounts()
-    if not raw:
-        return usage
-    try:
-        final = _final_decoder.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return usage
-    usage.prompt_tokens = final.prompt_eval_count
-    usage.completion_tokens = final.eval_count
-    usage.finish_reason = final.done_reason or ""
-    usage.load_ms = final.load_duration / 1e6
-    usage.prompt_eval_ms = final.prompt_eval_duration / 1e6
-    if final.eval_count and final.eval_duration:
-        usage.tokens_per_s = final.eval_count / (final.eval_duration / 1e9)
-    if final.usage is not None:
-        usage.prompt_tokens = final.usage.prompt_tokens
-        usage.completion_tokens = final.usage.completion_tokens
-    if final.choices and final.choices[0].finish_reason:
-        usage.finish_reason = final.choices[0].finish_reason
-    return usage
 
 
 def error_tail(path: str, message: str, sse: bool) -> bytes:
     """A well-formed last message for a stream that broke after its first byte."""
     body = msgspec.json.encode(error_body(path, 502, message))
     if sse:
-        return b"data: " + body + b"\n\n"
+        # Anthropic's streams name each event; its SDKs raise on `event: error`
+        event = b"event: error\n" if is_anthropic_path(path) else b""
+        return event + b"data: " + body + b"\n\n"
     return body + b"\n"
 
 
@@ -180,7 +108,8 @@ class Relay:
         trace = dispatch.trace
         assert trace is not None
         ok = reply.status < 400
-        usage = parse_final(data, stream=False) if ok else AnswerCounts()
+        usage = read_usage(DIALECTS[self.path], data, stream=False, sse=False) if ok \
+            else AnswerCounts()
         if ok:
             trace.status = TraceStatus.COMPLETED
             if usage.load_ms or usage.prompt_eval_ms:
@@ -231,7 +160,7 @@ class Relay:
                 else:
                     reply.release()
         tail = (previous + last)[-TAIL_BYTES:]
-        usage = parse_final(tail, stream=True, sse=sse)
+        usage = read_usage(DIALECTS[self.path], tail, stream=True, sse=sse, first=first)
         if sse and not usage.completion_tokens:
             usage.completion_tokens = max(0, events - 2)  # role chunk and [DONE] carry no text
         _apply(trace, usage)
@@ -273,7 +202,7 @@ class Relay:
         headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
         if dispatch is not None:
             headers.append((b"x-fleet-retries", str(dispatch.retries).encode()))
-            requested = dispatch.request.body.get("model")
+            requested = dispatch.request.asked_model or dispatch.request.body.get("model")
             if isinstance(requested, str):
                 headers.append((b"x-fleet-requested-model", header_value(requested)))
         await self.send({"type": "http.response.start", "status": exc.status_code,
