@@ -20,7 +20,6 @@ from redis.exceptions import RedisError
 
 from services.router.context import RouterContext
 from services.router.fleet.dispatch import Dispatch
-from services.router.fleet.pulls import pull_for_request
 from services.router.nodes import UpstreamFailure
 from services.router.proxy.aliases import apply_alias
 from services.router.proxy.apis import DIALECTS, credential, forward_headers
@@ -196,7 +195,7 @@ class Exchange:
         except ModelNotFound:
             if not self.ctx.settings.auto_pull:
                 raise
-            await pull_for_request(self.ctx, request.model)
+            await self.ctx.pulls.for_request(request.model)
             snapshot = self.ctx.fleet.snapshot()
             pick_model(request, snapshot)
         return snapshot
