@@ -31,6 +31,7 @@ from services.router.api.errors import EXCEPTION_HANDLERS
 from services.router.context import RouterContext
 from services.router.openapi import openapi_config
 from services.router.proxy import count_tokens, exchange
+from services.router.telemetry import tracing
 from shared.background import started
 from shared.fastcluster import fast_redis
 from shared.mdns import advertise
@@ -46,6 +47,7 @@ async def running(ctx: RouterContext) -> AsyncIterator[None]:
     """Each part's background work, started in order before the app serves, stopped in
     reverse when it ends."""
     async with contextlib.AsyncExitStack() as stack:
+        ctx.tracing = await stack.enter_async_context(tracing(ctx.settings, ctx.replica_id))
         await stack.enter_async_context(ctx.runtime.running())  # parts start with overrides
         await stack.enter_async_context(ctx.client_keys.running())  # before inference
         await stack.enter_async_context(ctx.fleet.running())  # others read its snapshot

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from dataclasses import dataclass, field
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import msgspec
 import pluggy
@@ -33,6 +33,9 @@ from shared.health import HealthCheck
 from shared.plugins import build_plugin_manager
 from shared.settings import Settings
 
+if TYPE_CHECKING:
+    from services.router.telemetry import Tracing
+
 __all__ = ["RouterContext"]
 
 RECORDER_STOP_S = 5.0  # a recorder child's last batch commits within this, or it is killed
@@ -58,6 +61,8 @@ class RouterContext(Core):
     health_checks: list[HealthCheck] = field(init=False)
     pulls: Pulls = field(init=False)
     benchmarks: BenchmarkRuns = field(init=False)
+    # OpenTelemetry's tracer while the app runs, None when tracing is off (telemetry/).
+    tracing: Tracing | None = None
 
     @classmethod
     def create(cls, settings: Settings, redis: Redis, fast: FastRedis | None = None) -> Self:
