@@ -249,12 +249,15 @@ def _number(schema: dict[str, Any], integer: bool, rng: random.Random) -> int | 
         high = float(schema["maximum"])
     exmin, exmax = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
     strict_low = strict_high = False
+    # an exclusive bound tightens a stated one, not the defaults above
     if isinstance(exmin, int | float) and not isinstance(exmin, bool):
-        low, strict_low = max(low, float(exmin)), True
+        low = max(low, float(exmin)) if "minimum" in schema else float(exmin)
+        strict_low = True
     elif exmin is True:  # draft 4: the minimum itself is excluded
         strict_low = True
     if isinstance(exmax, int | float) and not isinstance(exmax, bool):
-        high, strict_high = min(high, float(exmax)), True
+        high = min(high, float(exmax)) if "maximum" in schema else float(exmax)
+        strict_high = True
     elif exmax is True:
         strict_high = True
     if "minimum" not in schema and "exclusiveMinimum" not in schema:
