@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.pins import PinError, parse_pins
+
 __all__ = [
     "RUNTIME_FIELDS",
     "Settings",
@@ -211,6 +213,20 @@ class Settings:
         {},
         'Share of freed slots each app gets while apps wait, e.g. {"batch": 0.2} '
         "(JSON, or batch=0.2,chat=2); apps not named weigh 1.",
+        runtime=True,
+    )
+    pinned_models: dict[str, dict[str, Any]] = _setting(  # noqa: RUF009 - a default_factory
+        {},
+        'Models the fleet keeps loaded: {"model": copies} or {"model": {"copies": n, '
+        '"nodes": [...]}} (JSON, or model=copies,...). The leader loads missing copies '
+        "where they fit (docs/pins.md); `herd pin` and /fleet/pins edit one entry.",
+        runtime=True,
+    )
+    queue_copies: bool = _setting(
+        True,
+        "Copies that follow the queue: when a model's requests wait longer than a cold load "
+        "of it takes and another node has room, the leader loads one more copy there; "
+        "copies no longer needed go back to the node's keep_alive (docs/pins.md).",
         runtime=True,
     )
 
@@ -424,6 +440,11 @@ def coerce(name: str, value: Any) -> Any:
     if name not in _FIELDS:
         raise SettingsError(f"unknown setting {name!r}")
     kind = _TYPES[name]
+    if kind == dict[str, dict[str, Any]]:
+        try:
+            return parse_pins(value)
+        except PinError as exc:
+            raise SettingsError(str(exc)) from None
     try:
         if kind is bool:
             result: Any = _as_bool(name, value)

@@ -71,9 +71,9 @@ LOADED_OVERHEAD = 1.2
 
 class RoomToLoad:
     """A node without the model loaded is a candidate only if the model fits beside the
-    models busy there (in flight on it, or waited for in the fleet-wide queue; the others
-    may be evicted) and they leave a place under its max_loaded_models, unless no other
-    node has it loaded.
+    models busy there (in flight on it, or waited for in the fleet-wide queue) and pinned
+    copies (the others may be evicted), and they leave a place under its max_loaded_models,
+    unless no other node has it loaded.
 
     Ollama never evicts a busy model: a request sent where the model does not fit waits
     until the others fall idle, which on a busy node may be never, and then evicts a
@@ -90,9 +90,12 @@ class RoomToLoad:
         if not size or not node.memory_total_gb:
             return True
         inputs = context.inputs
-        # in use here, or waited for fleet-wide (it will be in use here again soon)
+        pinned = context.settings.pinned_models
+        # in use here, waited for fleet-wide (it will be in use here again soon), or pinned
+        # (the leader keeps it; evicting it would only make it load again)
         busy = [m.size_gb for m in node.models_loaded
-                if inputs.in_flight(node.node_id, m.name) > 0 or inputs.queued.get(m.name)]
+                if inputs.in_flight(node.node_id, m.name) > 0 or inputs.queued.get(m.name)
+                or m.name in pinned]
         most = node.max_loaded_models
         if size * LOADED_OVERHEAD <= node.memory_total_gb - sum(busy) and (
                 most <= 0 or len(busy) < most):

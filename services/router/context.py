@@ -14,6 +14,7 @@ from services.router.fleet.core import Core
 from services.router.fleet.ends import RequestEnds
 from services.router.fleet.keys import ClientKeys
 from services.router.fleet.leader import Leader, LeaderJob
+from services.router.fleet.pins import PinKeeper
 from services.router.fleet.reaper import reaper_job, retention_job
 from services.router.fleet.registry import Fleet
 from services.router.fleet.routing import RoutingEngine
@@ -44,6 +45,7 @@ class RouterContext(Core):
     stats: Stats = field(init=False)
     nodes: Nodes = field(init=False)
     leader: Leader = field(init=False)
+    pins: PinKeeper = field(init=False)  # its job runs on the leader only
     # Checks from every plugin, asked once per replica (hooks register, handlers call).
     health_checks: list[HealthCheck] = field(init=False)
     # auto_pull: one pull per model at a time on this replica, shared by its waiters.
@@ -64,7 +66,8 @@ class RouterContext(Core):
         ctx.routing = RoutingEngine(ctx.plugins)
         ctx.stats = Stats(ctx)
         ctx.nodes = Nodes()
-        ctx.leader = Leader(ctx, leader_jobs(settings))
+        ctx.pins = PinKeeper(ctx, ctx.fleet, ctx.nodes, lambda: ctx.routing.inputs, ctx.stats)
+        ctx.leader = Leader(ctx, [*leader_jobs(settings), ctx.pins.job])
         ctx.health_checks = [
             check for batch in ctx.plugins.hook.herd_register_health_checks() for check in batch]
         return ctx

@@ -382,6 +382,28 @@ def test_room_to_load_keeps_a_model_off_a_node_full_of_busy_models() -> None:
     assert {r.node.node_id for r in engine.rank(req, fresh, ["warm"])} == {"busy", "idle"}
 
 
+def test_room_to_load_never_plans_to_evict_a_pinned_copy() -> None:
+    from plugins.routing.filters import RoomToLoad
+
+    big = "big:14b"
+    idle = NodeState(node_id="idle", ollama_url="http://idle", memory_total_gb=24.0,
+                     num_parallel=2, models_available=(M, big),
+                     model_sizes_gb={M: 2.0, big: 12.0},
+                     models_loaded=(LoadedModel(name=M, size_gb=16.0),))
+    warm = NodeState(node_id="warm", ollama_url="http://warm", memory_total_gb=24.0,
+                     models_available=(big,), model_sizes_gb={big: 12.0},
+                     models_loaded=(LoadedModel(name=big, size_gb=12.0),))
+    req = request({"model": big})
+    req.model = big
+    room = RoomToLoad()
+    # idle and unpinned, the 16 GB copy may be evicted for the big model
+    assert room.allows(idle, req, context(idle, warm))
+    # pinned, it stays: no room on that node while another has the model loaded
+    assert not room.allows(idle, req, context(idle, warm, pinned_models={M: 1}))
+    # a pin on another model changes nothing
+    assert room.allows(idle, req, context(idle, warm, pinned_models={"other:1b": 1}))
+
+
 def test_with_fleet_affinity_the_scorer_leaves_it_to_the_slot_acquisition() -> None:
     engine = RoutingEngine(build_plugin_manager())
     ctx = context(node("a", loaded=4096), node("b", loaded=4096))

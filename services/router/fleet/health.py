@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+import msgspec
+
 from services.router.context import RouterContext
+from services.router.fleet.pins import read_pins
 from services.router.fleet.reads import read_counters, read_events, read_queue_depths
 from shared.health import (
     HealthView,
@@ -26,12 +29,13 @@ DAY_S = 86_400.0
 async def build_view(ctx: RouterContext, now: float | None = None) -> HealthView:
     now = time.time() if now is None else now
     snapshot = ctx.fleet.snapshot()
-    stats, counters, depths, events = await asyncio.gather(
+    stats, counters, depths, events, pins = await asyncio.gather(
         ctx.stats.read_window(24, now), read_counters(ctx), read_queue_depths(ctx, snapshot),
-        read_events(ctx, now - DAY_S, EVENTS_SCAN),
+        read_events(ctx, now - DAY_S, EVENTS_SCAN), read_pins(ctx),
     )
     return HealthView(snapshot=snapshot, settings=ctx.settings, stats=stats, counters=counters,
-                      queue_depths=depths, events=events, now=now)
+                      queue_depths=depths, events=events, now=now,
+                      pins={p.model: msgspec.structs.asdict(p) for p in pins})
 
 
 def _vitals(view: HealthView, score: int) -> Vitals:
