@@ -222,6 +222,13 @@ class Settings:
         "where they fit (docs/pins.md); `herd pin` and /fleet/pins edit one entry.",
         runtime=True,
     )
+    wait_for_loaded: bool = _setting(
+        True,
+        "The wait rule: a request waits for a slot on a loaded copy instead of taking a free "
+        "slot that needs a cold load, while its expected wait there is shorter than the load "
+        "(docs/routing.md).",
+        runtime=True,
+    )
     queue_copies: bool = _setting(
         True,
         "Copies that follow the queue: when a model's requests wait longer than a cold load "

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import time
 
+from shared.estimates import load_seconds, wait_seconds
 from shared.fit import fits
 from shared.hookspecs import hookimpl
 from shared.models import NodeState
 from shared.routing import NodeFilter, RouteRequest, ScoringContext
 
 __all__ = ["PIN_HEADER", "FitsInMemory", "HasModel", "ModelHealthy", "PinnedNode",
-           "RoomToLoad", "Servable", "herd_register_filters"]
+           "RoomToLoad", "Servable", "WaitForLoaded", "herd_register_filters"]
 
 PIN_HEADER = "x-herd-node"  # RouteRequest.headers has lower-case names
 
@@ -105,6 +106,44 @@ class RoomToLoad:
         return not any(n.node_id not in excluded for n in warm) if excluded else not warm
 
 
+class WaitForLoaded:
+    """The wait rule: a node that would cold-load the model is a candidate only while the
+    expected wait for a slot on the loaded copies is at least as long as that load.
+
+    Expected wait: the requests already waiting for the model plus this one, over the
+    loaded copies' slots, times a request's running time there (the decaying latency
+    average); a free slot on a loaded copy means no wait (the request takes it: loaded
+    copies rank first). The load: measured on that node, else the fleet's seconds per GB
+    times the model's size (shared/estimates.py, the same estimates the leader's queue
+    copies use). Nothing measured yet, no loaded copy, a node named by X-Herd-Node, a
+    retry, or `wait_for_loaded` off: the node stays a candidate."""
+
+    name = "wait_for_loaded"
+
+    def allows(self, node: NodeState, request: RouteRequest, context: ScoringContext) -> bool:
+        model = request.model
+        if (not context.settings.wait_for_loaded or node.loaded(model) is not None
+                or context.excluded or request.headers.get(PIN_HEADER)):
+            return True
+        warm = context.snapshot.warm_and_cold(model)[0]
+        if not warm:
+            return True
+        inputs = context.inputs
+        slots = busy = 0
+        latencies = []
+        for copy in warm:
+            slots += context.slots(copy)
+            busy += inputs.in_flight(copy.node_id, model)
+            stats = inputs.latency.get((copy.node_id, model))
+            latencies.append(stats.latency_ms if stats is not None else 0.0)
+        if busy < slots:
+            return True
+        wait = wait_seconds(latencies, slots, inputs.queued.get(model, 0) + 1)
+        if wait is None:
+            return True
+        return wait >= load_seconds(node, model, inputs.load_ms, context.snapshot)
+
+
 class PinnedNode:
     """`X-Herd-Node: <node_id>` keeps only that node, e.g. to load a model on a chosen node
     from the dashboard. The other filters still apply: a pinned node that cannot serve the
@@ -119,4 +158,5 @@ class PinnedNode:
 
 @hookimpl
 def herd_register_filters() -> list[NodeFilter]:
-    return [PinnedNode(), Servable(), HasModel(), ModelHealthy(), FitsInMemory(), RoomToLoad()]
+    return [PinnedNode(), Servable(), HasModel(), ModelHealthy(), FitsInMemory(), RoomToLoad(),
+            WaitForLoaded()]

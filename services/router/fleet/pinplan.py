@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.estimates import load_seconds as estimated_load
+from shared.estimates import wait_seconds as estimated_wait
 from shared.models import FleetSnapshot, NodeState
 
 __all__ = [
@@ -42,10 +44,6 @@ __all__ = [
 
 LOADED_OVERHEAD = 1.2  # a copy takes its weights and a KV cache (as plugins/routing/filters)
 FOREVER = -1  # Ollama's keep_alive for "never unload"
-# Without any measured load: seconds per GB of weights, and a fixed start-up (a local NVMe
-# and a mid-range GPU load ~1-2 GB/s; a first guess that measurements replace).
-DEFAULT_LOAD_S_PER_GB = 1.0
-DEFAULT_LOAD_BASE_S = 1.0
 
 
 class PinState(enum.StrEnum):
@@ -158,41 +156,21 @@ def _room(node: NodeState, model: str, world: World,
 
 
 def load_seconds(node: NodeState, model: str, world: World) -> float:
-    """A cold load of `model` on `node`: measured there, else the fleet's measured seconds
-    per GB times its size, else a first guess from its size."""
-    measured = world.load_ms.get((node.node_id, model))
-    if measured:
-        return measured / 1000.0
-    size = node.model_size_gb(model)
-    rates = [ms / 1000.0 / sz for (n, m), ms in world.load_ms.items()
-             if (sz := _size_of(world.snapshot, n, m)) > 0]
-    if rates and size:
-        rates.sort()
-        return rates[len(rates) // 2] * size
-    return DEFAULT_LOAD_BASE_S + DEFAULT_LOAD_S_PER_GB * size
-
-
-def _size_of(snapshot: FleetSnapshot, node_id: str, model: str) -> float:
-    node = snapshot.nodes.get(node_id)
-    return node.model_size_gb(model) if node is not None else 0.0
+    """A cold load of `model` on `node` (shared/estimates.py)."""
+    return estimated_load(node, model, world.load_ms, world.snapshot)
 
 
 def wait_seconds(model: str, world: World, extra: int = 0) -> float | None:
     """How long the newest of the model's waiting requests (plus `extra` more) would wait
-    for a slot on its loaded copies: the queue over the copies' slots, times a request's
-    running time there. None without loaded copies or a measured running time."""
+    for a slot on its loaded copies (shared/estimates.py); None without loaded copies or a
+    measured running time."""
     slots = 0
     latencies: list[float] = []
     for node in world.snapshot.nodes.values():
         if node.servable and node.loaded(model) is not None:
             slots += world.slots(node)
-            latency = world.latency_ms.get((node.node_id, model))
-            if latency:
-                latencies.append(latency)
-    if not slots or not latencies:
-        return None
-    rounds = (world.queued.get(model, 0) + extra) / slots
-    return rounds * (sum(latencies) / len(latencies)) / 1000.0
+            latencies.append(world.latency_ms.get((node.node_id, model), 0.0))
+    return estimated_wait(latencies, slots, world.queued.get(model, 0) + extra)
 
 
 def _candidates(model: str, world: World, pinned: Mapping[str, Any],
