@@ -115,8 +115,8 @@ class WaitForLoaded:
     average); a free slot on a loaded copy means no wait (the request takes it: loaded
     copies rank first). The load: measured on that node, else the fleet's seconds per GB
     times the model's size (shared/estimates.py, the same estimates the leader's queue
-    copies use). Nothing measured yet, no loaded copy, a node named by X-Herd-Node, a
-    retry, or `wait_for_loaded` off: the node stays a candidate."""
+    copies use). No load or running time measured yet, no loaded copy, a node named by
+    X-Herd-Node, a retry, or `wait_for_loaded` off: the node stays a candidate."""
 
     name = "wait_for_loaded"
 
@@ -139,7 +139,9 @@ class WaitForLoaded:
         if busy < slots:
             return True
         wait = wait_seconds(latencies, slots, inputs.queued.get(model, 0) + 1)
-        if wait is None:
+        # a guessed load time must not hold requests back: only a measured one (there, or
+        # the fleet's seconds per GB)
+        if wait is None or not inputs.load_ms:
             return True
         return wait >= load_seconds(node, model, inputs.load_ms, context.snapshot)
 

@@ -422,6 +422,7 @@ def test_the_wait_rule_keeps_a_request_on_loaded_copies_while_waiting_is_quicker
     ctx.inputs.started("warm", M)
     assert rule.allows(cold, req, ctx)  # full, but no running time measured yet
     ctx.inputs.latency[("warm", M)] = LatencyStats(latency_ms=1000.0, samples=5)
+    assert rule.allows(cold, req, ctx)  # nor any load: a guess holds nobody back
     ctx.inputs.load_ms = {("cold", M): 8000.0}
     # 1 request ahead (this one) over 2 slots x 1 s = 0.5 s < an 8 s load: wait for warm
     assert not rule.allows(cold, req, ctx)

@@ -72,6 +72,7 @@ class PinKeeper:
         self._held: set[tuple[str, str]] = set()
         self._states: dict[str, tuple[str, str]] = {}
         self._load_ms: dict[tuple[str, str], float] = {}
+        self._own_ms: dict[tuple[str, str], float] = {}  # loads this leader sent, timed
         self._round = 0
         self.rounds = 0  # completed rounds (tests wait on it)
 
@@ -190,14 +191,14 @@ class PinKeeper:
                         extra={"model": action.model, "node_id": action.node_id,
                                "error": error})
         else:
-            await self._note_done(action, key)
+            await self._note_done(action, key, seconds)
         if action.loads or error:
             await emit(core.redis, core.keys, "warm_copy", node_id=action.node_id,
                        model=action.model, action=str(action.kind),
                        stage="failed" if error else "done", seconds=seconds,
                        reason=action.reason, **({"error": error} if error else {}))
 
-    async def _note_done(self, action: Action, key: tuple[str, str]) -> None:
+    async def _note_done(self, action: Action, key: tuple[str, str], seconds: float) -> None:
         core = self._core
         if action.kind is Kind.RELEASE:
             self._held.discard(key)
@@ -205,6 +206,8 @@ class PinKeeper:
             return
         if action.loads:
             self._fresh[key] = time.time()
+            if seconds >= 0.1:  # quicker: it was loaded already, nothing was timed
+                self._own_ms[key] = seconds * 1000.0
         if action.keep_alive is not None:
             self._held.add(key)
             await core.redis.hset(core.keys.pins_held(), _pair(*key), str(time.time()))
@@ -241,9 +244,11 @@ class PinKeeper:
         """Cold load times measured in the last day (the nodes' load_duration), per
         node:model, for the plan and for every router's wait rule."""
         window = await self._stats.read_window(24, now)
-        load_ms = {pair: usage.load_ms_sum / usage.cold_loads
-                   for pair, usage in window.node_models().items()
-                   if usage.cold_loads and usage.load_ms_sum > 0}
+        # the nodes' own load_duration of routed requests wins over the leader's timing of
+        # its load-only requests (which adds a round trip)
+        load_ms = {**self._own_ms, **{pair: usage.load_ms_sum / usage.cold_loads
+                                      for pair, usage in window.node_models().items()
+                                      if usage.cold_loads and usage.load_ms_sum > 0}}
         self._load_ms = load_ms
         core = self._core
         pipe = core.redis.pipeline(transaction=True)
