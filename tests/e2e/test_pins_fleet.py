@@ -95,11 +95,14 @@ def test_a_pin_is_kept_through_an_eviction_and_a_restart_and_unpinning_lets_go(
         settle(fleet, lambda: keep_alive(fleet, "n1", PINNED) == -1,
                "the restarted node's copy to be loaded again")
 
-        loads = [e for e in events(redis_url, fleet, "warm_copy")
-                 if e["stage"] == "done" and e["action"] == "pin"]
-        assert {e["node_id"] for e in loads} == {"n0", "n1"}
-        assert len(loads) >= 4  # two copies, the eviction, the restart
-        assert all("pinned" in e["reason"] for e in loads)
+        def loads() -> list[dict[str, Any]]:
+            return [e for e in events(redis_url, fleet, "warm_copy")
+                    if e["stage"] == "done" and e["action"] == "pin"]
+
+        # two copies, the eviction, the restart (the event follows the node's answer)
+        wait_until(lambda: len(loads()) >= 4, timeout=5, message="four pin loads")
+        assert {e["node_id"] for e in loads()} == {"n0", "n1"}
+        assert all("pinned" in e["reason"] for e in loads())
         assert any(e["state"] == "satisfied" for e in events(redis_url, fleet, "pin"))
 
         gone = httpx.delete(f"{fleet.url}/fleet/pins", params={"model": "qwen3"}, timeout=5)
