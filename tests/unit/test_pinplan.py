@@ -95,6 +95,10 @@ def test_a_queue_longer_than_a_cold_load_gets_one_more_copy() -> None:
     _, actions = plan({}, world(a, b, queued={SMALL: 2}, latency={("a", SMALL): 3000.0}),
                       queue_copies=True)
     assert actions == []
+    # a node already running as much as its slots gains nothing from another copy
+    busy_b = world(a, b, queued={SMALL: 20}, latency={("a", SMALL): 3000.0})
+    busy_b.node_in_flight = lambda node_id: 2 if node_id == "b" else 0
+    assert plan({}, busy_b, queue_copies=True)[1] == []
     # and the setting turns it off
     _, actions = plan({}, world(a, b, queued={SMALL: 20}, latency={("a", SMALL): 3000.0}),
                       queue_copies=False)

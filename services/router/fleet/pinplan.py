@@ -12,8 +12,8 @@ from one fleet snapshot, purely (no I/O; fleet/pins.py carries the plan out).
   keep_alive, so it ages out like any other.
 - Copies that follow the queue: when a model's waiting requests would wait longer for a
   slot on the loaded copies than a cold load of it takes, one more copy is loaded on a
-  node with room, with the node's default keep_alive (demand keeps it warm; without
-  demand it ages out like any other copy).
+  node with room (in memory, and running fewer requests than its slots), with the node's
+  default keep_alive (demand keeps it warm; without demand it ages out like any other).
 """
 
 from __future__ import annotations
@@ -277,7 +277,10 @@ def _queue_actions(world: World, pins: Mapping[str, Any],
         wait = wait_seconds(model, world)
         if wait is None:
             continue
-        candidates = _candidates(model, world, pins, [])
+        # room in memory and in work: a node already running as much as its slots gain
+        # nothing from another copy (past the fleet's capacity, copies only move the queue)
+        candidates = [(n, left) for n, left in _candidates(model, world, pins, [])
+                      if world.node_in_flight(n.node_id) < world.slots(n)]
         if not candidates:
             continue
         node = candidates[0][0]
