@@ -46,7 +46,7 @@ __all__ = ["PinKeeper", "read_pins", "remove_pin", "save_pin"]
 log = logging.getLogger("herd.pins")
 
 RETRY_AFTER_FAILURE = 30.0  # seconds before a node that refused a load is asked again
-ESTIMATES_EVERY = 6  # rounds between re-reads of the measured load times
+ESTIMATES_EVERY = 2  # rounds between re-reads of the measured load times (the hour's stats)
 EDIT_ATTEMPTS = 20
 _decode = msgspec.json.Decoder().decode
 
