@@ -5,6 +5,8 @@ replicas only the leader acts."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import redis as sync_redis
 
 from shared.keys import Keys
 from tests.e2e.proxy_fleet import Fleet, start_fleet
-from tests.helpers import Proc, wait_until
+from tests.helpers import Proc, herd_bin, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -173,6 +175,29 @@ def test_bad_pins_are_refused_with_a_clear_error(tmp_path: Path, redis_url: str)
         gone = httpx.request("DELETE", f"{fleet.url}/fleet/pins", json={"model": PINNED},
                              headers=admin, timeout=5)
         assert gone.status_code == 200, gone.text
+
+        # the herd CLI, with the admin token from the environment
+        def herd(*args: str, token: str = "sekret") -> subprocess.CompletedProcess[str]:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+            return subprocess.run([herd_bin(), *args, "--router-url", fleet.url],
+                                  capture_output=True, text=True, timeout=30,
+                                  stdin=subprocess.DEVNULL,
+                                  env={**env, "FLEET_ADMIN_TOKEN": token})
+
+        pinned = herd("pin", "llama3.2:3b", "--node", "n0")
+        assert pinned.returncode == 0, pinned.stderr
+        assert "pinned llama3.2:3b: 1 copy on n0" in pinned.stdout
+        listed = herd("pin", "--list")
+        assert listed.returncode == 0 and "llama3.2:3b" in listed.stdout
+        refused = herd("pin", "qwen3:8b", token="wrong")
+        assert refused.returncode == 1 and "401" in refused.stderr
+        bad = herd("pin", "qwen3:8b", "--copies", "0")
+        assert bad.returncode == 1 and "between 1 and" in bad.stderr
+        unpinned = herd("unpin", "llama3.2:3b")
+        assert unpinned.returncode == 0, unpinned.stderr
+        assert "unpinned llama3.2:3b" in unpinned.stdout
+        assert herd("unpin", "llama3.2:3b").returncode == 1  # not pinned any more
+        assert pins(fleet) == {}
 
 
 def test_with_two_replicas_only_the_leader_loads(tmp_path: Path, redis_url: str) -> None:
