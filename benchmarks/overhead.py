@@ -8,7 +8,10 @@ simulators by heartbeat, then measures in one run:
 With `--key plain` every request carries a client key without limits (checked from the
 replica's memory), with `--key limited` a key with limits too high to reach (one Lua call
 per request to count it): the cost of access control on the request path.
+With `--api messages` the same is measured on Anthropic's /v1/messages (SSE streams, its
+usage read from message_start and message_delta) instead of /api/chat.
 Run: .venv/bin/python benchmarks/overhead.py [--requests 1000] [--seconds 4] [--key limited]
+     [--api messages]
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ CHAT = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"
                    "stream": False}).encode()
 STREAM = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
                      "stream": True}).encode()
+# --api messages: Anthropic's Messages API (the simulator serves it as Ollama 0.14+ does)
+MESSAGES = {"model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
+APIS = {"chat": ("/api/chat", CHAT, STREAM),
+        "messages": ("/v1/messages", json.dumps({**MESSAGES, "stream": False}).encode(),
+                     json.dumps({**MESSAGES, "stream": True}).encode())}
+PATH = "/api/chat"  # set from --api in main()
 
 
 # Sent with every request (to the simulator too, which ignores it): the client key, if any.
@@ -57,7 +66,7 @@ async def latency(session: aiohttp.ClientSession, url: str, n: int) -> list[floa
     out: list[float] = []
     for _ in range(n):
         t = time.perf_counter()
-        async with session.post(url + "/api/chat", data=CHAT) as r:
+        async with session.post(url + PATH, data=CHAT) as r:
             await r.read()
             assert r.status == 200, r.status
         out.append((time.perf_counter() - t) * 1000)
@@ -68,7 +77,7 @@ async def ttft(session: aiohttp.ClientSession, url: str, n: int) -> list[float]:
     out: list[float] = []
     for _ in range(n):
         t = time.perf_counter()
-        async with session.post(url + "/api/chat", data=STREAM) as r:
+        async with session.post(url + PATH, data=STREAM) as r:
             await r.content.readline()
             out.append((time.perf_counter() - t) * 1000)
             await r.read()
@@ -90,7 +99,7 @@ async def throughput(url: str, concurrency: int, seconds: float) -> tuple[float,
         async def worker() -> None:
             nonlocal done
             while time.perf_counter() < deadline:
-                async with session.post(url + "/api/chat", data=CHAT) as r:
+                async with session.post(url + PATH, data=CHAT) as r:
                     body = await r.read()
                     if r.status == 200:
                         done += 1
@@ -162,7 +171,11 @@ def main() -> int:
                         help="write a py-spy profile of the router at c=32 here (.svg/.json/.txt)")
     parser.add_argument("--key", choices=("none", "plain", "limited"), default="none",
                         help="send a client key: none, one without limits, or one with limits")
+    parser.add_argument("--api", choices=tuple(APIS), default="chat",
+                        help="the API measured: Ollama's /api/chat or Anthropic's /v1/messages")
     args = parser.parse_args()
+    global PATH, CHAT, STREAM
+    PATH, CHAT, STREAM = APIS[args.api]
     tmp = Path(tempfile.mkdtemp(prefix="herd-bench-"))
     # No append-only file: the benchmark measures what the router adds, on the same Redis
     # for every version it compares (herd's own embedded Redis keeps one).
@@ -202,7 +215,7 @@ def main() -> int:
     added_p99 = r["router_p99"] - r["direct_p99"]
     added_ttft = r["router_ttft_p50"] - r["direct_ttft_p50"]
     ratio = r["router_rps32"] / r["direct_rps32"]
-    print(f"c=1 /api/chat     direct p50 {r['direct_p50']:.2f} ms  p99 {r['direct_p99']:.2f} ms"
+    print(f"c=1 {PATH:<14}direct p50 {r['direct_p50']:.2f} ms  p99 {r['direct_p99']:.2f} ms"
           f" | router p50 {r['router_p50']:.2f} ms  p99 {r['router_p99']:.2f} ms")
     print(f"added latency     p50 {added_p50:+.2f} ms (target <= 1.00)  p99 {added_p99:+.2f} ms")
     print(f"stream TTFT p50   direct {r['direct_ttft_p50']:.2f} ms | router "

@@ -14,7 +14,8 @@ than the source read (0.33), comes from Ollama's changelog.
 Versions compare like semantic versions: a pre-release sorts before its release, so
 "0.14.0-rc0" does not serve what "0.14.0" introduced (some release candidates lack it:
 0.13.3-rc0 and -rc1 have no /v1/responses). "0.0.0" is what an Ollama built from source
-without a version stamp reports; it is taken to serve everything Ollama serves.
+without a version stamp reports (with or without a suffix); it is taken to serve everything
+Ollama serves.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ class Endpoint:
         if self.first is None:
             return False
         found = parse_version(version)
-        return found == DEV_BUILD or found >= self.first
+        # 0.0.0 with any suffix is a build from source, not a release (fleet/versions.py)
+        return (found.major, found.minor, found.patch) == (0, 0, 0) or found >= self.first
 
 
 def _e(path: str, first: str | None, note: str = "") -> Endpoint:

@@ -8,6 +8,7 @@ __all__ = [
     "STATE_HEADER",
     "BadRequest",
     "Conflict",
+    "EndpointUnserved",
     "Forbidden",
     "HerdError",
     "ModelNotFound",
@@ -22,7 +23,9 @@ __all__ = [
     "StateUnavailable",
     "Unauthorized",
     "UpstreamError",
+    "anthropic_type",
     "error_body",
+    "is_anthropic_path",
     "is_openai_path",
 ]
 
@@ -70,13 +73,24 @@ class RateLimited(HerdError):
 
 
 class ModelNotFound(HerdError):
+    # as Ollama's OpenAI endpoints word it: not OpenAI's own invalid_request_error /
+    # model_not_found
     status_code = 404
-    openai_type = "invalid_request_error"
-    openai_code = "model_not_found"
+    openai_type = "not_found_error"
+    openai_code = None
 
     def __init__(self, model: str) -> None:
         super().__init__(f'model "{model}" not found, try pulling it first')
         self.model = model
+
+
+class EndpointUnserved(HerdError):
+    """No node that has the model runs an Ollama that serves the path (too old, or it
+    answered 404 for the path): a 404, as from such an Ollama, that names the version
+    needed. Not retryable: the SDKs do not retry a 404."""
+
+    status_code = 404
+    openai_type = "not_found_error"
 
 
 class NotFound(HerdError):
@@ -173,10 +187,30 @@ def is_openai_path(path: str) -> bool:
     return path.startswith("/v1/") or path == "/v1"
 
 
+def is_anthropic_path(path: str) -> bool:
+    """Anthropic's Messages API: /v1/messages and /v1/messages/count_tokens."""
+    return path == "/v1/messages" or path.startswith("/v1/messages/")
+
+
+# Anthropic's error types by status; its SDKs pick the exception class from the status.
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large",
+    429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error",
+}
+
+
+def anthropic_type(status: int) -> str:
+    return _ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+
+
 def error_body(
     path: str, status: int, message: str, error: HerdError | None = None
 ) -> dict[str, Any]:
-    """Ollama's `{"error": "..."}` on /api/* and elsewhere, OpenAI's error object on /v1/*."""
+    """Ollama's `{"error": "..."}` on /api/* and elsewhere, Anthropic's error object on
+    /v1/messages, OpenAI's on the rest of /v1/*."""
+    if is_anthropic_path(path):
+        return {"type": "error", "error": {"type": anthropic_type(status), "message": message}}
     if is_openai_path(path):
         return {
             "error": {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from shared.endpoints import endpoint_for, parse_version
 from shared.models import FleetSnapshot, NodeState
 from shared.settings import Settings
 
@@ -24,6 +26,7 @@ __all__ = [
     "ScoringContext",
     "Transform",
     "TransformNote",
+    "node_serves",
 ]
 
 _encode = msgspec.json.Encoder().encode
@@ -48,13 +51,15 @@ class RouteRequest:
     client sent and is forwarded unchanged unless a transform called `set_body`."""
 
     request_id: str
-    api: Literal["ollama", "openai"]
+    api: Literal["ollama", "openai", "anthropic"]
     endpoint: str
     model: str
     body: dict[str, Any]
     raw: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
     client_ip: str = ""
+    path: str = ""  # the request path: "/api/chat", "/v1/messages", ...
+    asked_model: str = ""  # the client's name for the model, when it was an alias
     # The app of the client key the request came with ("" without a key): it tags the
     # request in usage and traces, and is what fairness between apps is keyed by.
     app: str = ""
@@ -66,6 +71,9 @@ class RouteRequest:
     # its last turn holds its prompt in cache.
     session_key: str = ""
     priority: str = "normal"  # X-Herd-Priority: high | normal | low (see PRIORITIES)
+    # The body's options are not Ollama's to read (Anthropic Messages, Responses, audio;
+    # a multipart form cannot even hold them): context protection leaves it as sent.
+    fixed_body: bool = False
     # num_ctx to send to a node instead of the request's own, so that node's loaded copy
     # serves it without a reload (context protection); nodes not listed get the body as is
     node_num_ctx: dict[str, int] = field(default_factory=dict)
@@ -89,7 +97,7 @@ class RouteRequest:
     def payload_for(self, node_id: str) -> bytes:
         """The bytes to forward to `node_id`: `payload()` with that node's num_ctx, if any."""
         num_ctx = self.node_num_ctx.get(node_id) if self.node_num_ctx else None
-        if not num_ctx:
+        if not num_ctx or self.fixed_body:
             return self.payload()
         return _encode({**self.body, "options": {**self.options(), "num_ctx": num_ctx}})
 
@@ -129,6 +137,36 @@ class LatencyStats:
 
 
 MAX_SESSIONS = 20_000  # conversations a replica remembers; the least recent are forgotten
+# How long a node that answered 404 for a path itself is not sent that path again (an
+# Ollama upgrade, seen in its heartbeat's version, ends it at once).
+UNSERVED_S = 300.0
+MAX_UNSERVED = 4096  # (node, path) pairs remembered; a fleet has a few of each
+
+
+def _version_serves(version: str, path: str) -> bool:
+    """Whether an Ollama of `version` serves `path` by the table (shared/endpoints.py); an
+    unknown or unreadable version, or a path the table lacks, may."""
+    found = _SERVES.get((version, path))
+    if found is None:
+        endpoint = endpoint_for(path)
+        try:
+            found = endpoint is None or not version or endpoint.served_by(parse_version(version))
+        except ValueError:
+            found = True
+        if len(_SERVES) < 4096:
+            _SERVES[(version, path)] = found
+    return found
+
+
+_SERVES: dict[tuple[str, str], bool] = {}
+
+
+def node_serves(node: NodeState, path: str, inputs: RoutingInputs) -> bool:
+    """Whether `node` may get a request for `path`: its Ollama is new enough (its
+    heartbeat's version), and it did not lately answer 404 for the path itself."""
+    if not path:
+        return True
+    return _version_serves(node.ollama_version, path) and not inputs.unserved_by(node, path)
 
 
 class RoutingInputs:
@@ -139,7 +177,7 @@ class RoutingInputs:
     """
 
     __slots__ = ("_base", "_local", "_node_base", "_node_local", "best", "latency", "load_ms",
-                 "queued", "sessions")
+                 "queued", "sessions", "unserved")
 
     def __init__(self) -> None:
         self._base: dict[tuple[str, str], int] = {}
@@ -154,6 +192,9 @@ class RoutingInputs:
         self.best: dict[str, LatencyStats] = {}
         # conversation -> the node that served its last turn (this replica's, bounded)
         self.sessions: OrderedDict[str, str] = OrderedDict()
+        # (node, path) -> (its Ollama version then, until when): it answered 404 for the
+        # path itself. This replica's own lesson: another replica pays one 404 to learn it.
+        self.unserved: dict[tuple[str, str], tuple[str, float]] = {}
 
     def replace(
         self,
@@ -202,6 +243,26 @@ class RoutingInputs:
         sessions.move_to_end(key)
         if len(sessions) > MAX_SESSIONS:
             sessions.popitem(last=False)
+
+    def mark_unserved(self, node: NodeState, path: str, now: float | None = None) -> None:
+        """`node` answered 404 for `path` itself: skip it for that path for a while."""
+        if len(self.unserved) >= MAX_UNSERVED:
+            self.unserved.clear()
+        until = (time.monotonic() if now is None else now) + UNSERVED_S
+        self.unserved[(node.node_id, path)] = (node.ollama_version, until)
+
+    def unserved_by(self, node: NodeState, path: str, now: float | None = None) -> bool:
+        if not self.unserved:
+            return False
+        mark = self.unserved.get((node.node_id, path))
+        if mark is None:
+            return False
+        version, until = mark
+        if version != node.ollama_version or (
+                time.monotonic() if now is None else now) >= until:
+            del self.unserved[(node.node_id, path)]
+            return False
+        return True
 
     def node_in_flight(self, node_id: str) -> int:
         return max(0, self._node_base.get(node_id, 0) + self._node_local.get(node_id, 0))

@@ -23,6 +23,8 @@ from shared.health import Finding, Severity
 from shared.models import NodeStatus, Trace, TraceStatus
 
 __all__ = [
+    "AnthropicErrorAnswer",
+    "AnthropicMessagesRequest",
     "AppsReport",
     "BenchmarkList",
     "BenchmarkRun",
@@ -30,6 +32,7 @@ __all__ = [
     "BenchmarkStored",
     "ChatRequest",
     "CopyRequest",
+    "CountTokensAnswer",
     "CpuView",
     "CreateRequest",
     "DeleteAnswer",
@@ -84,15 +87,18 @@ __all__ = [
     "PushRequest",
     "QueueCounters",
     "Recommendations",
+    "ResponsesRequest",
     "SettingView",
     "SettingsListing",
     "SettingsUpdate",
     "Severity",
+    "SpeechRequest",
     "TagModel",
     "TagsList",
     "Trace",
     "TraceList",
     "TraceStatus",
+    "TranscriptionForm",
     "TrendsReport",
     "UsageReport",
     "UsageSummary",
@@ -832,3 +838,65 @@ class OpenAIEmbeddingsRequest(_Forwarded, kw_only=True):
 
     input: str | list[str]
     user: str | None = None
+
+
+class ResponsesRequest(_Forwarded, kw_only=True):
+    """POST /v1/responses (OpenAI Responses, stateless as Ollama serves it)."""
+
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    max_output_tokens: int | None = None
+    reasoning: dict[str, Any] | None = None
+    temperature: float | None = None
+
+
+class AnthropicMessagesRequest(_Forwarded, kw_only=True):
+    """POST /v1/messages (Anthropic Messages); /v1/messages/count_tokens takes the same
+    body without max_tokens."""
+
+    messages: list[dict[str, Any]]
+    max_tokens: int | None = None
+    system: str | list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = None
+    thinking: dict[str, Any] | None = None
+    temperature: float | None = None
+    stop_sequences: list[str] | None = None
+
+
+class SpeechRequest(_Forwarded, kw_only=True):
+    """POST /v1/audio/speech (OpenAI): the answer is audio (audio/wav unless
+    `response_format` asks otherwise), streamed as the node produces it."""
+
+    input: str
+    voice: str | None = None
+    response_format: str | None = None
+
+
+class TranscriptionForm(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
+    """POST /v1/audio/transcriptions (OpenAI): a multipart form; `model` picks the nodes."""
+
+    model: str
+    file: str = msgspec.field(name="file")  # the audio, a file part
+    language: str | None = None
+    prompt: str | None = None
+    response_format: str | None = None
+
+
+class AnthropicError(_Answer, kw_only=True):
+    type: str
+    message: str
+
+
+class AnthropicErrorAnswer(_Answer, kw_only=True):
+    """Anthropic's error object, used on /v1/messages and /v1/messages/count_tokens."""
+
+    type: str
+    error: AnthropicError
+
+
+class CountTokensAnswer(_Answer, kw_only=True):
+    """POST /v1/messages/count_tokens: the input's token count (docs/api.md says how it is
+    counted)."""
+
+    input_tokens: int

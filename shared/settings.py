@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.models import valid_model_name
 from shared.pins import PinError, parse_pins
 
 __all__ = [
@@ -237,6 +238,15 @@ class Settings:
         runtime=True,
     )
 
+    model_aliases: dict[str, str] = _setting(  # noqa: RUF009 - a default_factory inside
+        {},
+        'Model names clients ask for, mapped to fleet models before routing, on every API: '
+        'a JSON object of names or globs, e.g. {"claude-*": "qwen3:32b", "gpt-4o-mini": '
+        '"llama3.2:3b"}. An exact name wins over a glob; traces keep the asked name as '
+        "original_model.",
+        runtime=True,
+    )
+
     # --- the node registry
     heartbeat_interval: float = _setting(5.0, "Seconds between a node agent's heartbeats.")
     heartbeat_timeout: float = _setting(
@@ -400,6 +410,7 @@ _FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fie
 _TYPE_WORDS: dict[Any, str] = {
     bool: "a boolean (true or false)", int: "an integer", float: "a number", str: "a string",
     dict[str, float]: "a map of names to positive numbers",
+    dict[str, str]: 'a JSON object of model names or globs to fleet model names',
 }
 
 
@@ -442,6 +453,23 @@ def _as_weights(value: Any) -> dict[str, float]:
     return out
 
 
+def _as_aliases(value: Any) -> dict[str, str]:
+    """A name-or-glob -> model name map, from a dict or JSON text."""
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip() else {}
+    if not isinstance(value, dict):
+        raise ValueError
+    out: dict[str, str] = {}
+    for key, target in value.items():
+        if not isinstance(key, str) or not key.strip() or not isinstance(target, str):
+            raise ValueError
+        name = target.strip()
+        if not valid_model_name(name):
+            raise ValueError
+        out[key.strip()] = name
+    return out
+
+
 def coerce(name: str, value: Any) -> Any:
     """Turn a value from the environment, a flag or JSON into the field's type, or refuse it."""
     if name not in _FIELDS:
@@ -471,6 +499,8 @@ def coerce(name: str, value: Any) -> Any:
             result = value
         elif kind == dict[str, float]:
             result = _as_weights(value)
+        elif kind == dict[str, str]:
+            result = _as_aliases(value)
         elif isinstance(value, str):  # tuple[str, ...] from here on
             result = tuple(part.strip() for part in value.split(",") if part.strip())
         elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):

@@ -1,6 +1,7 @@
 """Built-in filters: a node must be servable, have the model, be able to hold it (now, beside
-its busy models, while another node has it loaded), not have failed with it lately, and be
-the node an `X-Herd-Node` header pins the request to, if any."""
+its busy models, while another node has it loaded), not have failed with it lately, serve
+the request's path (its Ollama version), and be the node an `X-Herd-Node` header pins the
+request to, if any."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from shared.estimates import load_seconds, wait_seconds
 from shared.fit import fits
 from shared.hookspecs import hookimpl
 from shared.models import NodeState
-from shared.routing import NodeFilter, RouteRequest, ScoringContext
+from shared.routing import NodeFilter, RouteRequest, ScoringContext, node_serves
 
 __all__ = ["PIN_HEADER", "FitsInMemory", "HasModel", "ModelHealthy", "PinnedNode",
-           "RoomToLoad", "Servable", "WaitForLoaded", "herd_register_filters"]
+           "RoomToLoad", "Servable", "ServesPath", "WaitForLoaded", "herd_register_filters"]
 
 PIN_HEADER = "x-herd-node"  # RouteRequest.headers has lower-case names
 
@@ -25,6 +26,17 @@ class Servable:
 
     def allows(self, node: NodeState, request: RouteRequest, context: ScoringContext) -> bool:
         return node.servable
+
+
+class ServesPath:
+    """The node's Ollama serves the request's path: new enough by the table of first
+    versions (shared/endpoints.py; an unknown version may), and it has not answered 404
+    for the path itself lately (an Ollama built without it)."""
+
+    name = "serves_path"
+
+    def allows(self, node: NodeState, request: RouteRequest, context: ScoringContext) -> bool:
+        return node_serves(node, request.path, context.inputs)
 
 
 class HasModel:
@@ -160,5 +172,5 @@ class PinnedNode:
 
 @hookimpl
 def herd_register_filters() -> list[NodeFilter]:
-    return [PinnedNode(), Servable(), HasModel(), ModelHealthy(), FitsInMemory(), RoomToLoad(),
-            WaitForLoaded()]
+    return [PinnedNode(), Servable(), ServesPath(), HasModel(), ModelHealthy(), FitsInMemory(),
+            RoomToLoad(), WaitForLoaded()]

@@ -55,6 +55,8 @@ class ContextProtection:
     name = "context_protection"
 
     def apply(self, request: RouteRequest, context: ScoringContext) -> None:
+        if request.fixed_body:  # its API carries no options for Ollama to read
+            return
         options = request.options()
         wanted = _as_int(options.get("num_ctx")) if "num_ctx" in options else 0
         if wanted > 0:
@@ -169,7 +171,10 @@ class Tags:
 class Conversation:
     """Names a conversation, so its later turns can go back to the node whose prompt cache
     already holds the earlier ones: `X-Herd-Session: <id>` on any endpoint (with the model),
-    else a chat's opening (system prompt and first user message) and model.
+    else OpenAI's `prompt_cache_key` in the body (Codex sends its conversation's id there),
+    else the conversation's opening and model: a chat's system prompt and first user
+    message (Ollama's and OpenAI's chat), Anthropic Messages' `system` and first user
+    message, an OpenAI Responses request's `instructions` and first user item of `input`.
 
     Only the opening is hashed: every later turn repeats it, whatever came after.
     """
@@ -178,6 +183,9 @@ class Conversation:
 
     def apply(self, request: RouteRequest, context: ScoringContext) -> None:
         explicit = request.headers.get("x-herd-session", "").strip()
+        if not explicit:
+            cache_key = request.body.get("prompt_cache_key")
+            explicit = cache_key.strip()[:MAX_SESSION_ID] if isinstance(cache_key, str) else ""
         if explicit:
             if len(explicit) > MAX_SESSION_ID:
                 raise BadRequest(f"X-Herd-Session is longer than {MAX_SESSION_ID} characters")
@@ -185,20 +193,37 @@ class Conversation:
                 msgspec.json.encode([request.model, "session", explicit]), digest_size=12)
             request.session_key = digest.hexdigest()
             return
-        if request.endpoint != "chat":
-            return
-        messages = request.body.get("messages")
-        if not isinstance(messages, list):
-            return
-        opening: list[Any] = []
-        for message in messages:
-            opening.append(message)
-            if isinstance(message, dict) and message.get("role") == "user":
-                break
-        else:
-            return  # no user message: nothing that identifies a conversation
+        opening = _opening(request.endpoint, request.body)
+        if opening is None:
+            return  # no user turn: nothing that identifies a conversation
         digest = hashlib.blake2b(msgspec.json.encode([request.model, opening]), digest_size=12)
         request.session_key = digest.hexdigest()
+
+
+def _first_turn(items: Any) -> list[Any] | None:
+    """The items up to and with the first user turn; None without one."""
+    if not isinstance(items, list):
+        return None
+    opening: list[Any] = []
+    for item in items:
+        opening.append(item)
+        if isinstance(item, dict) and item.get("role") == "user":
+            return opening
+    return None
+
+
+def _opening(endpoint: str, body: dict[str, Any]) -> list[Any] | None:
+    """What every turn of a conversation repeats, by API; None if the request has none."""
+    if endpoint == "chat":
+        return _first_turn(body.get("messages"))
+    if endpoint == "messages":  # Anthropic: the system prompt is a field of its own
+        turn = _first_turn(body.get("messages"))
+        return None if turn is None else ["messages", body.get("system"), *turn]
+    if endpoint == "responses":  # `input` is a string (one turn) or the items so far
+        given = body.get("input")
+        turn = [given] if isinstance(given, str) and given else _first_turn(given)
+        return None if turn is None else ["responses", body.get("instructions"), *turn]
+    return None
 
 
 class Priority:

@@ -33,7 +33,7 @@ from services.router.context import RouterContext
 from services.router.fleet.background import started
 from services.router.fleet.benchmarks import stop_runs
 from services.router.openapi import openapi_config
-from services.router.proxy import exchange
+from services.router.proxy import count_tokens, exchange
 from shared.fastcluster import fast_redis
 from shared.mdns import advertise
 from shared.redisconn import connect
@@ -90,7 +90,7 @@ def create_app(settings: Settings, redis_url: str) -> Litestar:
             *meta.ROUTES, *fleet.ROUTES, *dashboard_link.ROUTES,
             *health.ROUTES, *metrics.ROUTES, *settings_api.ROUTES, *models.ROUTES,
             *usage.ROUTES, *events.ROUTES, *benchmarks.ROUTES, *keys.ROUTES,
-            *exchange.ROUTES, *catalog.ROUTES, *manage.ROUTES,
+            *exchange.ROUTES, *count_tokens.ROUTES, *catalog.ROUTES, *manage.ROUTES,
             *pins.ROUTES,
         ],
         exception_handlers=EXCEPTION_HANDLERS,

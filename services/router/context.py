@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from services.recorder.recorder import Recorder
 from services.router.fleet.core import Core
+from services.router.fleet.dispatch import Dispatcher
 from services.router.fleet.ends import RequestEnds
 from services.router.fleet.keys import ClientKeys
 from services.router.fleet.leader import Leader, LeaderJob
@@ -44,6 +45,7 @@ class RouterContext(Core):
     routing: RoutingEngine = field(init=False)
     stats: Stats = field(init=False)
     nodes: Nodes = field(init=False)
+    dispatcher: Dispatcher = field(init=False)
     leader: Leader = field(init=False)
     pins: PinKeeper = field(init=False)  # its job runs on the leader only
     # Checks from every plugin, asked once per replica (hooks register, handlers call).
@@ -66,6 +68,9 @@ class RouterContext(Core):
         ctx.routing = RoutingEngine(ctx.plugins)
         ctx.stats = Stats(ctx)
         ctx.nodes = Nodes()
+        ctx.dispatcher = Dispatcher(ctx, fleet=ctx.fleet, slots=ctx.slots, ends=ctx.ends,
+                                    routing=ctx.routing, stats=ctx.stats,
+                                    client_keys=ctx.client_keys)
         ctx.pins = PinKeeper(ctx, ctx.fleet, ctx.nodes, lambda: ctx.routing.inputs, ctx.stats)
         ctx.leader = Leader(ctx, [*leader_jobs(settings), ctx.pins.job])
         ctx.health_checks = [

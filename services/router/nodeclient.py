@@ -246,22 +246,25 @@ class NodeClient:
 
     async def post(
         self, base_url: str, path: str, payload: bytes, *, connect_timeout: float,
-        read_timeout: float,
+        read_timeout: float, content_type: bytes = b"application/json", extra: bytes = b"",
     ) -> NodeResponse:
-        """Send a JSON POST; return once the response's headers arrived."""
+        """Send a POST (JSON unless `content_type` says otherwise; `extra` holds further
+        header lines, each ending in CRLF); return once the response's headers arrived."""
         return await self.request(b"POST", base_url, path, payload,
-                                  connect_timeout=connect_timeout, read_timeout=read_timeout)
+                                  connect_timeout=connect_timeout, read_timeout=read_timeout,
+                                  content_type=content_type, extra=extra)
 
     async def request(
         self, method: bytes, base_url: str, path: str, payload: bytes = b"", *,
-        connect_timeout: float, read_timeout: float,
+        connect_timeout: float, read_timeout: float, content_type: bytes = b"application/json",
+        extra: bytes = b"",
     ) -> NodeResponse:
         """Send a request with a JSON body (maybe empty); return once its headers arrived."""
         key = _target(base_url)
         request = (
-            b"%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+            b"%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\n%s"
             b"Content-Length: %d\r\n\r\n"
-            % (method, path.encode(), key.host_header, len(payload))
+            % (method, path.encode(), key.host_header, content_type, extra, len(payload))
         ) + payload
         idle = self._idle.get(key)
         while idle:

@@ -12,8 +12,9 @@ An inference answer that is not a success is classified here and nowhere else
   a template that does not parse, a `format` it cannot use) is `RequestRefused`, and one
   saying the model does not fit in memory with what the request asked is `TooLarge`,
   which another node with more memory may still serve;
-- nobody: a 404 for the model is `ModelMissing` (the registry was stale), a 503 "server
-  busy" a full node;
+- nobody: a 404 for the model is `ModelMissing` (the registry was stale), a 404 for the
+  path itself (Ollama's router's plain-text `404 page not found`: an Ollama too old for
+  the endpoint) `PathMissing`, a 503 "server busy" a full node;
 - the model on that node: any other 5xx (a runner that crashed, ran out of memory while
   running, a model that does not load) and an answer that never came;
 - the node: a connection refused, reset or never made.
@@ -37,8 +38,10 @@ __all__ = [
     "Blame",
     "ModelMissing",
     "NodeAnswer",
+    "NodeReply",
     "NodeResponse",
     "Nodes",
+    "PathMissing",
     "RequestRefused",
     "TooLarge",
     "UpstreamFailure",
@@ -100,6 +103,13 @@ class ModelMissing(UpstreamFailure):
     blame = Blame.NOBODY
 
 
+class PathMissing(UpstreamFailure):
+    """The node answered 404 for the path itself, not for a model: its Ollama does not
+    serve this endpoint (older than the version table says, or built without it)."""
+
+    blame = Blame.NOBODY
+
+
 class RequestRefused(UpstreamFailure):
     """The node refused the request itself: the client's error, with the node's own
     `message` and status, as the same Ollama alone would have answered. Another node
@@ -121,6 +131,65 @@ class TooLarge(RequestRefused):
                  need_gb: float) -> None:
         super().__init__(reason, status, body, message)
         self.need_gb = need_gb
+
+
+class NodeReply:
+    """A node's answer to an inference request, its headers in, the body to come.
+
+    Its reads raise UpstreamFailure saying how the node failed (broke off, or said nothing
+    for the stale timeout), so the request path never handles the client's own errors.
+    """
+
+    __slots__ = ("_response", "content_type", "node_id", "stale_timeout", "status")
+
+    def __init__(self, response: NodeResponse, node_id: str, stale_timeout: float) -> None:
+        self._response, self.node_id, self.stale_timeout = response, node_id, stale_timeout
+        self.status = response.status
+        self.content_type: str = response.headers.get("content-type", "application/json")
+
+    async def read(self) -> bytes:
+        """The whole body; the connection goes back for reuse."""
+        response = self._response
+        try:
+            return await response.read()
+        except (NodeBroken, TimeoutError) as exc:
+            response.close()
+            raise UpstreamFailure(f"{self.node_id}: {type(exc).__name__} {exc}") from exc
+        finally:
+            response.release()
+
+    async def first(self) -> bytes:
+        """A stream's first part; UpstreamFailure if it fails or ends before any output (the
+        client has nothing yet: retry elsewhere)."""
+        response = self._response
+        try:
+            first = await response.readany()
+        except (NodeBroken, TimeoutError) as exc:
+            response.close()
+            raise UpstreamFailure(f"{self.node_id}: {type(exc).__name__} {exc}") from exc
+        if not first:
+            response.close()
+            raise UpstreamFailure(f"{self.node_id} closed the stream without output")
+        return first
+
+    async def readany(self) -> bytes:
+        """A stream's next part, b"" at its end; UpstreamFailure saying why it broke off."""
+        try:
+            return await self._response.readany()
+        except TimeoutError as exc:
+            raise UpstreamFailure(
+                f"no output from {self.node_id} for {self.stale_timeout:g} s") from exc
+        except NodeBroken as exc:
+            raise UpstreamFailure(
+                f"{self.node_id} broke off the stream: {type(exc).__name__} {exc}") from exc
+
+    def release(self) -> None:
+        """Done: a complete answer gives its connection back for reuse."""
+        self._response.release()
+
+    def close(self) -> None:
+        """Drop the connection: the node stops generating."""
+        self._response.close()
 
 
 # Ollama's words for a model that does not fit (server/sched.go, llm/server.go, the MLX
@@ -211,19 +280,21 @@ class Nodes:
 
     async def forward(
         self, node: NodeState, path: str, payload: bytes, *, connect_timeout: float,
-        stale_timeout: float,
-    ) -> NodeResponse:
-        """POST an inference request; returns the response once its headers arrived.
+        stale_timeout: float, content_type: bytes = b"application/json", extra: bytes = b"",
+    ) -> NodeReply:
+        """POST an inference request; returns the answer once its headers arrived.
 
         A success, or the request's own 4xx (the client gets it as it is). Raises
-        ModelMissing on a 404 (Ollama's inference endpoints 404 only for the model), what
-        `classify` makes of a 5xx, and UpstreamFailure on a connection refused, reset or
-        not made (the node's fault) or no answer within `stale_timeout` (the model's).
+        ModelMissing on a 404 for the model (Ollama's handlers answer JSON), PathMissing on
+        its router's plain-text 404 for the path, what `classify` makes of a 5xx, and
+        UpstreamFailure on a connection refused, reset or not made (the node's fault) or no
+        answer within `stale_timeout` (the model's).
         """
         try:
             response = await self.client.post(
                 node.ollama_url, path, payload,
                 connect_timeout=connect_timeout, read_timeout=stale_timeout,
+                content_type=content_type, extra=extra,
             )
         except TimeoutError as exc:
             # Connected, but no answer: a load or a runner that hangs (the model's), unless
@@ -233,7 +304,15 @@ class Nodes:
         except NodeBroken as exc:
             raise UpstreamFailure(f"{node.node_id}: {exc}") from exc
         if response.status == 404:
-            response.release()
+            plain = response.headers.get("content-type", "").startswith("text/plain")
+            try:
+                body = await response.read() if plain else b""
+            except (NodeBroken, TimeoutError):
+                body = b""
+            finally:
+                response.release()
+            if plain and body.strip() == b"404 page not found":
+                raise PathMissing(f"{node.node_id} does not serve {path}", 404, body)
             raise ModelMissing(f"{node.node_id} does not have the model", 404)
         if response.status >= 500:
             try:
@@ -243,7 +322,7 @@ class Nodes:
             finally:
                 response.release()
             raise classify(node.node_id, response.status, body)
-        return response
+        return NodeReply(response, node.node_id, stale_timeout)
 
     # --- the catalogue ----------------------------------------------------------------
 

@@ -26,8 +26,9 @@ from litestar.openapi.spec import Tag
 from services.router.proxy.request import ENDPOINTS
 from services.version import VERSION
 from shared import schemas
+from shared.errors import is_anthropic_path
 
-__all__ = ["INFERENCE", "OPENAPI_PATH", "RAW_BODIES", "complete", "openapi_config"]
+__all__ = ["COUNT_TOKENS", "INFERENCE", "OPENAPI_PATH", "RAW_BODIES", "complete", "openapi_config"]
 
 OPENAPI_PATH = "/schema"
 
@@ -40,7 +41,14 @@ INFERENCE: dict[str, tuple[type[msgspec.Struct], str]] = {
     "/v1/chat/completions": (schemas.OpenAIChatRequest, "OpenAI chat completions"),
     "/v1/completions": (schemas.OpenAICompletionRequest, "OpenAI completions"),
     "/v1/embeddings": (schemas.OpenAIEmbeddingsRequest, "OpenAI embeddings"),
+    "/v1/responses": (schemas.ResponsesRequest, "OpenAI Responses (Codex, the Agents SDK)"),
+    "/v1/messages": (schemas.AnthropicMessagesRequest,
+                     "Anthropic Messages (Claude Code, the anthropic SDKs)"),
+    "/v1/audio/transcriptions": (schemas.TranscriptionForm, "OpenAI audio transcription"),
+    "/v1/audio/speech": (schemas.SpeechRequest, "OpenAI text to speech, audio streamed back"),
 }
+# bodies that are not JSON
+_FORMS = {"/v1/audio/transcriptions"}
 
 # (path, method) -> the body of a handler that reads it raw
 RAW_BODIES: dict[tuple[str, str], type[msgspec.Struct] | None] = {
@@ -84,19 +92,25 @@ def _components() -> dict[str, Any]:
     """JSON Schema of the structs only this module describes, keyed by struct name."""
     kinds: list[type[msgspec.Struct]] = [kind for kind, _ in INFERENCE.values()]
     kinds += [k for k in RAW_BODIES.values() if k is not None]
-    kinds += [schemas.ErrorAnswer, schemas.OpenAIErrorAnswer]
+    kinds += [schemas.ErrorAnswer, schemas.OpenAIErrorAnswer, schemas.AnthropicErrorAnswer,
+              schemas.CountTokensAnswer]
     _, found = msgspec.json.schema_components(kinds, ref_template="#/components/schemas/{name}")
     return found
 
 
 def _inference_operation(path: str, kind: type[msgspec.Struct], summary: str) -> dict[str, Any]:
     openai = path.startswith("/v1/")
-    error = _ref("OpenAIErrorAnswer" if openai else "ErrorAnswer")
+    anthropic = is_anthropic_path(path)
+    error = _ref("AnthropicErrorAnswer" if anthropic else
+                 "OpenAIErrorAnswer" if openai else "ErrorAnswer")
     streamed = "text/event-stream" if openai else "application/x-ndjson"
+    if path == "/v1/audio/speech":
+        streamed = "audio/wav"
     answer = {"schema": dict(_FREE_OBJECT)}
+    body_type = "multipart/form-data" if path in _FORMS else "application/json"
     return {
         "post": {
-            "tags": ["openai" if openai else "ollama"],
+            "tags": ["anthropic" if anthropic else "openai" if openai else "ollama"],
             "summary": summary,
             "description": (
                 "The body reaches the chosen node unchanged: fields not named here are "
@@ -107,7 +121,7 @@ def _inference_operation(path: str, kind: type[msgspec.Struct], summary: str) ->
             "operationId": "Infer" + "".join(
                 part.title() for part in path.strip("/").replace("/", "_").split("_")),
             "requestBody": {"required": True, "content": {
-                "application/json": {"schema": _ref(kind.__name__)}}},
+                body_type: {"schema": _ref(kind.__name__)}}},
             "responses": {
                 "200": {"description": "The node's answer.", "content": {
                     "application/json": answer, streamed: answer}},
@@ -117,6 +131,30 @@ def _inference_operation(path: str, kind: type[msgspec.Struct], summary: str) ->
             },
         },
     }
+
+
+COUNT_TOKENS = "/v1/messages/count_tokens"
+
+
+def _count_tokens_operation() -> dict[str, Any]:
+    """The router's own answer to Anthropic's token counting (docs/api.md)."""
+    error = {"application/json": {"schema": _ref("AnthropicErrorAnswer")}}
+    return {"post": {
+        "tags": ["anthropic"],
+        "summary": "Anthropic token counting, answered by the router (an estimate)",
+        "description": "The body of /v1/messages without max_tokens. The count is the "
+                       "characters of the input divided by 4, as Ollama estimates "
+                       "message_start's input_tokens; no node is asked.",
+        "operationId": "CountTokens",
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": _ref("AnthropicMessagesRequest")}}},
+        "responses": {
+            "200": {"description": "The estimate.", "content": {
+                "application/json": {"schema": _ref("CountTokensAnswer")}}},
+            **{str(code): {"description": _ERRORS[code], "content": error}
+               for code in (400, 401, 404, 405, 413)},
+        },
+    }}
 
 
 def complete(document: dict[str, Any]) -> dict[str, Any]:
@@ -143,6 +181,7 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
                 "required": body is None,
                 "content": {"application/json": {"schema": schema}},
             }
+    paths[COUNT_TOKENS] = _count_tokens_operation()
     upload = paths.get("/api/blobs/{digest}", {}).get("post")
     if upload is not None:  # streamed to the node as it arrives, any size
         upload["requestBody"] = {"required": True, "content": {"application/octet-stream": {
@@ -170,10 +209,11 @@ def openapi_config() -> OpenAPIConfig:
         description=(
             "A load balancer for Ollama fleets. Ollama's and OpenAI's APIs are routed to the "
             "best node; the fleet, dashboard, settings and model endpoints are Herd's own. "
-            "Errors are Ollama's `{\"error\": ...}`, or OpenAI's error object on /v1/."),
+            "Errors are Ollama's `{\"error\": ...}`, Anthropic's error object on "
+            "/v1/messages, or OpenAI's on the rest of /v1/."),
         path=OPENAPI_PATH,
         render_plugins=[_Completed()],
         tags=[Tag(name=name) for name in (
-            "ollama", "openai", "fleet", "dashboard", "models", "settings", "keys", "benchmarks",
-            "router")],
+            "ollama", "openai", "anthropic", "fleet", "dashboard", "models", "settings", "keys",
+            "benchmarks", "router")],
     )

@@ -32,6 +32,7 @@ _OPENAI_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
 # Paths whose answers are streamed tokens: die_mid_stream and hang act inside them.
 _GENERATION = ("/api/chat", "/api/generate", "/v1/chat/completions", "/v1/completions",
                "/v1/responses", "/v1/messages", "/v1/audio/transcriptions", "/v1/audio/speech")
+_KEPT_HEADERS = ("anthropic-version", "anthropic-beta", "content-type")
 # Bodies that are not JSON: handlers read them themselves (multipart, blob uploads).
 _RAW_BODY = ("/api/blobs/", "/v1/audio/transcriptions")
 
@@ -96,7 +97,10 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
             except msgspec.DecodeError as exc:
                 stats.record_body(path, raw.decode(errors="replace"))
                 raise SimError(400, f"invalid JSON: {exc}") from exc
-            stats.record_body(path, body)
+            # what an agent SDK sends beside the body, so tests see it reach the node
+            sent = {name: request.headers[name] for name in _KEPT_HEADERS
+                    if name in request.headers}
+            stats.record_body(path, body, sent)
             if not isinstance(body, dict):
                 raise SimError(400, "the request body must be a JSON object")
             request["body"] = body

@@ -77,8 +77,12 @@ class Stats:
                 if field == gauge and value > getattr(counters, peak):
                     setattr(counters, peak, value)
 
-    def record_body(self, path: str, body: object) -> None:
-        self.bodies.append({"time": time.time(), "path": path, "body": body})
+    def record_body(self, path: str, body: object,
+                    headers: dict[str, str] | None = None) -> None:
+        entry: dict[str, Any] = {"time": time.time(), "path": path, "body": body}
+        if headers:
+            entry["headers"] = headers
+        self.bodies.append(entry)
 
     def snapshot(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         return {

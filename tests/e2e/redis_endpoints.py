@@ -4,8 +4,9 @@ what it must answer while Redis is frozen and once it is back.
 An operation the document has and `CALLS` lacks fails the drill: a new endpoint is added
 here with its request and its answers. While Redis is frozen an endpoint that needs the
 shared state answers 503 in its API's shape (Ollama's `{"error": ...}`, OpenAI's error
-object on /v1/*, /healthz its own); one that needs none (the version, the nodes' own
-model lists, this replica's settings) answers as usual.
+object on /v1/*, Anthropic's on /v1/messages, /healthz its own); one that needs none (the
+version, the nodes' own model lists, this replica's settings, count_tokens) answers as
+usual.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Call:
     frozen: int = 503
     thawed: int = 200
     stream: bool = False  # read the status and headers only (server-sent events)
+    form: dict[str, str] | None = None  # sent as a multipart form, with a short WAV file
 
     @property
     def url_path(self) -> str:
@@ -115,6 +117,15 @@ CALLS: tuple[Call, ...] = (
     Call("POST", "/v1/chat/completions", body={**_CHAT, "max_tokens": 4}),
     Call("POST", "/v1/completions", body={"model": MODEL, "prompt": "hi", "max_tokens": 4}),
     Call("POST", "/v1/embeddings", body={"model": MODEL, "input": "hi"}),
+    Call("POST", "/v1/messages", body={"model": MODEL, "max_tokens": 4,
+                                       "messages": _CHAT["messages"]}),
+    Call("POST", "/v1/messages/count_tokens", body={"model": MODEL,  # counted here
+                                                    "messages": _CHAT["messages"]},
+         frozen=200),
+    Call("POST", "/v1/responses", body={"model": MODEL, "input": "hi",
+                                        "max_output_tokens": 4}),
+    Call("POST", "/v1/audio/transcriptions", form={"model": MODEL}),
+    Call("POST", "/v1/audio/speech", body={"model": MODEL, "input": "hi", "voice": "alloy"}),
 )
 
 
@@ -137,8 +148,10 @@ class Result:
 def _send(client: httpx.Client, base: str, call: Call, headers: dict[str, str]) -> Result:
     started = time.monotonic()
     try:
-        with client.stream(call.method, base + call.url_path, json=call.body,
-                           headers=headers) as response:
+        upload = {"file": ("drill.wav", b"RIFF0000WAVE", "audio/wav")} \
+            if call.form is not None else None
+        with client.stream(call.method, base + call.url_path, json=call.body, data=call.form,
+                           files=upload, headers=headers) as response:
             if call.stream and response.status_code == 200:
                 body: Any = None  # an open event stream: the status is the answer
             else:
@@ -176,6 +189,11 @@ def shape_problem(result: Result) -> str:
     if result.call.stream:
         return "" if isinstance(body, dict) and isinstance(body.get("error"), str) else \
             f"not Ollama's error shape: {body!r}"
+    if path.startswith("/v1/messages"):
+        error = body.get("error") if isinstance(body, dict) else None
+        ok = body.get("type") == "error" and isinstance(error, dict) and \
+            error.get("type") == "overloaded_error" and isinstance(error.get("message"), str)
+        return "" if ok else f"not Anthropic's error shape: {body!r}"
     if path.startswith("/v1/"):
         error = body.get("error") if isinstance(body, dict) else None
         ok = isinstance(error, dict) and error.get("code") == "state_unavailable" and \

@@ -280,6 +280,28 @@ def test_settings_form_saves_a_change(fleet: LiveFleet, monkeypatch: pytest.Monk
     assert restore.status_code == 200
 
 
+def test_settings_form_edits_the_model_aliases(fleet: LiveFleet,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    at = page(fleet.url, "settings", monkeypatch)
+    field = at.text_input(key="setting:model_aliases")
+    assert field.value == "{}"
+    field.set_value('{"claude-*": "llama3.2:3b"}')
+    at.button(key="settings_save").click().run()
+    assert not at.exception
+    assert any("model_aliases = " in s.value for s in at.success), texts(at)
+    listing = fleet.get("/dashboard/api/settings").json()["settings"]
+    assert {s["name"]: s["value"] for s in listing}["model_aliases"] == {
+        "claude-*": "llama3.2:3b"}
+    again = page(fleet.url, "settings", monkeypatch)  # a later visit shows the stored value
+    assert again.text_input(key="setting:model_aliases").value == '{"claude-*": "llama3.2:3b"}'
+    at.text_input(key="setting:model_aliases").set_value('{"claude-*": "not a name"}')
+    at.button(key="settings_save").click().run()
+    assert any("model_aliases" in e.value for e in at.error), texts(at)
+    restore = httpx.post(fleet.url + "/dashboard/api/settings", timeout=10,
+                         json={"model_aliases": {}})
+    assert restore.status_code == 200
+
+
 @pytest.mark.parametrize(("raw", "named"), [
     ('{"max_retries": "lots"}', "max_retries"),
     ('{"no_such_setting": 1}', "no_such_setting"),

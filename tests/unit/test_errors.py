@@ -1,8 +1,20 @@
-"""Error shapes: Ollama's on /api/*, OpenAI's on /v1/* (clients parse these)."""
+"""Error shapes: Ollama's on /api/*, Anthropic's on /v1/messages, OpenAI's on the rest of
+/v1/* (clients parse these)."""
 
 from __future__ import annotations
 
-from shared.errors import ModelNotFound, QueueFull, RefusedByNode, UpstreamError, error_body
+import pytest
+
+from shared.errors import (
+    ModelNotFound,
+    QueueFull,
+    RateLimited,
+    RefusedByNode,
+    StateUnavailable,
+    Unauthorized,
+    UpstreamError,
+    error_body,
+)
 
 
 def test_ollama_shape() -> None:
@@ -13,17 +25,33 @@ def test_ollama_shape() -> None:
     assert error.status_code == 404
 
 
-def test_openai_shape() -> None:
+def test_openai_shape_words_an_unknown_model_as_ollama_does() -> None:
     error = ModelNotFound("x")
     body = error_body("/v1/chat/completions", 404, error.message, error)
     assert body == {
         "error": {
             "message": 'model "x" not found, try pulling it first',
-            "type": "invalid_request_error",
+            "type": "not_found_error",
             "param": None,
-            "code": "model_not_found",
+            "code": None,
         }
     }
+
+
+@pytest.mark.parametrize(("error", "kind"), [
+    (ModelNotFound("x"), "not_found_error"),
+    (Unauthorized("no key"), "authentication_error"),
+    (RateLimited("slow down", 3), "rate_limit_error"),
+    (StateUnavailable(), "overloaded_error"),
+    (UpstreamError("node failed"), "api_error"),
+    (RefusedByNode("bad option", 500), "invalid_request_error"),
+])
+def test_anthropic_shape_on_the_messages_paths(error: Exception, kind: str) -> None:
+    assert isinstance(error, ModelNotFound | Unauthorized | RateLimited | StateUnavailable
+                      | UpstreamError | RefusedByNode)
+    for path in ("/v1/messages", "/v1/messages/count_tokens"):
+        assert error_body(path, error.status_code, error.message, error) == {
+            "type": "error", "error": {"type": kind, "message": error.message}}
 
 
 def test_queue_full_carries_retry_after() -> None:

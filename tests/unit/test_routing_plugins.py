@@ -323,6 +323,39 @@ def test_a_conversation_keeps_its_key_across_turns() -> None:
     assert conversation_key({"model": M, "messages": [{"role": "system", "content": "x"}]}) == ""
 
 
+def test_anthropic_and_responses_conversations_keep_their_keys_across_turns() -> None:
+    def messages(*contents: str, system: object = "be brief") -> dict[str, object]:
+        roles = ["user", "assistant"]
+        return {"model": M, "system": system, "max_tokens": 10, "messages": [
+            {"role": roles[i % 2], "content": c} for i, c in enumerate(contents)]}
+
+    first = conversation_key(messages("fix the bug"), "messages")
+    assert first == conversation_key(messages("fix the bug", "done", "now test it"), "messages")
+    assert conversation_key(messages("fix the bug", system="be verbose"), "messages") != first
+    assert conversation_key(messages("fix the bug", system=[
+        {"type": "text", "text": "be brief"}]), "messages") != first
+    # the same words as a chat are another conversation (another API, another prompt)
+    assert conversation_key(chat("fix the bug", system="be brief")) != first
+
+    def responses(*items: str, instructions: str = "you are codex") -> dict[str, object]:
+        roles = ["user", "assistant"]
+        return {"model": M, "instructions": instructions, "input": [
+            {"type": "message", "role": roles[i % 2], "content": c} for i, c in enumerate(items)]}
+
+    opening = conversation_key(responses("add tests"), "responses")
+    assert opening and opening == conversation_key(
+        responses("add tests", "added", "run them"), "responses")
+    assert conversation_key(responses("add tests", instructions="other"), "responses") != opening
+    one = conversation_key({"model": M, "input": "hello", "instructions": "x"}, "responses")
+    assert one and one != opening
+    assert conversation_key({"model": M, "input": []}, "responses") == ""
+    # Codex names its conversation in prompt_cache_key: every turn keeps it, whatever input
+    keyed = conversation_key({**responses("add tests"), "prompt_cache_key": "c-1"}, "responses")
+    assert keyed not in ("", opening) and keyed == conversation_key(
+        {**responses("other", "words"), "prompt_cache_key": "c-1"}, "responses")
+    assert conversation_key({"model": M, "input": "hi"}, "speech") == ""
+
+
 def test_the_node_that_served_the_last_turn_ranks_first_with_replica_memory() -> None:
     engine = RoutingEngine(build_plugin_manager())
     ctx = context(node("a", loaded=4096), node("b", loaded=4096), session_affinity="replica")

@@ -174,7 +174,8 @@ class ClientKeys:
         scheme, _, value = authorization.partition(" ")
         value = value.strip()
         if scheme.lower() != "bearer" or not value:
-            raise Unauthorized("this endpoint needs an API key: Authorization: Bearer <key>")
+            raise Unauthorized("this endpoint needs an API key: Authorization: Bearer <key> "
+                               "(or x-api-key: <key>)")
         given = value.encode("utf-8", "replace")
         for token in (settings.client_token, settings.admin_token):
             if token and hmac.compare_digest(given, token.encode()):

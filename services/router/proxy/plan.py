@@ -5,8 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from services.router.nodes import ModelMissing, RequestRefused, TooLarge, UpstreamFailure
+from services.router.nodes import (
+    ModelMissing,
+    PathMissing,
+    RequestRefused,
+    TooLarge,
+    UpstreamFailure,
+)
+from shared.endpoints import since
 from shared.errors import (
+    EndpointUnserved,
     HerdError,
     ModelNotFound,
     NoNodeAvailable,
@@ -15,9 +23,9 @@ from shared.errors import (
 )
 from shared.fit import fits, room_gb
 from shared.models import FleetSnapshot, MemoryRefusal, NodeState, normalize_model
-from shared.routing import RouteRequest, ScoringContext
+from shared.routing import RouteRequest, ScoringContext, node_serves
 
-__all__ = ["RetryPlan", "pick_model"]
+__all__ = ["RetryPlan", "pick_model", "unserved_path"]
 
 
 def pick_model(request: RouteRequest, snapshot: FleetSnapshot) -> None:
@@ -44,6 +52,20 @@ def asked_model(request: RouteRequest) -> str:
     return asked if isinstance(asked, str) else request.model
 
 
+def unserved_path(request: RouteRequest, context: ScoringContext) -> EndpointUnserved | None:
+    """The error for a request whose model some servable node has, none of them serving
+    its path (their Ollama is too old, or answered 404 for the path); None otherwise."""
+    nodes = context.snapshot.servable_with(request.model)
+    if not nodes or any(node_serves(n, request.path, context.inputs) for n in nodes):
+        return None
+    first = since(request.path)
+    found = sorted({n.ollama_version or "unknown" for n in nodes})
+    needs = f"Ollama {first} or later" if first else "an Ollama that serves it"
+    return EndpointUnserved(
+        f"{request.path} needs {needs}; no node with {request.model} serves it "
+        f"(their Ollama: {', '.join(found)})")
+
+
 @dataclass
 class RetryPlan:
     """Nodes tried so far for one request, and whether another may be tried.
@@ -61,6 +83,7 @@ class RetryPlan:
     max_retries: int
     excluded: list[str] = field(default_factory=list)
     misses: int = 0
+    unserved: int = 0  # nodes that answered 404 for the path itself (not retries either)
     reason: str = ""
     too_large: int = 0
     # nodes never tried that cannot succeed after a memory refusal
@@ -81,8 +104,12 @@ class RetryPlan:
         """Each attempt holds its own slot id, so a late release never frees a newer one."""
         return request_id if not self.excluded else f"{request_id}.{len(self.excluded)}"
 
-    def nothing_to_try(self, request: RouteRequest) -> HerdError:
-        """The error for a request with no candidate left."""
+    def nothing_to_try(self, request: RouteRequest,
+                       context: ScoringContext | None = None) -> HerdError:
+        """The error for a request with no candidate left (with `context`, the fleet: an
+        endpoint no node with the model serves is said so)."""
+        if context is not None and (unserved := unserved_path(request, context)) is not None:
+            return unserved
         if self.refusal is not None:
             return RefusedByNode(self.refusal.message, self.refusal.status)
         if self.excluded and self.misses == len(self.excluded):
@@ -102,6 +129,7 @@ class RetryPlan:
         self.learned = None  # only this failure's
         self.excluded.append(node_id)
         self.misses += isinstance(failure, ModelMissing)
+        self.unserved += isinstance(failure, PathMissing)
         # the answer is the latest refusal, unless a node that might have served failed since
         self.refusal = None
         if isinstance(failure, RequestRefused):
@@ -111,7 +139,7 @@ class RetryPlan:
             self.too_large += 1
             if context is not None:
                 self._rule_out(node_id, failure, request, context)
-        if len(self.excluded) - self.misses - self.too_large > self.max_retries:
+        if len(self.excluded) - self.misses - self.unserved - self.too_large > self.max_retries:
             raise UpstreamError(
                 f"{request.model} failed on {len(self.excluded)} node(s); last: {self.reason}")
 

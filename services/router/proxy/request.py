@@ -6,12 +6,15 @@ testable without a server.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping
-from typing import Literal, cast
+from typing import Any, cast
 
+import multipart
 from litestar.types import Receive, Scope
 
+from services.router.proxy.apis import DIALECTS, Api
 from shared.bodies import decode_json
 from shared.errors import BadRequest, HerdError, PayloadTooLarge
 from shared.models import normalize_model, valid_model_name
@@ -21,23 +24,16 @@ __all__ = [
     "ENDPOINTS",
     "Api",
     "MethodNotAllowed",
+    "form_fields",
     "header_map",
     "parse_request",
     "read_body",
+    "replace_form_field",
 ]
 
-Api = Literal["ollama", "openai"]
-
-# path -> (API, endpoint name)
+# path -> (API, endpoint name), from the dialects (proxy/apis.py)
 ENDPOINTS: dict[str, tuple[Api, str]] = {
-    "/api/chat": ("ollama", "chat"),
-    "/api/generate": ("ollama", "generate"),
-    "/api/embed": ("ollama", "embed"),
-    "/api/embeddings": ("ollama", "embeddings"),
-    "/v1/chat/completions": ("openai", "chat"),
-    "/v1/completions": ("openai", "completions"),
-    "/v1/embeddings": ("openai", "embeddings"),
-}
+    path: (dialect.api, dialect.endpoint) for path, dialect in DIALECTS.items()}
 
 
 class MethodNotAllowed(HerdError):
@@ -84,7 +80,8 @@ def parse_request(
     """
     if not raw.strip():
         raise BadRequest("missing request body")
-    body = decode_json(raw)
+    dialect = DIALECTS[path]
+    body = form_fields(raw, headers) if dialect.form else decode_json(raw)
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     model = body.get("model")
@@ -94,16 +91,55 @@ def parse_request(
         raise BadRequest("model must be a string")
     if not valid_model_name(model.strip()):  # before it reaches a node, a header or a key
         raise BadRequest("model is not a valid model name")
-    api, endpoint = ENDPOINTS[path]
     return RouteRequest(
         app=app,
         tags=[app] if app else [],
         request_id=os.urandom(16).hex(),  # uuid4().hex's shape at half the cost
-        api=api,
-        endpoint=endpoint,
+        api=dialect.api,
+        endpoint=dialect.endpoint,
+        path=path,
+        fixed_body=dialect.fixed_body,
         model=normalize_model(model),
         body=body,
         raw=raw,
         headers=headers,
         client_ip=client_ip,
     )
+
+
+def form_fields(raw: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
+    """The text fields of a multipart form (files left out), or BadRequest as Ollama words
+    it: its audio endpoint reads the model from the form's `model` field."""
+    kind, options = multipart.parse_options_header(headers.get("content-type", ""))
+    boundary = options.get("boundary", "")
+    if kind != "multipart/form-data" or not boundary:
+        raise BadRequest("failed to parse multipart form: request Content-Type isn't "
+                         "multipart/form-data")
+    limit = len(raw) + 1  # already within the body limit: keep every part in memory
+    parser = multipart.MultipartParser(io.BytesIO(raw), boundary, content_length=len(raw),
+                                       spool_limit=limit, memory_limit=limit, disk_limit=0)
+    fields: dict[str, Any] = {}
+    try:
+        for part in parser:
+            if part.filename is None and part.name not in fields:
+                fields[part.name] = part.value
+    except multipart.MultipartError as exc:
+        raise BadRequest(f"failed to parse multipart form: {exc}") from None
+    return fields
+
+
+def replace_form_field(raw: bytes, headers: Mapping[str, str], name: str, old: str,
+                       new: str) -> bytes:
+    """`raw` with the value of its text field `name` changed from `old` to `new`, every
+    other byte as the client sent it (a model alias on a multipart request)."""
+    _, options = multipart.parse_options_header(headers.get("content-type", ""))
+    boundary = options.get("boundary", "").encode()
+    head = raw.find(b'name="' + name.encode() + b'"')
+    if head < 0 or not boundary:
+        raise BadRequest(f"failed to parse multipart form: no {name} field")
+    value = b"\r\n\r\n" + old.encode() + b"\r\n--" + boundary
+    at = raw.find(value, head)
+    if at < 0:
+        raise BadRequest(f"failed to parse multipart form: unreadable {name} field")
+    start = at + 4
+    return raw[:start] + new.encode() + raw[start + len(old.encode()):]
