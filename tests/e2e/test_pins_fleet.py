@@ -1,12 +1,13 @@
 """Pins through real routers and simulators: copies loaded and kept, reloaded after an
-eviction and a node restart, a pin that cannot fit reported short, unpinning, and with two
-replicas only the leader acts."""
+eviction and a node restart, a pin that cannot fit reported short, unpinning, with two
+replicas only the leader acts; and a queue that outlasts a cold load gets a copy."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +220,34 @@ def test_with_two_replicas_only_the_leader_loads(tmp_path: Path, redis_url: str)
         logs = [(tmp_path / d / "logs" / "herd.jsonl") for d in ("router-data", "router-data-1")]
         acted = [p for p in logs if p.exists() and "pin pin: qwen3:8b" in p.read_text()]
         assert len(acted) == 1
+
+
+def test_a_queue_longer_than_a_cold_load_gets_a_copy_on_an_idle_node(
+    tmp_path: Path, redis_url: str,
+) -> None:
+    slow = ["--tokens-per-s", "20"]  # 20 tokens: a request holds n0's one slot for 1 s
+    with start_fleet(tmp_path, redis_url, {"n0": slow, "n1": slow}, parallel=1,
+                     env=ROUND) as fleet:
+        httpx.post(f"{fleet.sim_url('n0')}/api/generate",
+                   json={"model": PINNED, "prompt": ""}, timeout=30)
+        fleet.heartbeat_all()
+        body = {"model": PINNED, "prompt": "hello", "stream": False,
+                "options": {"num_predict": 20}}
+
+        def ask() -> int:
+            # held to n0, so they queue there while n1 stands idle
+            return httpx.post(f"{fleet.url}/api/generate", json=body, timeout=60,
+                              headers={"X-Herd-Node": "n0"}).status_code
+
+        with ThreadPoolExecutor(12) as pool:
+            futures = [pool.submit(ask) for _ in range(12)]
+            # ~11 s of queue behind one slot against a cold load of a few seconds
+            settle(fleet, lambda: keep_alive(fleet, "n1", PINNED) is not None,
+                   "a queue copy on n1", timeout=20)
+            assert [f.result() for f in futures] == [200] * 12
+        assert keep_alive(fleet, "n1", PINNED) == 300  # the node's own keep_alive
+        copies = [e for e in events(redis_url, fleet, "warm_copy") if e["action"] == "queue"]
+        assert copies and copies[0]["node_id"] == "n1"
+        assert "waiting: expected wait" in copies[0]["reason"]
+        assert "longer than a cold load on n1" in copies[0]["reason"]
+        assert len({e["node_id"] for e in copies}) == 1  # one copy: n0 has the model already
