@@ -5,6 +5,6 @@ COPY services ./services
 COPY plugins ./plugins
 COPY shared ./shared
 COPY streamlit_app ./streamlit_app
-RUN pip install --no-cache-dir -c constraints.txt .
+RUN pip install --no-cache-dir -c constraints.txt '.[otel]'
 EXPOSE 11435 8501
 CMD ["herd"]

@@ -8,10 +8,13 @@ simulators by heartbeat, then measures in one run:
 With `--key plain` every request carries a client key without limits (checked from the
 replica's memory), with `--key limited` a key with limits too high to reach (one Lua call
 per request to count it): the cost of access control on the request path.
+With `--otel on` the router traces every request (OTEL_EXPORTER_OTLP_ENDPOINT) to an OTLP/HTTP
+receiver in a process of its own (tests/otlp.py), which counts the spans it gets; with
+`--otel sampled` it records one request in ten (OTEL_TRACES_SAMPLER=traceidratio, 0.1).
 With `--api messages` the same is measured on Anthropic's /v1/messages (SSE streams, its
 usage read from message_start and message_delta) instead of /api/chat.
 Run: .venv/bin/python benchmarks/overhead.py [--requests 1000] [--seconds 4] [--key limited]
-     [--api messages]
+     [--otel on] [--api messages]
 """
 
 from __future__ import annotations
@@ -171,18 +174,31 @@ def main() -> int:
                         help="write a py-spy profile of the router at c=32 here (.svg/.json/.txt)")
     parser.add_argument("--key", choices=("none", "plain", "limited"), default="none",
                         help="send a client key: none, one without limits, or one with limits")
+    parser.add_argument("--otel", choices=("off", "on", "sampled"), default="off",
+                        help="trace every request (on) or one in ten (sampled) to an OTLP "
+                             "receiver")
     parser.add_argument("--api", choices=tuple(APIS), default="chat",
                         help="the API measured: Ollama's /api/chat or Anthropic's /v1/messages")
     args = parser.parse_args()
     global PATH, CHAT, STREAM
     PATH, CHAT, STREAM = APIS[args.api]
+    router_env = {"FLEET_HEARTBEAT_TIMEOUT": "3600", "FLEET_HEARTBEAT_OFFLINE": "7200"}
     tmp = Path(tempfile.mkdtemp(prefix="herd-bench-"))
     # No append-only file: the benchmark measures what the router adds, on the same Redis
     # for every version it compares (herd's own embedded Redis keeps one).
     redis = EmbeddedRedis(tmp / "redis", persist=False)
     redis_url = redis.start()
     procs: list[Proc] = []
+    receiver = None
     try:
+        if args.otel == "sampled":
+            router_env.update(OTEL_TRACES_SAMPLER="traceidratio", OTEL_TRACES_SAMPLER_ARG="0.1")
+        if args.otel != "off":  # the collector: a process of its own, as it would be
+            otlp_port = free_port()
+            receiver = Proc([sys.executable, "-m", "tests.otlp", "--port", str(otlp_port)],
+                            tmp / "otlp.log", env={"PYTHONPATH": str(ROOT)})
+            procs.append(receiver)
+            router_env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{otlp_port}"
         sim_port = free_port()
         sim = Proc([herd_bin(), "sim", "--host", "127.0.0.1", "--port", str(sim_port),
                     *SIM_FLAGS], tmp / "sim.log")
@@ -193,7 +209,7 @@ def main() -> int:
                        "--data-dir", str(tmp / "data"), "--log-level", "WARNING"],
                       tmp / "router.log",
                       # one heartbeat registers the simulator for the whole run
-                      env={"FLEET_HEARTBEAT_TIMEOUT": "3600", "FLEET_HEARTBEAT_OFFLINE": "7200"})
+                      env=router_env)
         procs.append(router)
         sim_url, router_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{port}"
         sim.wait_http(f"{sim_url}/api/version")
@@ -211,6 +227,8 @@ def main() -> int:
         for proc in reversed(procs):
             proc.stop()
         redis.stop()
+        if receiver is not None:
+            print(f"otel              {receiver.output().strip()}")
     added_p50 = r["router_p50"] - r["direct_p50"]
     added_p99 = r["router_p99"] - r["direct_p99"]
     added_ttft = r["router_ttft_p50"] - r["direct_ttft_p50"]

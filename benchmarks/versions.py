@@ -6,7 +6,12 @@ and prints the median of every figure per version. Alternating spreads a shared 
 noise over both versions alike. Both versions run in this checkout's virtualenv: the
 base's packages come first on PYTHONPATH.
 
+`--variant NAME=ARGS` (repeatable) runs this tree once per variant in each round, with
+ARGS added to overhead.py's command line (e.g. `--variant off= --variant on=--otel=on`):
+several configurations of this version beside the base, in one run.
+
 Run: .venv/bin/python benchmarks/versions.py --base b8f63be [--rounds 3] [--requests 1000]
+     [--variant off= --variant on=--otel=on]
 """
 
 from __future__ import annotations
@@ -32,11 +37,12 @@ FIGURES = [
 ]
 
 
-def run_once(tree: Path, requests: int, seconds: float) -> dict[str, float]:
+def run_once(tree: Path, requests: int, seconds: float,
+             extra: list[str] | None = None) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run(
         [sys.executable, str(tree / "benchmarks" / "overhead.py"), "--requests", str(requests),
-         "--seconds", str(seconds)],
+         "--seconds", str(seconds), *(extra or [])],
         env=env, capture_output=True, text=True, timeout=600, check=False,
     ).stdout
     figures = {}
@@ -55,26 +61,34 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--variant", action="append", default=[],
+                        help="NAME=ARGS: run this tree with these overhead.py arguments too")
     args = parser.parse_args()
+    variants: dict[str, list[str]] = {}
+    for spec in args.variant or ["this="]:
+        name, _, extra = spec.partition("=")
+        variants[name] = extra.split()
     with tempfile.TemporaryDirectory(prefix="herd-base-") as tmp:
         base = Path(tmp) / "base"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base),
                         args.base], check=True, capture_output=True)
         print(f"base tree: {base}", flush=True)
         try:
-            runs: dict[str, list[dict[str, float]]] = {"base": [], "this": []}
+            runs: dict[str, list[dict[str, float]]] = {"base": [], **{v: [] for v in variants}}
+            plan = [("base", base, []), *((v, ROOT, extra) for v, extra in variants.items())]
             for round_ in range(args.rounds):
-                for label, tree in (("base", base), ("this", ROOT)):
-                    runs[label].append(run_once(tree, args.requests, args.seconds))
+                for label, tree, extra in plan:
+                    runs[label].append(run_once(tree, args.requests, args.seconds, extra))
                     print(f"round {round_ + 1} {label}: {runs[label][-1]}", flush=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
                            check=False, capture_output=True)
-    print(f"\nmedians of {args.rounds} rounds      base ({args.base})   this")
+    labels = list(runs)
+    print(f"\nmedians of {args.rounds} rounds (base = {args.base})")
+    print(f"{'':<22} " + " ".join(f"{label:>10}" for label in labels))
     for name, _ in FIGURES:
-        before = statistics.median(r[name] for r in runs["base"])
-        after = statistics.median(r[name] for r in runs["this"])
-        print(f"{name:<22} {before:>12.2f} {after:>10.2f}")
+        medians = [statistics.median(r[name] for r in runs[label]) for label in labels]
+        print(f"{name:<22} " + " ".join(f"{m:>10.2f}" for m in medians))
     return 0
 
 

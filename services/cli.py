@@ -29,7 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("services.demo", "Start a whole simulated fleet with its dashboard, in one command."),
     "recorder": ("services.recorder.cli", "Copy the fleet's traces into one latency.db, alone."),
     "bench": ("services.bench.cli", "Measure a fleet through its router; the dashboard keeps it."),
-    "keys": ("services.keys", "Create, list or revoke client keys; open or close inference "
+    "keys": ("services.client_keys", "Create, list or revoke client keys; open or close inference "
                               "(admin token from FLEET_ADMIN_TOKEN)."),
     "pin": ("services.pin", "Keep a model loaded on N nodes of the fleet; --list shows the pins "
                             "(admin token from FLEET_ADMIN_TOKEN)."),

@@ -13,8 +13,9 @@ from zeroconf import InterfaceChoice, IPVersion
 from zeroconf._utils.net import get_all_addresses  # public name, not re-exported for mypy
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-from services.version import VERSION
+from shared.background import background
 from shared.settings import Settings
+from shared.version import VERSION
 
 __all__ = ["SERVICE_TYPE", "advertise", "advertised_addresses", "mdns_interfaces"]
 
@@ -84,13 +85,10 @@ async def advertise(settings: Settings, replica_id: str) -> AsyncIterator[None]:
         except Exception as exc:  # noqa: BLE001 - advertising is optional; serving is not
             log.warning("mDNS registration failed", extra={"error": repr(exc)})
 
-    task = asyncio.create_task(register(), name="herd-mdns-register")
     try:
-        yield
+        async with background(register(), "herd-mdns-register"):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         with contextlib.suppress(Exception):
             if registered.is_set():
                 await asyncio.wait_for(aiozc.async_unregister_service(info), 3.0)

@@ -83,6 +83,14 @@ class Settings:
         "Lowest level written to the console and to the JSON log files.",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
     )
+    otel_endpoint: str = _setting(
+        "", "OpenTelemetry collector (OTLP/HTTP, e.g. http://otel-collector:4318): set, every "
+        "inference request is traced, its spans sent in batches to <endpoint>/v1/traces "
+        "(needs the herd[otel] extra). The SDK's own OTEL_* variables apply too "
+        "(OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_HEADERS, "
+        "OTEL_TRACES_SAMPLER, OTEL_BSP_*). Empty: no tracing, at no cost.",
+        env="OTEL_EXPORTER_OTLP_ENDPOINT",
+    )
     mdns_enabled: bool = _setting(
         True, "Advertise the router (and browse, in herd-node) over mDNS. --no-mdns turns it off."
     )

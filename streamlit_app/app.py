@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from streamlit_app import data
+from streamlit_app import data, live
 from streamlit_app.nav import PAGES
 
 __all__: list[str] = []
@@ -17,7 +17,7 @@ HERE = Path(__file__).parent
 @st.fragment(run_every="1s")
 def router_status() -> None:
     cfg = data.config()
-    reply, _ = data.live_fleet()
+    reply, _ = live.live_fleet()
     if reply.unreachable:
         st.error(f"Router unreachable: {cfg.router_url} — retrying")
     elif reply.fleet_state:

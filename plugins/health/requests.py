@@ -8,10 +8,10 @@ from shared.health import (
     HealthCheck,
     HealthView,
     Severity,
-    Usage,
     counted,
 )
 from shared.hookspecs import hookimpl
+from shared.usage import Usage
 
 __all__ = ["herd_register_health_checks"]
 

@@ -18,7 +18,7 @@ import httpx
 import psutil
 
 from services.node.shapes import ModelShapes
-from services.version import VERSION
+from shared.version import VERSION
 
 __all__ = [
     "GpuSampler",

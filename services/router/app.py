@@ -14,11 +14,11 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from services.router.api import (
     benchmarks,
     catalog,
+    client_keys,
     dashboard_link,
     events,
     fleet,
     health,
-    keys,
     manage,
     meta,
     metrics,
@@ -30,10 +30,10 @@ from services.router.api import settings as settings_api
 from services.router.api.auth import LOOPBACK_ONLY
 from services.router.api.errors import EXCEPTION_HANDLERS
 from services.router.context import RouterContext
-from services.router.fleet.background import started
-from services.router.fleet.benchmarks import stop_runs
 from services.router.openapi import openapi_config
 from services.router.proxy import count_tokens, exchange
+from services.router.telemetry import tracing
+from shared.background import started
 from shared.fastcluster import fast_redis
 from shared.mdns import advertise
 from shared.redisconn import connect
@@ -48,6 +48,7 @@ async def running(ctx: RouterContext) -> AsyncIterator[None]:
     """Each part's background work, started in order before the app serves, stopped in
     reverse when it ends."""
     async with contextlib.AsyncExitStack() as stack:
+        ctx.tracing = await stack.enter_async_context(tracing(ctx.settings, ctx.replica_id))
         await stack.enter_async_context(ctx.runtime.running())  # parts start with overrides
         await stack.enter_async_context(ctx.client_keys.running())  # before inference
         await stack.enter_async_context(ctx.fleet.running())  # others read its snapshot
@@ -58,7 +59,7 @@ async def running(ctx: RouterContext) -> AsyncIterator[None]:
         stack.callback(ctx.nodes.close)
         await stack.enter_async_context(started(ctx.leader))  # reaper, recorder: one replica
         await stack.enter_async_context(advertise(ctx.settings, ctx.replica_id))
-        stack.push_async_callback(stop_runs, ctx)  # this replica's benchmark runs stop first
+        stack.push_async_callback(ctx.benchmarks.stop)  # this replica's benchmark runs stop first
         yield
 
 
@@ -73,6 +74,7 @@ def create_app(settings: Settings, redis_url: str) -> Litestar:
         fast = fast_redis(redis_url, reply_timeout=settings.redis_timeout,
                           key_prefix=settings.redis_prefix)
         ctx = RouterContext.create(settings, redis, fast)
+        ctx.redis_url = redis_url
         app.state.herd = ctx
         async with running(ctx):
             log.info("router ready", extra={"replica": ctx.replica_id})
@@ -89,7 +91,7 @@ def create_app(settings: Settings, redis_url: str) -> Litestar:
         route_handlers=[
             *meta.ROUTES, *fleet.ROUTES, *dashboard_link.ROUTES,
             *health.ROUTES, *metrics.ROUTES, *settings_api.ROUTES, *models.ROUTES,
-            *usage.ROUTES, *events.ROUTES, *benchmarks.ROUTES, *keys.ROUTES,
+            *usage.ROUTES, *events.ROUTES, *benchmarks.ROUTES, *client_keys.ROUTES,
             *exchange.ROUTES, *count_tokens.ROUTES, *catalog.ROUTES, *manage.ROUTES,
             *pins.ROUTES,
         ],

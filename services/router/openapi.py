@@ -24,9 +24,9 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Tag
 
 from services.router.proxy.request import ENDPOINTS
-from services.version import VERSION
 from shared import schemas
 from shared.errors import is_anthropic_path
+from shared.version import VERSION
 
 __all__ = ["COUNT_TOKENS", "INFERENCE", "OPENAPI_PATH", "RAW_BODIES", "complete", "openapi_config"]
 

@@ -32,7 +32,9 @@ _OPENAI_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
 # Paths whose answers are streamed tokens: die_mid_stream and hang act inside them.
 _GENERATION = ("/api/chat", "/api/generate", "/v1/chat/completions", "/v1/completions",
                "/v1/responses", "/v1/messages", "/v1/audio/transcriptions", "/v1/audio/speech")
-_KEPT_HEADERS = ("anthropic-version", "anthropic-beta", "content-type")
+# (and the W3C trace context, so a test sees which span of a trace called the node)
+_KEPT_HEADERS = ("anthropic-version", "anthropic-beta", "content-type", "traceparent",
+                 "tracestate")
 # Bodies that are not JSON: handlers read them themselves (multipart, blob uploads).
 _RAW_BODY = ("/api/blobs/", "/v1/audio/transcriptions")
 

@@ -9,6 +9,7 @@ import streamlit as st
 
 from shared.schemas import FleetQueue, NodeView, QueueCounters
 from streamlit_app import data, widgets
+from streamlit_app import live as live_feed
 from streamlit_app.data import fmt
 
 CARDS_PER_ROW = 3
@@ -65,7 +66,7 @@ def app_rows(by_app: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
             for model, apps in sorted(by_app.items()) for app, n in sorted(apps.items())]
 
 
-def live_caption(view: data.LiveView) -> None:
+def live_caption(view: live_feed.LiveView) -> None:
     if view.connected:
         st.caption(f":green[:material/sensors:] Live: updated {widgets.ago(view.received_at)}"
                    " from the router's event stream")
@@ -74,10 +75,10 @@ def live_caption(view: data.LiveView) -> None:
                    f"({view.error or 'connecting'}); showing a plain read, retrying")
 
 
-@st.fragment(run_every=data.LIVE_EVERY)
+@st.fragment(run_every=live_feed.LIVE_EVERY)
 def live() -> None:
     # From the stream's latest snapshot: no request to the router per refresh.
-    reply, view = data.live_fleet()
+    reply, view = live_feed.live_fleet()
     body = reply.data
     if widgets.problem(reply, "the fleet status") or body is None:
         return
@@ -121,7 +122,7 @@ def waiting_by_app(queue: data.Reply[FleetQueue]) -> None:
         st.table(widgets.frame(rows).set_index(["model", "app"]))
 
 
-def events(view: data.LiveView) -> None:
+def events(view: live_feed.LiveView) -> None:
     st.subheader("Latest events")
     if not view.events:
         st.caption("Nothing has happened yet. Node status changes, retries, context "

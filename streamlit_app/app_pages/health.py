@@ -14,6 +14,7 @@ import streamlit as st
 
 from shared.schemas import Finding
 from streamlit_app import data, widgets
+from streamlit_app import live as live_feed
 from streamlit_app.data import fmt
 
 SEVERITIES = ("critical", "warning", "info")
@@ -57,9 +58,9 @@ def score_tile(score: int) -> None:
     widgets.meter("Health score", score / 100, band.colour)
 
 
-@st.fragment(run_every=data.LIVE_EVERY)
+@st.fragment(run_every=live_feed.LIVE_EVERY)
 def live() -> None:
-    view = data.live()
+    view = live_feed.live()
     reply = data.health(epoch=f"{view.version}:{int(time.time() // HEALTH_PERIOD)}")
     if widgets.problem(reply, "fleet health") or reply.data is None:
         return

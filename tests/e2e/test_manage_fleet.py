@@ -15,7 +15,7 @@ import ollama
 import psutil
 import pytest
 
-from services.version import VERSION
+from shared.version import VERSION
 from tests.e2e.proxy_fleet import Fleet, start_fleet
 from tests.helpers import Proc, free_port, herd_bin, wait_until
 

@@ -39,8 +39,8 @@ from hypothesis.stateful import (
 )
 from redis.asyncio import Redis
 
+from services.router.fleet.client_keys import CLOSED, OPEN, ClientKeys
 from services.router.fleet.core import Core
-from services.router.fleet.keys import CLOSED, OPEN, ClientKeys
 from services.router.fleet.runtime import RuntimeSettings
 from shared.errors import Conflict, NotFound, Unauthorized
 from shared.keys import Keys

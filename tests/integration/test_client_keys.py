@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from services.router.app import create_app
 from services.router.context import RouterContext
-from services.router.fleet.keys import ClientKeys, KeyRecord
+from services.router.fleet.client_keys import ClientKeys, KeyRecord
 from shared.errors import RateLimited, Unauthorized
 from shared.keys import Keys
 from shared.settings import Settings

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from services.router.app import create_app
 from services.router.fleet.core import Core
 from services.router.fleet.events import recent_events
-from services.router.fleet.registry import Fleet
+from services.router.fleet.registry import Registry
 from shared.keys import Keys
 from shared.models import MemoryRefusal
 from shared.settings import Settings
@@ -157,7 +157,7 @@ async def test_router_failures_degrade_until_success(
 ) -> None:
     await client.post("/heartbeat", json=example())
     # Another replica (in this test's loop) sees the failures; the app learns by pub/sub.
-    other = Fleet(Core.create(settings, redis))
+    other = Registry(Core.create(settings, redis))
     await other.refresh(sweep=False)
     for _ in range(settings.node_failures_degraded):
         await other.record_failure("capnode", "connect refused")
@@ -174,7 +174,7 @@ async def test_a_models_failures_stay_with_it_unless_they_span_models(
     client: AsyncTestClient[Any], settings: Settings, redis: Redis, keys: Keys,
 ) -> None:
     await client.post("/heartbeat", json=example())
-    other = Fleet(Core.create(settings, redis))
+    other = Registry(Core.create(settings, redis))
     await other.refresh(sweep=False)
     for _ in range(settings.node_failures_degraded + 1):
         await other.record_failure("capnode", "answered 500", model="llama3.2:3b")
@@ -202,7 +202,7 @@ async def test_a_nodes_refusal_reaches_every_replica_and_outlives_heartbeats(
     client: AsyncTestClient[Any], settings: Settings, redis: Redis, keys: Keys,
 ) -> None:
     await client.post("/heartbeat", json=example())
-    first, second = Fleet(Core.create(settings, redis)), Fleet(Core.create(settings, redis))
+    first, second = Registry(Core.create(settings, redis)), Registry(Core.create(settings, redis))
     await first.refresh(sweep=False)
     said = MemoryRefusal(num_ctx=131072, slots=4, need_gb=62.9, size_gb=2.147483648)
     assert await first.note_refusal("capnode", "llama3.2:3b", said)

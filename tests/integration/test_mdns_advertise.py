@@ -11,9 +11,9 @@ from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from services.router.context import RouterContext
-from services.version import VERSION
 from shared.mdns import SERVICE_TYPE, advertise
 from shared.settings import Settings
+from shared.version import VERSION
 
 
 async def test_advertises_without_delaying_startup_and_withdraws(

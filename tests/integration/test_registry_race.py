@@ -1,6 +1,6 @@
 """The cached fleet snapshot when a full refresh and a heartbeat interleave.
 
-`Fleet.refresh()` is a read (one round trip) followed by an install; these tests run a
+`Registry.refresh()` is a read (one round trip) followed by an install; these tests run a
 heartbeat between the two halves explicitly, which is exactly where a concurrent
 heartbeat lands when the timing is unlucky.
 """
@@ -15,7 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from services.router.fleet.core import Core
-from services.router.fleet.registry import Fleet
+from services.router.fleet.registry import Registry
 from shared.keys import Keys
 from shared.settings import Settings
 
@@ -32,11 +32,11 @@ def beat(node_id: str = "capnode", models: list[str] | None = None) -> dict[str,
 
 
 @pytest.fixture
-def fleet(settings: Settings, redis: Redis) -> Fleet:
-    return Fleet(Core.create(settings, redis))
+def fleet(settings: Settings, redis: Redis) -> Registry:
+    return Registry(Core.create(settings, redis))
 
 
-async def test_a_heartbeat_during_a_refresh_is_not_undone(fleet: Fleet) -> None:
+async def test_a_heartbeat_during_a_refresh_is_not_undone(fleet: Registry) -> None:
     await fleet.refresh()
     reading = await fleet.read()  # the refresh has read Redis: no node yet
     assert reading.nodes == {}
@@ -47,7 +47,7 @@ async def test_a_heartbeat_during_a_refresh_is_not_undone(fleet: Fleet) -> None:
     assert fleet.snapshot() is snapshot
 
 
-async def test_a_newer_heartbeat_is_not_replaced_by_an_older_read(fleet: Fleet) -> None:
+async def test_a_newer_heartbeat_is_not_replaced_by_an_older_read(fleet: Registry) -> None:
     await fleet.ingest_heartbeat(beat(models=["llama3.2:3b"]), SOURCE)
     reading = await fleet.read()
     assert reading.nodes["capnode"].models_available == ("llama3.2:3b",)
@@ -60,9 +60,9 @@ async def test_a_newer_heartbeat_is_not_replaced_by_an_older_read(fleet: Fleet) 
 
 
 async def test_reads_still_bring_what_other_replicas_wrote(
-    fleet: Fleet, settings: Settings, redis: Redis,
+    fleet: Registry, settings: Settings, redis: Redis,
 ) -> None:
-    other = Fleet(Core.create(settings, redis))
+    other = Registry(Core.create(settings, redis))
     await fleet.ingest_heartbeat(beat("mine"), SOURCE)
     reading = await fleet.read()
     await other.ingest_heartbeat(beat("theirs"), SOURCE)  # after the read: not in it
@@ -74,7 +74,7 @@ async def test_reads_still_bring_what_other_replicas_wrote(
 
 
 async def test_expired_nodes_are_forgotten_but_live_ones_stay(
-    fleet: Fleet, redis: Redis, keys: Keys,
+    fleet: Registry, redis: Redis, keys: Keys,
 ) -> None:
     await fleet.ingest_heartbeat(beat(), SOURCE)
     await redis.sadd(keys.nodes(), "ghost")  # an id whose hash expired
@@ -84,9 +84,9 @@ async def test_expired_nodes_are_forgotten_but_live_ones_stay(
 
 
 async def test_note_model_corrects_the_record_until_the_next_heartbeat(
-    fleet: Fleet, settings: Settings, redis: Redis,
+    fleet: Registry, settings: Settings, redis: Redis,
 ) -> None:
-    other = Fleet(Core.create(settings, redis))
+    other = Registry(Core.create(settings, redis))
     await fleet.ingest_heartbeat(beat(models=["llama3.2:3b", "qwen3:8b"]), SOURCE)
     assert await fleet.note_model("capnode", "qwen3:8b", None)
     assert not fleet.snapshot().nodes["capnode"].has_model("qwen3:8b")

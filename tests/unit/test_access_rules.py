@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.router.fleet.keys import digest, valid_app, validate_new_key
+from services.router.fleet.client_keys import digest, valid_app, validate_new_key
 from services.router.server import node_command
 from shared.bodies import decode_json, decode_object
 from shared.errors import BadRequest

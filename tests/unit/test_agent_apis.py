@@ -10,10 +10,10 @@ import pytest
 from services.router.nodes import PathMissing
 from services.router.proxy.aliases import apply_alias, resolve_alias
 from services.router.proxy.apis import DIALECTS, credential, forward_headers
+from services.router.proxy.counts import read_usage
 from services.router.proxy.forward import error_tail
 from services.router.proxy.plan import RetryPlan, unserved_path
 from services.router.proxy.request import form_fields, parse_request, replace_form_field
-from services.router.proxy.usage import read_usage
 from shared.errors import BadRequest, EndpointUnserved
 from shared.models import FleetSnapshot, NodeState
 from shared.routing import RouteRequest, RoutingInputs, ScoringContext, node_serves

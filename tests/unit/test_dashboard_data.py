@@ -11,7 +11,7 @@ from services.dashboard import dashboard_command, router_url_for
 from services.router.api.dashboard_link import dashboard_url
 from shared.schemas import FleetEvent, FleetStatus, FleetSummary
 from shared.settings import Settings
-from streamlit_app import data, widgets
+from streamlit_app import data, live, widgets
 from streamlit_app.nav import PAGES
 
 
@@ -117,7 +117,7 @@ def test_server_sent_events_are_parsed_by_name_and_data() -> None:
     lines = ["retry: 2000", "", "id: 1", "event: fleet", 'data: {"reason": "initial"}', "",
              ": keep-alive", "event: event", 'data: {"kind": "retry",', 'data: "x": 1}', "",
              'data: {"plain": true}', "", "event: unfinished", "data: {}"]
-    assert list(data.parse_sse(iter(lines))) == [
+    assert list(live.parse_sse(iter(lines))) == [
         ("fleet", '{"reason": "initial"}'), ("event", '{"kind": "retry",\n"x": 1}'),
         ("message", '{"plain": true}')]
 
@@ -161,7 +161,7 @@ def test_complete_only_holds_back_the_running_bucket() -> None:
 
 
 def test_live_feed_keeps_each_event_once_and_counts_changes() -> None:
-    feed = data.LiveFeed(data.Config("http://127.0.0.1:1"))  # never started: no thread
+    feed = live.LiveFeed(data.Config("http://127.0.0.1:1"))  # never started: no thread
     retry = '{"kind": "retry", "ts": 1.5, "node_id": "a"}'
 
     def snapshot(reason: str) -> str:
@@ -217,7 +217,7 @@ def test_a_503_about_the_fleet_state_is_told_from_other_errors(
 
 
 def test_the_event_streams_last_error_is_read_in_ollamas_shape() -> None:
-    assert data._stream_error('{"error": "fleet state (Redis) is unreachable, try again"}') \
+    assert live._stream_error('{"error": "fleet state (Redis) is unreachable, try again"}') \
         == "fleet state (Redis) is unreachable, try again"
-    assert data._stream_error("gone") == "gone"
-    assert "with an error" in data._stream_error("")
+    assert live._stream_error("gone") == "gone"
+    assert "with an error" in live._stream_error("")

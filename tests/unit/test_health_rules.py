@@ -12,8 +12,6 @@ from shared.health import (
     FunctionCheck,
     HealthView,
     Severity,
-    StatsWindow,
-    Usage,
     counted,
     health_score,
     run_checks,
@@ -21,6 +19,7 @@ from shared.health import (
 )
 from shared.models import FleetSnapshot, LoadedModel, NodeState, NodeStatus, Trace, TraceStatus
 from shared.settings import Settings
+from shared.usage import StatsWindow, Usage
 
 SETTINGS = Settings.load(environ={})
 

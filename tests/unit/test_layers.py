@@ -74,6 +74,27 @@ def test_the_node_boundary_and_the_recorder_stand_alone() -> None:
     assert not any(t.startswith("services.router") for t in GRAPH["services.node.discovery"])
 
 
+def test_shared_and_plugins_import_nothing_of_the_services() -> None:
+    """shared/ and plugins/ are below every service: the services import them, never the
+    other way round."""
+    wrong = sorted(
+        (module, target) for module, targets in GRAPH.items()
+        if module.startswith(("shared", "plugins"))
+        for target in targets if target.startswith("services")
+    )
+    assert wrong == []
+
+
+def test_fleet_state_never_imports_the_context() -> None:
+    """The context is built from the fleet's parts; a fleet module takes the parts it uses
+    (a Protocol of them at most), never the context itself."""
+    wrong = sorted(
+        (module, target) for module, targets in GRAPH.items() if _layer(module) == "fleet"
+        for target in targets if target == "services.router.context"
+    )
+    assert wrong == []
+
+
 def test_the_dashboard_and_the_fleet_share_the_contract_not_the_router() -> None:
     """The dashboard reads the router over HTTP: it imports the response structs from
     shared/, never the router; the fleet layer builds the same structs."""

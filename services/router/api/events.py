@@ -26,6 +26,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from services.router.api.errors import error_responses
 from services.router.context import RouterContext
+from services.router.fleet.events import events_after, latest_events
 from services.router.fleet.reads import fleet_summary, node_view, read_queue_depths, read_queues
 from shared.errors import StateUnavailable
 from shared.models import FleetSnapshot
@@ -55,25 +56,6 @@ def _event_message(entry: Any) -> ServerSentEventMessage:
     return ServerSentEventMessage(data=msgspec.json.encode(entry).decode(), event="event")
 
 
-def _decoded(rows: list[Any]) -> list[Any]:
-    return [msgspec.json.decode(fields["data"]) for _, fields in rows]
-
-
-async def _events_after(ctx: RouterContext, last_id: str) -> tuple[str, list[Any]]:
-    """Events appended after `last_id` (oldest first), and the id to read after next."""
-    rows = await ctx.redis.xrange(ctx.keys.events(), min=f"({last_id}", count=EVENT_BATCH)
-    if not rows:
-        return last_id, []
-    return str(rows[-1][0]), _decoded(rows)
-
-
-async def _latest_events(ctx: RouterContext) -> tuple[str, list[Any]]:
-    """The newest EVENT_BACKLOG events (oldest first) and the id the stream follows from:
-    one read, so nothing appended meanwhile is sent twice or lost."""
-    rows = await ctx.redis.xrevrange(ctx.keys.events(), count=EVENT_BACKLOG)
-    return (str(rows[0][0]) if rows else "0-0"), _decoded(rows[::-1])
-
-
 async def fleet_event(ctx: RouterContext, reason: str) -> FleetEvent:
     snapshot = ctx.fleet.snapshot()
     nodes = sorted(snapshot.nodes.values(), key=lambda n: n.node_id)
@@ -95,7 +77,7 @@ Opening = tuple[FleetEvent, str, list[Any]]  # the first snapshot, the event id,
 
 async def opening(ctx: RouterContext) -> Opening:
     """What a new subscriber gets at once: the snapshot and the newest events."""
-    last_id, backlog = await _latest_events(ctx)
+    last_id, backlog = await latest_events(ctx.redis, ctx.keys, EVENT_BACKLOG)
     return await fleet_event(ctx, "initial"), last_id, backlog
 
 
@@ -120,7 +102,8 @@ async def sse_stream(ctx: RouterContext, first: Opening) -> AsyncIterator[Server
                 await asyncio.sleep(WATCH_INTERVAL)
                 if ctx.stopping:
                     return  # the EventSource reconnects, to another replica if need be
-                last_id, entries = await _events_after(ctx, last_id)
+                last_id, entries = await events_after(ctx.redis, ctx.keys, last_id,
+                                                      EVENT_BATCH)
                 for entry in entries:
                     yield _event_message(entry)
                 snapshot = ctx.fleet.snapshot()

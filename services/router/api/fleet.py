@@ -20,9 +20,9 @@ from services.router.fleet.reads import (
     read_queues,
 )
 from services.router.fleet.versions import fleet_version
-from services.version import VERSION
 from shared.bodies import decode_json
 from shared.schemas import FleetQueue, FleetStatus, HeartbeatAnswer
+from shared.version import VERSION
 
 __all__ = ["ROUTES"]
 

@@ -16,8 +16,8 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from services.router.context import RouterContext
 from services.router.fleet.versions import fleet_version
-from services.version import VERSION
 from shared.schemas import HealthzError, HealthzOk, VersionAnswer
+from shared.version import VERSION
 
 __all__ = ["ROUTES"]
 

@@ -12,7 +12,6 @@ from services.router.api.auth import require_admin
 from services.router.api.errors import error_responses
 from services.router.api.progress import relay_progress
 from services.router.context import RouterContext
-from services.router.fleet.pulls import choose_pull_node
 from services.router.fleet.reads import model_management
 from shared.bodies import decode_object, model_field
 from shared.errors import BadRequest, NodeNotFound, NoNodeAvailable
@@ -70,7 +69,7 @@ async def _pull_request(request: Request[Any, Any, Any], ctx: RouterContext) -> 
     body = await _json_body(request)
     model = _model(body)
     node = _node(ctx, body["node_id"]) if body.get("node_id") is not None \
-        else choose_pull_node(ctx, model)
+        else ctx.pulls.choose_node(model)
     return await _pull(ctx, node, model, body)
 
 

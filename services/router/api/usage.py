@@ -16,7 +16,6 @@ from services.router.api.errors import error_responses
 from services.router.context import RouterContext
 from services.router.fleet.traces import recent_traces
 from shared.errors import BadRequest
-from shared.health import Usage
 from shared.models import TraceStatus, normalize_model
 from shared.schemas import (
     AppsReport,
@@ -29,6 +28,7 @@ from shared.schemas import (
     UsageReport,
     UsageSummary,
 )
+from shared.usage import Usage
 
 __all__ = ["ROUTES"]
 

@@ -16,18 +16,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
+from redis.asyncio import Redis
 
 from services.bench.results import BenchRun
 from services.bench.runner import BenchConfig, Runner
-from services.router.context import RouterContext
+from services.router.fleet.registry import Registry
 from shared.errors import BadRequest, NoNodeAvailable
+from shared.keys import Keys
 from shared.models import normalize_model, valid_model_name
 from shared.schemas import BenchmarkList
+from shared.settings import Settings
 
-__all__ = ["list_runs", "start_run", "stop_runs", "store_run"]
+__all__ = ["BenchmarkParts", "BenchmarkRuns", "list_runs", "start_run", "store_run"]
 
 log = logging.getLogger("herd.benchmark")
 
@@ -42,7 +45,36 @@ PROGRESS_EVERY_S = 0.5
 _run_decoder = msgspec.json.Decoder(BenchRun)
 
 
-def _own_url(ctx: RouterContext) -> str:
+class BenchmarkRuns:
+    """The benchmark runs started on this replica, cancelled when it stops."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def add(self, task: asyncio.Task[None]) -> None:
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def stop(self) -> None:
+        """Cancel the running ones (their entries then go stale)."""
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class BenchmarkParts(Protocol):
+    """What benchmark runs use of a replica's context."""
+
+    settings: Settings
+    redis: Redis
+    keys: Keys
+    replica_id: str
+    fleet: Registry
+    benchmarks: BenchmarkRuns
+
+
+def _own_url(ctx: BenchmarkParts) -> str:
     host = ctx.settings.host
     host = "127.0.0.1" if host in {"0.0.0.0", "", "::"} else host
     return f"http://{'[' + host + ']' if ':' in host else host}:{ctx.settings.port}"
@@ -55,7 +87,7 @@ def _bounded(body: dict[str, Any], name: str, default: int, high: int) -> int:
     return value
 
 
-async def _save_progress(ctx: RouterContext, run: BenchRun) -> None:
+async def _save_progress(ctx: BenchmarkParts, run: BenchRun) -> None:
     run.updated_at = time.time()
     pipe = ctx.redis.pipeline(transaction=False)
     pipe.hset(ctx.keys.benchmarks_active(), run.run_id, msgspec.json.encode(run))
@@ -63,7 +95,7 @@ async def _save_progress(ctx: RouterContext, run: BenchRun) -> None:
     await pipe.execute()
 
 
-async def store_run(ctx: RouterContext, run: BenchRun, *, release_lock: bool = False) -> None:
+async def store_run(ctx: BenchmarkParts, run: BenchRun, *, release_lock: bool = False) -> None:
     """Keep a finished run where the dashboard lists it (and end its progress entry)."""
     pipe = ctx.redis.pipeline(transaction=True)
     pipe.lpush(ctx.keys.benchmarks(), msgspec.json.encode(run))
@@ -74,7 +106,7 @@ async def store_run(ctx: RouterContext, run: BenchRun, *, release_lock: bool = F
     await pipe.execute()
 
 
-async def _execute(ctx: RouterContext, runner: Runner) -> None:
+async def _execute(ctx: BenchmarkParts, runner: Runner) -> None:
     async def report() -> None:
         while True:
             await asyncio.sleep(PROGRESS_EVERY_S)
@@ -93,7 +125,7 @@ async def _execute(ctx: RouterContext, runner: Runner) -> None:
     await store_run(ctx, runner.run, release_lock=True)
 
 
-def _pick_model(ctx: RouterContext) -> str:
+def _pick_model(ctx: BenchmarkParts) -> str:
     snapshot = ctx.fleet.snapshot()
     loaded = [m.name for n in snapshot.nodes.values() if n.servable for m in n.models_loaded]
     servable = [m for n in snapshot.nodes.values() if n.servable for m in n.models_available]
@@ -103,7 +135,7 @@ def _pick_model(ctx: RouterContext) -> str:
     return max(set(candidates), key=candidates.count)
 
 
-def _config(ctx: RouterContext, body: dict[str, Any]) -> BenchConfig:
+def _config(ctx: BenchmarkParts, body: dict[str, Any]) -> BenchConfig:
     model = body.get("model")
     if model is None:
         model = _pick_model(ctx)
@@ -133,7 +165,7 @@ def _config(ctx: RouterContext, body: dict[str, Any]) -> BenchConfig:
     )
 
 
-async def start_run(ctx: RouterContext, body: dict[str, Any]) -> BenchRun:
+async def start_run(ctx: BenchmarkParts, body: dict[str, Any]) -> BenchRun:
     """Validate, register the run as active, and start it in the background. The returned
     run is the live one: its fields change as the run goes."""
     runner = Runner(_config(ctx, body), replica_id=ctx.replica_id)
@@ -148,14 +180,12 @@ async def start_run(ctx: RouterContext, body: dict[str, Any]) -> BenchRun:
     if not claimed:
         raise BadRequest("another benchmark is starting or running")
     await _save_progress(ctx, run)
-    tasks = ctx.benchmark_tasks
-    task = asyncio.create_task(_execute(ctx, runner), name=f"herd-bench-{run.run_id}")
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
+    ctx.benchmarks.add(
+        asyncio.create_task(_execute(ctx, runner), name=f"herd-bench-{run.run_id}"))
     return run
 
 
-async def _active(ctx: RouterContext) -> list[BenchRun]:
+async def _active(ctx: BenchmarkParts) -> list[BenchRun]:
     raw = await ctx.redis.hgetall(ctx.keys.benchmarks_active())
     runs, stale = [], []
     for run_id, text in raw.items():
@@ -177,16 +207,8 @@ def _decode_run(text: str | bytes) -> BenchRun | None:
         return None
 
 
-async def list_runs(ctx: RouterContext, limit: int = MAX_RUNS) -> BenchmarkList:
+async def list_runs(ctx: BenchmarkParts, limit: int = MAX_RUNS) -> BenchmarkList:
     """Active runs and stored ones, newest first (older runs lack the newer fields)."""
     stored = await ctx.redis.lrange(ctx.keys.benchmarks(), 0, limit - 1)
     runs = [run for run in map(_decode_run, stored) if run is not None]
     return BenchmarkList(active=await _active(ctx), runs=runs)
-
-
-async def stop_runs(ctx: RouterContext) -> None:
-    """Cancel this replica's running benchmarks (their entries then go stale)."""
-    tasks = list(ctx.benchmark_tasks)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
-from services.router.context import RouterContext
+from services.router.fleet.registry import Registry
+from services.router.nodes import Nodes
 from shared.models import NodeState, normalize_model
 from shared.schemas import PsModel, TagModel
 
-__all__ = ["fan_out", "merge_ps", "merge_tags"]
+__all__ = ["CatalogParts", "fan_out", "merge_ps", "merge_tags"]
 
 
-async def fan_out(ctx: RouterContext, path: str) -> list[tuple[NodeState, dict[str, Any] | None]]:
+class CatalogParts(Protocol):
+    """What the catalogue uses of a replica's context."""
+
+    fleet: Registry
+    nodes: Nodes
+
+
+async def fan_out(ctx: CatalogParts, path: str) -> list[tuple[NodeState, dict[str, Any] | None]]:
     """Every servable node's answer to GET `path` (None where it failed)."""
     nodes = [n for n in ctx.fleet.snapshot().nodes.values() if n.servable]
     results = await asyncio.gather(*(ctx.nodes.get_json(n, path) for n in nodes))

@@ -35,6 +35,9 @@ class Core:
     # Set when the server begins a graceful shutdown: long-lived responses (the live-events
     # stream) end themselves instead of holding the shutdown until its timeout.
     stopping: bool = False
+    # The URL `redis` was connected with ("" when unknown): what a child process (the
+    # recorder) connects with.
+    redis_url: str = ""
 
     @classmethod
     def create(cls, settings: Settings, redis: Redis, fast: FastRedis | None = None) -> Self:

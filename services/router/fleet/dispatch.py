@@ -19,11 +19,11 @@ from redis.exceptions import RedisError
 
 from services.router.fleet import metrics
 from services.router.fleet.candidates import Candidates
+from services.router.fleet.client_keys import ClientKeys, KeyRecord
 from services.router.fleet.core import Core
 from services.router.fleet.ends import RequestEnd, RequestEnds
-from services.router.fleet.events import emit
-from services.router.fleet.keys import ClientKeys, KeyRecord
-from services.router.fleet.registry import Fleet
+from services.router.fleet.events import emit, event
+from services.router.fleet.registry import Registry
 from services.router.fleet.routing import Ranked, RoutingEngine
 from services.router.fleet.slots import Place, SlotManager
 from services.router.fleet.stats import REFUSED_STATUSES, Stats
@@ -46,13 +46,13 @@ from shared.routing import NO_APP, RouteRequest, ScoringContext
 
 __all__ = ["Dispatch", "Dispatcher"]
 
-log = logging.getLogger("herd.proxy")  # the request path's logger, as before the move
+log = logging.getLogger("herd.proxy")  # the request path's logger: one name to filter a request by
 
 
 class Dispatcher:
     """The fleet parts a request touches, and the start of each request's Dispatch."""
 
-    def __init__(self, core: Core, *, fleet: Fleet, slots: SlotManager, ends: RequestEnds,
+    def __init__(self, core: Core, *, fleet: Registry, slots: SlotManager, ends: RequestEnds,
                  routing: RoutingEngine, stats: Stats, client_keys: ClientKeys) -> None:
         self.core, self.fleet, self.slots, self.ends = core, fleet, slots, ends
         self.routing, self.stats, self.client_keys = routing, stats, client_keys
@@ -235,8 +235,8 @@ class Dispatch:
                 engine.latency.add(node_id, model, trace.latency_ms,
                                    trace.time_to_first_token_ms, tokens_per_s)
         parts.stats.count(trace)
-        end.events = [{"kind": note.kind, "ts": time.time(), "message": note.message,
-                       **note.fields} for note in request.notes]
+        end.events = [event(note.kind, message=note.message, **note.fields)
+                      for note in request.notes]
         pipe = core.fast.pipeline() if core.fast else core.redis.pipeline(transaction=False)
         parts.ends.add(pipe, end)
         parts.client_keys.add_usage(pipe, self.key,

@@ -23,15 +23,13 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import msgspec
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from services.router.fleet import traces
-from services.router.fleet.background import background
+from services.router.fleet import events, traces
 from services.router.fleet.core import Core
-from services.router.fleet.events import EVENTS_MAXLEN
 from services.router.fleet.slots import SlotManager
+from shared.background import background
 from shared.fastredis import FastPipeline
 from shared.models import Trace
 from shared.redisconn import REDIS_UNAVAILABLE
@@ -43,8 +41,6 @@ log = logging.getLogger("herd.router")
 RETRY_INTERVAL = 0.5  # seconds between tries while ends are kept
 MAX_KEPT = 10_000  # ends kept at most (a few MB); beyond it the oldest are dropped
 _BATCH = 100  # ends per round trip when writing kept ones
-
-_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(slots=True)
@@ -73,9 +69,7 @@ class RequestEnds:
             self._slots.add_release(pipe, node_id, model, request_id, ok)
         traces.add_trace(pipe, self._core, end.trace)
         for entry in end.events:
-            pipe.xadd(self._core.keys.events(), {"kind": str(entry["kind"]),
-                                                 "data": _encode(entry)},
-                      maxlen=EVENTS_MAXLEN, approximate=True)
+            events.append(pipe, self._core.keys, entry)
 
     def failed(self, end: RequestEnd, error: RedisError) -> None:
         """`end` was not (or not surely) written: keep it if Redis is away, else log it."""

@@ -4,29 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Protocol
 
 import msgspec
 
-from services.router.context import RouterContext
 from services.router.fleet.pins import read_pins
-from services.router.fleet.reads import read_counters, read_events, read_queue_depths
+from services.router.fleet.reads import ReadParts, read_counters, read_events, read_queue_depths
+from services.router.fleet.stats import Stats
 from shared.health import (
+    HealthCheck,
     HealthView,
-    StatsWindow,
     counted,
     health_score,
     run_checks,
 )
 from shared.models import NodeState, NodeStatus
 from shared.schemas import HealthReport, ModelAdvice, NodeAdvice, Recommendations, Vitals
+from shared.usage import StatsWindow
 
-__all__ = ["build_view", "compute_health", "recommendations"]
+__all__ = ["HealthParts", "build_view", "compute_health", "recommendations"]
 
 EVENTS_SCAN = 500  # newest events read per health call; enough for a day of reaps and flaps
 DAY_S = 86_400.0
 
 
-async def build_view(ctx: RouterContext, now: float | None = None) -> HealthView:
+class HealthParts(ReadParts, Protocol):
+    """What health uses of a replica's context: the reads' parts, stats and the checks."""
+
+    stats: Stats
+    health_checks: list[HealthCheck]
+
+
+async def build_view(ctx: HealthParts, now: float | None = None) -> HealthView:
     now = time.time() if now is None else now
     snapshot = ctx.fleet.snapshot()
     stats, counters, depths, events, pins = await asyncio.gather(
@@ -55,7 +64,7 @@ def _vitals(view: HealthView, score: int) -> Vitals:
     )
 
 
-async def compute_health(ctx: RouterContext, now: float | None = None) -> HealthReport:
+async def compute_health(ctx: HealthParts, now: float | None = None) -> HealthReport:
     """The /dashboard/api/health body (the shape ollama-herd users rely on; docs/api.md)."""
     view = await build_view(ctx, now)
     findings = run_checks(ctx.health_checks, view)
@@ -125,7 +134,7 @@ def _node_advice(
     return advice
 
 
-async def recommendations(ctx: RouterContext, now: float | None = None) -> Recommendations:
+async def recommendations(ctx: HealthParts, now: float | None = None) -> Recommendations:
     """Per node: models to keep loaded, load, or remove, each with a plain-words reason."""
     snapshot = ctx.fleet.snapshot()
     stats = await ctx.stats.read_window(24, now)

@@ -8,7 +8,7 @@ model. A node that fails is a failure of the whole answer when the registry list
 model there or when it answered with an error; one that cannot be reached and is not
 listed with the model is only named (X-Herd-Unreached-Nodes), as are offline nodes that
 list it. The fleet's view follows at once: each node that changed is noted in the registry
-(`Fleet.note_model`) before the client gets its answer, and its next heartbeat confirms.
+(`Registry.note_model`) before the client gets its answer, and its next heartbeat confirms.
 
 A create and the blobs it names must land on one node: the `ollama` clients upload each
 blob (HEAD, then POST /api/blobs/{digest}) and only then call create with the digests.
@@ -27,9 +27,12 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from services.router.context import RouterContext
+from redis.asyncio import Redis
+
+from services.router.fleet.registry import Registry
+from services.router.nodes import Nodes
 from shared.errors import (
     BadRequest,
     Conflict,
@@ -39,12 +42,14 @@ from shared.errors import (
     NotFound,
     UpstreamError,
 )
+from shared.keys import Keys
 from shared.models import NodeState, NodeStatus, normalize_model
 from shared.redisconn import REDIS_UNAVAILABLE
 
 __all__ = [
     "BLOB_TTL",
     "UPLOAD_TTL",
+    "ManageParts",
     "Outcome",
     "blob_digest",
     "copy_everywhere",
@@ -67,7 +72,16 @@ _DIGEST = re.compile(r"^sha256[:-]([0-9a-fA-F]{64})$")
 log = logging.getLogger("herd.models")
 
 
-async def _note(ctx: RouterContext, node_id: str, model: str, size_gb: float | None) -> None:
+class ManageParts(Protocol):
+    """What model management uses of a replica's context."""
+
+    redis: Redis
+    keys: Keys
+    fleet: Registry
+    nodes: Nodes
+
+
+async def _note(ctx: ManageParts, node_id: str, model: str, size_gb: float | None) -> None:
     """Note a change the nodes already made. With Redis away the node's next heartbeat
     tells the registry instead: the client still learns that the change was made."""
     try:
@@ -136,7 +150,7 @@ class Outcome:
         return error
 
 
-def _reachable(ctx: RouterContext) -> list[NodeState]:
+def _reachable(ctx: ManageParts) -> list[NodeState]:
     """Nodes worth asking: known, with an address, not offline (a draining or degraded
     node still answers)."""
     return sorted((n for n in ctx.fleet.snapshot().nodes.values()
@@ -144,7 +158,7 @@ def _reachable(ctx: RouterContext) -> list[NodeState]:
                   key=lambda n: n.node_id)
 
 
-async def _everywhere(ctx: RouterContext, method: bytes, path: str, payload: bytes,
+async def _everywhere(ctx: ManageParts, method: bytes, path: str, payload: bytes,
                       model: str) -> Outcome:
     nodes = _reachable(ctx)
 
@@ -176,7 +190,7 @@ async def _everywhere(ctx: RouterContext, method: bytes, path: str, payload: byt
     return Outcome(done, absent, failed, offline, headers)
 
 
-async def delete_everywhere(ctx: RouterContext, model: str, payload: bytes) -> Outcome:
+async def delete_everywhere(ctx: ManageParts, model: str, payload: bytes) -> Outcome:
     """Delete `model` on every node that has it (the client's body, as sent); the nodes
     that did it no longer list it."""
     outcome = await _everywhere(ctx, b"DELETE", "/api/delete", payload, model)
@@ -185,7 +199,7 @@ async def delete_everywhere(ctx: RouterContext, model: str, payload: bytes) -> O
     return outcome
 
 
-async def copy_everywhere(ctx: RouterContext, source: str, destination: str,
+async def copy_everywhere(ctx: ManageParts, source: str, destination: str,
                           payload: bytes) -> Outcome:
     """Copy `source` to `destination` on every node that has it (a copy is a second name
     for the same files: the size is the source's)."""
@@ -201,7 +215,7 @@ async def copy_everywhere(ctx: RouterContext, source: str, destination: str,
 # --- one node for create, blobs and push ----------------------------------------------
 
 
-def named_node(ctx: RouterContext, node_id: str) -> NodeState:
+def named_node(ctx: ManageParts, node_id: str) -> NodeState:
     """The node an X-Herd-Node header names: known, with an address, not offline."""
     node = ctx.fleet.snapshot().nodes.get(node_id)
     if node is None:
@@ -211,7 +225,7 @@ def named_node(ctx: RouterContext, node_id: str) -> NodeState:
     return node
 
 
-def _servable(ctx: RouterContext, node_id: str | None) -> NodeState | None:
+def _servable(ctx: ManageParts, node_id: str | None) -> NodeState | None:
     node = ctx.fleet.snapshot().nodes.get(node_id) if node_id else None
     return node if node is not None and node.servable else None
 
@@ -222,15 +236,15 @@ def _roomiest(nodes: list[NodeState], what: str) -> NodeState:
     return max(nodes, key=lambda n: (n.disk_available_gb, n.memory_available_gb, n.node_id))
 
 
-async def _upload_node(ctx: RouterContext, client: str) -> NodeState | None:
+async def _upload_node(ctx: ManageParts, client: str) -> NodeState | None:
     return _servable(ctx, await ctx.redis.get(ctx.keys.upload_node(client)))
 
 
-async def _keep_upload_node(ctx: RouterContext, client: str, node: NodeState) -> None:
+async def _keep_upload_node(ctx: ManageParts, client: str, node: NodeState) -> None:
     await ctx.redis.set(ctx.keys.upload_node(client), node.node_id, ex=UPLOAD_TTL)
 
 
-async def place_blob(ctx: RouterContext, client: str, digest: str,
+async def place_blob(ctx: ManageParts, client: str, digest: str,
                      named: str | None) -> NodeState:
     """The node a blob's HEAD or upload goes to; it becomes the client's upload node."""
     if named:
@@ -243,7 +257,7 @@ async def place_blob(ctx: RouterContext, client: str, digest: str,
     return node
 
 
-async def remember_blob(ctx: RouterContext, client: str, digest: str,
+async def remember_blob(ctx: ManageParts, client: str, digest: str,
                         node: NodeState) -> None:
     """The node has the blob (it said so, or took the upload)."""
     async with ctx.redis.pipeline(transaction=False) as pipe:
@@ -261,7 +275,7 @@ def _named_blobs(body: dict[str, Any]) -> list[str]:
     return digests
 
 
-async def place_create(ctx: RouterContext, client: str, body: dict[str, Any],
+async def place_create(ctx: ManageParts, client: str, body: dict[str, Any],
                        named: str | None) -> NodeState:
     """The node a create runs on (the module docstring gives the order)."""
     if named:
@@ -293,7 +307,7 @@ async def place_create(ctx: RouterContext, client: str, body: dict[str, Any],
     return _roomiest(servable, "create on")
 
 
-async def place_push(ctx: RouterContext, client: str, model: str,
+async def place_push(ctx: ManageParts, client: str, model: str,
                      named: str | None) -> NodeState:
     """A node that has `model`: the named one, else the client's upload node if it has it
     (where it was just created), else the least busy."""
@@ -310,7 +324,7 @@ async def place_push(ctx: RouterContext, client: str, model: str,
     return min(nodes, key=lambda n: (n.requests_active, n.node_id))
 
 
-async def note_created(ctx: RouterContext, node: NodeState, model: str) -> None:
+async def note_created(ctx: ManageParts, node: NodeState, model: str) -> None:
     """A create succeeded on `node`: list the model there at once, with the size the node
     gives it (0 until its next heartbeat if the node does not say)."""
     tags = await ctx.nodes.get_json(node, "/api/tags")

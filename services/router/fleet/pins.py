@@ -32,7 +32,8 @@ from redis.exceptions import RedisError, WatchError
 from services.router.fleet.core import Core
 from services.router.fleet.events import emit
 from services.router.fleet.pinplan import Action, Kind, PinStatus, World, plan
-from services.router.fleet.registry import Fleet
+from services.router.fleet.reads import ReadParts
+from services.router.fleet.registry import Registry
 from services.router.fleet.runtime import RuntimeSettings, jsonable
 from services.router.fleet.stats import Stats
 from services.router.nodes import Nodes
@@ -58,7 +59,7 @@ def _pair(node_id: str, model: str) -> str:
 class PinKeeper:
     """The leader's pin and warm-copy reconciler; `job` is its leader job."""
 
-    def __init__(self, core: Core, fleet: Fleet, nodes: Nodes,
+    def __init__(self, core: Core, fleet: Registry, nodes: Nodes,
                  inputs: Callable[[], RoutingInputs], stats: Stats) -> None:
         self._core = core
         self._fleet = fleet
@@ -281,7 +282,7 @@ def _view(status: PinStatus) -> PinView:
 # --- reads and edits (any replica) ------------------------------------------------------
 
 
-async def read_pins(core: Core) -> list[PinView]:
+async def read_pins(core: ReadParts) -> list[PinView]:
     """Every pin in this replica's settings with the state the leader last wrote."""
     raw = await core.redis.hgetall(core.keys.pins())
     out = []

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
-import msgspec
+from redis.asyncio import Redis
 
-from services.router.context import RouterContext
+from services.router.fleet.events import events_since
+from services.router.fleet.registry import Registry
 from shared.health import Counters
+from shared.keys import Keys
 from shared.models import FleetSnapshot, LoadedModel, NodeState, NodeStatus
 from shared.schemas import (
     CpuView,
@@ -21,9 +23,11 @@ from shared.schemas import (
     NodeView,
     QueueCounters,
 )
+from shared.settings import Settings
 
 __all__ = [
     "QUEUE_FIELDS",
+    "ReadParts",
     "counter_rows",
     "fleet_summary",
     "loaded_view",
@@ -40,6 +44,15 @@ __all__ = [
 QUEUE_FIELDS = ("pending", "in_flight", "done", "failed")
 
 
+class ReadParts(Protocol):
+    """What the reads use of a replica's context."""
+
+    settings: Settings
+    redis: Redis
+    keys: Keys
+    fleet: Registry
+
+
 def _int(value: str | None) -> int:
     try:
         return max(0, int(value or 0))
@@ -47,13 +60,13 @@ def _int(value: str | None) -> int:
         return 0
 
 
-async def read_counters(ctx: RouterContext) -> dict[tuple[str, str], Counters]:
+async def read_counters(ctx: ReadParts) -> dict[tuple[str, str], Counters]:
     """The request path's counters per (node, model)."""
     return {(node_id, model): Counters(**{name: getattr(entry, name) for name in QUEUE_FIELDS})
             for node_id, model, entry in await counter_rows(ctx)}
 
 
-async def counter_rows(ctx: RouterContext) -> list[tuple[str, str, QueueCounters]]:
+async def counter_rows(ctx: ReadParts) -> list[tuple[str, str, QueueCounters]]:
     """Counters per node:model (written by the request path), with each pair's slots."""
     redis, keys = ctx.redis, ctx.keys
     pairs = sorted(await redis.smembers(keys.counters_index()))
@@ -82,13 +95,13 @@ async def counter_rows(ctx: RouterContext) -> list[tuple[str, str, QueueCounters
     return out
 
 
-async def read_queues(ctx: RouterContext) -> dict[str, QueueCounters]:
+async def read_queues(ctx: ReadParts) -> dict[str, QueueCounters]:
     """Counters keyed "node:model", as /fleet/status shows them."""
     return {f"{node}:{model}": entry for node, model, entry in await counter_rows(ctx)}
 
 
 async def read_queue_depths(
-    ctx: RouterContext, snapshot: FleetSnapshot | None = None, extra: set[str] | None = None,
+    ctx: ReadParts, snapshot: FleetSnapshot | None = None, extra: set[str] | None = None,
 ) -> dict[str, int]:
     """Waiting requests per model the fleet knows (and any in `extra`)."""
     models = sorted(set((snapshot or ctx.fleet.snapshot()).models()) | (extra or set()))
@@ -101,13 +114,13 @@ async def read_queue_depths(
     return {m: int(c) for m, c in zip(models, counts, strict=True)}
 
 
-async def read_leader(ctx: RouterContext) -> str | None:
+async def read_leader(ctx: ReadParts) -> str | None:
     """The replica id that holds the leader lease, or None while nobody does."""
     holder: str | None = await ctx.redis.get(ctx.keys.leader())
     return holder
 
 
-async def read_queue_apps(ctx: RouterContext, models: list[str]) -> dict[str, dict[str, int]]:
+async def read_queue_apps(ctx: ReadParts, models: list[str]) -> dict[str, dict[str, int]]:
     """Waiting requests per model and app (models with nobody waiting are left out)."""
     if not models:
         return {}
@@ -123,20 +136,9 @@ async def read_queue_apps(ctx: RouterContext, models: list[str]) -> dict[str, di
     return out
 
 
-async def read_events(ctx: RouterContext, since: float, limit: int) -> list[dict[str, Any]]:
+async def read_events(ctx: ReadParts, since: float, limit: int) -> list[dict[str, Any]]:
     """The newest events (at most `limit`) no older than `since`, newest first."""
-    rows = await ctx.redis.xrevrange(ctx.keys.events(), count=limit)
-    events = []
-    for _, fields in rows:
-        try:
-            event = msgspec.json.decode(fields.get("data", "{}"))
-        except msgspec.DecodeError:
-            continue
-        if isinstance(event, dict):
-            if float(event.get("ts", 0)) < since:
-                break
-            events.append(event)
-    return events
+    return await events_since(ctx.redis, ctx.keys, since, limit)
 
 
 def fleet_summary(nodes: list[NodeState], queues: dict[str, QueueCounters],
@@ -191,7 +193,7 @@ def node_view(node: NodeState, now: float, default_parallel: int) -> NodeView:
     )
 
 
-def model_management(ctx: RouterContext) -> ModelManagement:
+def model_management(ctx: ReadParts) -> ModelManagement:
     """Per node: installed and loaded models with sizes, and free memory."""
     snapshot = ctx.fleet.snapshot()
     nodes = []

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import WatchError
 
-from services.router.fleet.background import background
 from services.router.fleet.core import Core
 from services.router.fleet.events import emit
+from services.router.fleet.follow import follow
 from services.router.fleet.heartbeat import (
     is_draining_only,
     node_from_hash,
@@ -27,10 +27,11 @@ from services.router.fleet.heartbeat import (
     with_model,
 )
 from services.router.fleet.rebuild import Rebuild
+from shared.background import background
 from shared.keys import REFUSED_FIELD
 from shared.models import FleetSnapshot, MemoryRefusal, NodeState, NodeStatus
 
-__all__ = ["Fleet", "Reading"]
+__all__ = ["Reading", "Registry"]
 
 log = logging.getLogger("herd.registry")
 
@@ -51,7 +52,7 @@ class Reading:
     redis_now: float
 
 
-class Fleet:
+class Registry:
     """One replica's handle on the registry; `snapshot()` is what the hot path reads.
 
     Reads of Redis and local writes (a heartbeat this replica stored) interleave: a read
@@ -68,6 +69,7 @@ class Fleet:
         self._refresh_lock = asyncio.Lock()
         self._generation = 0
         self._written: dict[str, int] = {}  # node id -> generation of its last local write
+        self._next_sweep = self._next_full = 0.0  # the watcher's next sweep and full re-read
 
     def snapshot(self) -> FleetSnapshot:
         """The cached fleet; no I/O."""
@@ -361,36 +363,30 @@ class Fleet:
 
     async def run(self) -> None:
         """Follow the fleet channel and sweep every second, until cancelled."""
-        redis, channel = self._ctx.redis, self._ctx.keys.fleet_channel()
-        while True:
-            pubsub = redis.pubsub()
-            try:
-                await pubsub.subscribe(channel)
-                # Every reconnection (Redis restarted, failed over, came back empty) passes
-                # here before the registry is re-read.
-                await self.rebuild.check(self._live_ids())
+        await follow(self._ctx.redis, self._ctx.keys.fleet_channel(), "fleet watcher",
+                     self._heard, wait=self._until_sweep, subscribed=self._subscribed,
+                     logger=log)
+
+    async def _subscribed(self) -> None:
+        # Every reconnection (Redis restarted, failed over, came back empty) passes here
+        # before the registry is re-read.
+        await self.rebuild.check(self._live_ids())
+        await self.refresh()
+        self._next_sweep = time.monotonic() + SWEEP_INTERVAL
+        self._next_full = time.monotonic() + FULL_REFRESH_INTERVAL
+
+    def _until_sweep(self) -> float:
+        return max(0.0, self._next_sweep - time.monotonic())
+
+    async def _heard(self, node_id: str | None) -> None:
+        """A node's record changed (its id), or a quiet wait ended: sweep when it is due."""
+        if node_id is not None:
+            await self.refresh_node(node_id)
+        if time.monotonic() >= self._next_sweep:
+            if time.monotonic() >= self._next_full:
                 await self.refresh()
-                next_sweep = time.monotonic() + SWEEP_INTERVAL
-                next_full = time.monotonic() + FULL_REFRESH_INTERVAL
-                while True:
-                    wait = max(0.0, next_sweep - time.monotonic())
-                    message = await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=wait)
-                    if message is not None:
-                        await self.refresh_node(str(message.get("data") or ""))
-                    if time.monotonic() >= next_sweep:
-                        if time.monotonic() >= next_full:
-                            await self.refresh()
-                            next_full = time.monotonic() + FULL_REFRESH_INTERVAL
-                        else:
-                            await self.tick()
-                        next_sweep = time.monotonic() + SWEEP_INTERVAL
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as exc:
-                log.warning("fleet watcher lost Redis; retrying", extra={"error": str(exc)})
-                await asyncio.sleep(1.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                self._next_full = time.monotonic() + FULL_REFRESH_INTERVAL
+            else:
+                await self.tick()
+            self._next_sweep = time.monotonic() + SWEEP_INTERVAL
 

@@ -20,10 +20,10 @@ import pluggy
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from services.router.fleet.background import background
 from services.router.fleet.core import Core
-from services.router.fleet.registry import Fleet
+from services.router.fleet.registry import Registry
 from services.router.fleet.slots import Grant, Place
+from shared.background import background
 from shared.models import FleetSnapshot, NodeState
 from shared.routing import (
     LatencyStats,
@@ -278,7 +278,7 @@ class RoutingEngine:
         self.inputs.replace(in_flight, latency, queued)
 
     @contextlib.asynccontextmanager
-    async def running(self, ctx: Core, fleet: Fleet) -> AsyncIterator[None]:
+    async def running(self, ctx: Core, fleet: Registry) -> AsyncIterator[None]:
         """Keep the scoring inputs fresh; write the last requests' latencies at the end."""
         with contextlib.suppress(RedisError, OSError):
             await self.refresh_inputs(ctx, fleet.snapshot())
@@ -292,7 +292,7 @@ class RoutingEngine:
                 with contextlib.suppress(RedisError, OSError):
                     await pipe.execute()
 
-    async def _refresh_loop(self, ctx: Core, fleet: Fleet) -> None:
+    async def _refresh_loop(self, ctx: Core, fleet: Registry) -> None:
         while True:
             try:
                 await self.refresh_inputs(ctx, fleet.snapshot())

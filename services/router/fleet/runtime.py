@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from redis.exceptions import RedisError
-
-from services.router.fleet.background import background
 from services.router.fleet.core import Core
+from services.router.fleet.follow import follow
+from shared.background import background
 from shared.errors import BadRequest, Conflict
 from shared.schemas import SettingView
 from shared.settings import (
@@ -112,7 +110,7 @@ class RuntimeSettings:
 
         Conflict, and nothing stored, when they set client_auth to open while a client key
         exists: the check and the write are one script, so a key created meanwhile on
-        another replica cannot slip between them (fleet/keys.py).
+        another replica cannot slip between them (fleet/client_keys.py).
         """
         core = self._core
         pairs: list[str] = []
@@ -158,23 +156,11 @@ class RuntimeSettings:
 
     async def _follow(self) -> None:
         core = self._core
-        while True:
-            pubsub = core.redis.pubsub()
-            try:
-                await pubsub.subscribe(core.keys.settings_channel())
-                while True:
-                    message = await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=RESYNC_INTERVAL)
-                    # Re-read on a message and on every quiet interval: a message lost
-                    # while reconnecting costs at most one interval.
-                    if self.apply(await self.load()):
-                        log.info("runtime settings applied",
-                                 extra={"trigger": "message" if message else "resync"})
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as exc:
-                log.warning("settings watcher lost Redis; retrying", extra={"error": str(exc)})
-                await asyncio.sleep(1.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+        await follow(core.redis, core.keys.settings_channel(), "settings watcher", self._heard,
+                     wait=lambda: RESYNC_INTERVAL, logger=log)
+
+    async def _heard(self, message: str | None) -> None:
+        """A message, or a quiet interval: re-read either way (fleet/follow.py)."""
+        if self.apply(await self.load()):
+            log.info("runtime settings applied",
+                     extra={"trigger": "message" if message is not None else "resync"})

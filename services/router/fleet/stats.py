@@ -23,11 +23,11 @@ from typing import Any
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from services.router.fleet.background import background
 from services.router.fleet.core import Core
 from services.router.fleet.metrics import observe
-from shared.health import LATENCY_BUCKETS_MS, StatsWindow, Usage
+from shared.background import background
 from shared.models import Trace, TraceStatus
+from shared.usage import LATENCY_BUCKETS_MS, StatsWindow, Usage
 
 __all__ = [
     "FLUSH_INTERVAL",

@@ -15,7 +15,7 @@ and usage need:
 - OpenAI audio: transcription a multipart form, speech JSON whose answer is audio,
   streamed as it comes; neither has counts.
 
-proxy/usage.py reads the counts; the Relay (proxy/forward.py) and the exchange look the
+proxy/counts.py reads the counts; the Relay (proxy/forward.py) and the exchange look the
 dialect up by path.
 """
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from litestar import asgi
 from litestar.handlers.asgi_handlers import ASGIRouteHandler
@@ -20,7 +20,6 @@ from redis.exceptions import RedisError
 
 from services.router.context import RouterContext
 from services.router.fleet.dispatch import Dispatch
-from services.router.fleet.pulls import pull_for_request
 from services.router.nodes import UpstreamFailure
 from services.router.proxy.aliases import apply_alias
 from services.router.proxy.apis import DIALECTS, credential, forward_headers
@@ -37,6 +36,9 @@ from shared.errors import HerdError, ModelNotFound, StateUnavailable
 from shared.models import FleetSnapshot
 from shared.routing import RouteRequest
 
+if TYPE_CHECKING:
+    from services.router.telemetry import RequestSpans
+
 __all__ = ["ENDPOINTS", "ROUTES", "Exchange", "handle"]
 
 log = logging.getLogger("herd.proxy")
@@ -49,8 +51,8 @@ WATCH_AFTER_S = 0.02
 class Exchange:
     """One client request, from its first byte to its trace."""
 
-    __slots__ = ("ctx", "disconnected", "dispatch", "receive", "relay", "scope", "started",
-                 "task", "watcher")
+    __slots__ = ("ctx", "disconnected", "dispatch", "receive", "relay", "scope", "spans",
+                 "started", "task", "watcher")
 
     def __init__(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         self.started = time.perf_counter()
@@ -61,6 +63,7 @@ class Exchange:
         self.disconnected = False
         self.task: asyncio.Task[Any] | None = None
         self.watcher: asyncio.Task[None] | None = None
+        self.spans: RequestSpans | None = None  # OpenTelemetry's, when tracing is on
 
     # --- entry ------------------------------------------------------------------------
 
@@ -87,6 +90,11 @@ class Exchange:
             return
         self.dispatch = ctx.dispatcher.begin(
             request, api=ENDPOINTS[path][0], endpoint=path, started=self.started, key=key)
+        if ctx.tracing is not None:  # telemetry/: the request's span, and its answer's status
+            assert self.dispatch.trace is not None
+            self.spans = ctx.tracing.request(headers, path, request,
+                                             trace=self.dispatch.trace, t0=self.started)
+            self.relay.send = self.spans.watching(self.relay.send)
         self.task = asyncio.current_task()
         # The disconnect watcher is a task of its own; a request that ends within
         # WATCH_AFTER_S never needs one (most of a small request's cost is such overhead).
@@ -105,6 +113,8 @@ class Exchange:
             timer.cancel()
             if self.watcher is not None and not self.watcher.done():
                 self.watcher.cancel()
+            if self.spans is not None:  # last: the request's own clean-up comes first
+                self.spans.end()
 
     def _start_watch(self) -> None:
         if not self.relay.finished:
@@ -136,15 +146,21 @@ class Exchange:
                     raise plan.nothing_to_try(request, dispatch.scoring)
                 chosen = await dispatch.claim(candidates, plan.slot_id(request.request_id))
                 node_id = chosen.node.node_id
+                if self.spans is not None:
+                    self.spans.waited(node_id)
                 try:
                     ctype, extra = forward_headers(DIALECTS[request.path], request.headers)
                     reply = await ctx.nodes.forward(
                         chosen.node, self.scope["path"], request.payload_for(node_id),
                         connect_timeout=settings.connect_timeout,
-                        stale_timeout=settings.stale_timeout, content_type=ctype, extra=extra,
+                        stale_timeout=settings.stale_timeout, content_type=ctype,
+                        extra=extra if self.spans is None else
+                        extra + self.spans.calling(chosen.node),
                     )
                     ok, tokens_per_s = await relay.answer(reply, dispatch)
                 except UpstreamFailure as failure:
+                    if self.spans is not None:
+                        self.spans.call_failed(failure)
                     relay.reply = None
                     try:
                         plan.failed(node_id, failure, request, dispatch.scoring)
@@ -154,7 +170,10 @@ class Exchange:
                 await dispatch.end(ok=ok, tokens_per_s=tokens_per_s)
                 return
         except HerdError as exc:
-            await relay.error(dispatch.refused(exc), dispatch)
+            exc = dispatch.refused(exc)
+            if self.spans is not None:
+                self.spans.refused(exc)
+            await relay.error(exc, dispatch)
             await dispatch.end(ok=True)
         except (RedisError, OSError) as exc:
             log.warning("request failed on Redis", extra={"error": str(exc)})
@@ -176,7 +195,7 @@ class Exchange:
         except ModelNotFound:
             if not self.ctx.settings.auto_pull:
                 raise
-            await pull_for_request(self.ctx, request.model)
+            await self.ctx.pulls.for_request(request.model)
             snapshot = self.ctx.fleet.snapshot()
             pick_model(request, snapshot)
         return snapshot

@@ -17,15 +17,15 @@ from litestar.types import Send
 from services.router.fleet.dispatch import Dispatch
 from services.router.nodes import NodeReply, UpstreamFailure
 from services.router.proxy.apis import DIALECTS
-from services.router.proxy.usage import Usage, parse_final, read_usage
+from services.router.proxy.counts import AnswerCounts, parse_final, read_usage
 from shared.errors import HerdError, error_body, is_anthropic_path
 from shared.models import Trace, TraceStatus
 
 __all__ = [
     "STREAM_TYPES",
     "TAIL_BYTES",
+    "AnswerCounts",
     "Relay",
-    "Usage",
     "error_tail",
     "header_value",
     "is_stream",
@@ -65,7 +65,7 @@ def header_value(text: str) -> bytes:
     return text.translate(_CONTROLS).encode("utf-8", "replace")
 
 
-def _apply(trace: Trace, usage: Usage) -> None:
+def _apply(trace: Trace, usage: AnswerCounts) -> None:
     trace.prompt_tokens = usage.prompt_tokens
     trace.completion_tokens = usage.completion_tokens
     trace.finish_reason = usage.finish_reason
@@ -73,7 +73,7 @@ def _apply(trace: Trace, usage: Usage) -> None:
     trace.context_reload = trace.context_reload and usage.load_ms > 0
 
 
-def _generating_ms(usage: Usage) -> float:
+def _generating_ms(usage: AnswerCounts) -> float:
     if usage.tokens_per_s and usage.completion_tokens:
         return usage.completion_tokens / usage.tokens_per_s * 1000
     return 0.0
@@ -109,7 +109,7 @@ class Relay:
         assert trace is not None
         ok = reply.status < 400
         usage = read_usage(DIALECTS[self.path], data, stream=False, sse=False) if ok \
-            else Usage()
+            else AnswerCounts()
         if ok:
             trace.status = TraceStatus.COMPLETED
             if usage.load_ms or usage.prompt_eval_ms:

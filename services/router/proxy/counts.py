@@ -14,11 +14,11 @@ import msgspec
 
 from services.router.proxy.apis import Dialect
 
-__all__ = ["Usage", "parse_final", "read_usage"]
+__all__ = ["AnswerCounts", "parse_final", "read_usage"]
 
 
 @dataclass(slots=True)
-class Usage:
+class AnswerCounts:
     """What the router learns from a response's final chunk."""
 
     prompt_tokens: int = 0
@@ -72,10 +72,10 @@ def _last_json(tail: bytes, sse: bool) -> bytes:
     return b""
 
 
-def parse_final(data: bytes, *, stream: bool, sse: bool = False) -> Usage:
+def parse_final(data: bytes, *, stream: bool, sse: bool = False) -> AnswerCounts:
     """Counts and timings from a whole body, or from a stream's tail; zeros if unreadable."""
     raw = _last_json(data, sse) if stream else data
-    usage = Usage()
+    usage = AnswerCounts()
     if not raw:
         return usage
     try:
@@ -119,7 +119,7 @@ def _usage_counts(data: bytes) -> tuple[int | None, int | None]:
 
 
 def read_usage(dialect: Dialect, data: bytes, *, stream: bool, sse: bool,
-               first: bytes = b"") -> Usage:
+               first: bytes = b"") -> AnswerCounts:
     """The counts of an answer: `data` is a whole body, or a stream's tail (its end, up to
     forward.TAIL_BYTES) with `first` its first read.
 
@@ -130,7 +130,7 @@ def read_usage(dialect: Dialect, data: bytes, *, stream: bool, sse: bool,
     """
     if not stream or dialect.counts == "final":
         return parse_final(data, stream=stream, sse=sse)
-    usage = Usage()
+    usage = AnswerCounts()
     prompt, completion = _usage_counts(data)
     if prompt is None and first:  # Anthropic's message_start holds the input count
         prompt, _ = _usage_counts(first)

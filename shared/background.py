@@ -1,4 +1,5 @@
-"""A replica's background tasks: started with a lifecycle, cancelled and awaited when it ends."""
+"""Background tasks: started with a lifecycle (a replica's part, the mDNS advertiser), cancelled
+and awaited when it ends."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from litestar.datastructures import State
 from services.router.api.auth import require_admin
 from services.router.api.errors import error_responses
 from services.router.context import RouterContext
-from services.router.fleet.keys import CLOSED, valid_app, validate_new_key
+from services.router.fleet.client_keys import CLOSED, valid_app, validate_new_key
 from shared.bodies import decode_json
 from shared.schemas import KeyCreated, KeyInfo, KeyList, KeyRevoked
 
@@ -50,7 +50,7 @@ async def list_keys(request: Request[Any, Any, Any], state: State) -> KeyList:
 @delete("/dashboard/api/keys/{app:str}", status_code=200, tags=["keys"],
         responses=error_responses(400, 401, 403, 404), summary="Revoke an app's key (admin)")
 async def revoke_key(request: Request[Any, Any, Any], state: State) -> KeyRevoked:
-    """Every replica refuses the key within a second (fleet/keys.py)."""
+    """Every replica refuses the key within a second (fleet/client_keys.py)."""
     ctx: RouterContext = state.herd
     require_admin(ctx, request)
     app = valid_app(request.path_params["app"])

@@ -27,7 +27,6 @@ the end, ride on the round trip that records the request (`add_usage`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -44,9 +43,10 @@ from typing import Any
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from services.router.fleet.background import background
 from services.router.fleet.core import Core
+from services.router.fleet.follow import follow
 from services.router.fleet.runtime import RuntimeSettings
+from shared.background import background
 from shared.errors import BadRequest, Conflict, NotFound, RateLimited, Unauthorized
 from shared.fastredis import FastPipeline
 
@@ -326,22 +326,10 @@ class ClientKeys:
 
     async def _follow(self) -> None:
         core = self._core
-        while True:
-            pubsub = core.redis.pubsub()
-            try:
-                await pubsub.subscribe(core.keys.keys_channel())
-                while True:
-                    # A message reloads at once; a quiet interval reloads too, so a message
-                    # lost while reconnecting costs at most one interval.
-                    await pubsub.get_message(ignore_subscribe_messages=True,
-                                             timeout=RESYNC_INTERVAL)
-                    await self.resync()
-                    await self.flush_used()
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as exc:
-                log.warning("keys watcher lost Redis; retrying", extra={"error": str(exc)})
-                await asyncio.sleep(1.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+        await follow(core.redis, core.keys.keys_channel(), "keys watcher", self._heard,
+                     wait=lambda: RESYNC_INTERVAL, logger=log)
+
+    async def _heard(self, _message: str | None) -> None:
+        """A message, or a quiet interval: reload either way (fleet/follow.py)."""
+        await self.resync()
+        await self.flush_used()
