@@ -38,10 +38,12 @@ __all__ = [
     "Blame",
     "ModelMissing",
     "NodeAnswer",
+    "NodeProgress",
     "NodeReply",
     "NodeResponse",
     "Nodes",
     "PathMissing",
+    "ProgressBroken",
     "RequestRefused",
     "TooLarge",
     "UpstreamFailure",
@@ -192,6 +194,48 @@ class NodeReply:
         self._response.close()
 
 
+class ProgressBroken(UpstreamError):
+    """A node's progress answer broke off (or fell silent) after it began; `detail` says
+    how, in the node client's words."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail or "the node stopped answering")
+        self.detail = detail
+
+
+class NodeProgress:
+    """A node's progress answer (pull, push, create), its headers in, the lines to come.
+
+    Its reads raise ProgressBroken, so its callers never handle the node client's errors.
+    """
+
+    __slots__ = ("_response", "headers", "status")
+
+    def __init__(self, response: NodeResponse) -> None:
+        self._response = response
+        self.status, self.headers = response.status, response.headers
+
+    async def read(self) -> bytes:
+        """The whole answer (the caller releases it)."""
+        try:
+            return await self._response.read()
+        except (NodeBroken, TimeoutError) as exc:
+            raise ProgressBroken(str(exc)) from exc
+
+    async def readany(self) -> bytes:
+        """The next part, b"" at its end."""
+        try:
+            return await self._response.readany()
+        except (NodeBroken, TimeoutError) as exc:
+            raise ProgressBroken(str(exc)) from exc
+
+    def release(self) -> None:
+        self._response.release()
+
+    def close(self) -> None:
+        self._response.close()
+
+
 # Ollama's words for a model that does not fit (server/sched.go, llm/server.go, the MLX
 # runner, llama-server's start-up): the figure, when given, is what the load needs.
 _SIZE = r"(\d+(?:\.\d+)?) ?([KMGT]i?B|B)\b"
@@ -254,7 +298,7 @@ def classify(node_id: str, status: int, body: bytes) -> UpstreamFailure:
     return UpstreamFailure(reason, status, body, blame=Blame.MODEL)
 
 
-async def progress_lines(response: NodeResponse) -> AsyncIterator[bytes]:
+async def progress_lines(response: NodeProgress) -> AsyncIterator[bytes]:
     """A streamed NDJSON body, a line at a time (pull progress)."""
     pending = b""
     while chunk := await response.readany():
@@ -345,20 +389,20 @@ class Nodes:
 
     # --- model management -------------------------------------------------------------
 
-    async def pull(self, node: NodeState, model: str, body: dict[str, Any]) -> NodeResponse:
+    async def pull(self, node: NodeState, model: str, body: dict[str, Any]) -> NodeProgress:
         """Start a pull; the caller reads the progress and releases the response."""
         return await self.progress(node, "/api/pull", msgspec.json.encode({**body, "model": model}),
                                    f"pull {model}")
 
     async def progress(self, node: NodeState, path: str, payload: bytes,
-                       what: str) -> NodeResponse:
+                       what: str) -> NodeProgress:
         """Start a pull, push or create (`what` names it in errors); the caller reads the
         progress and releases the response."""
         try:
-            return await self.client.request(
+            return NodeProgress(await self.client.request(
                 b"POST", node.ollama_url, path, payload,
                 connect_timeout=PULL_CONNECT_TIMEOUT, read_timeout=PULL_SILENCE_TIMEOUT,
-            )
+            ))
         except (NodeBroken, TimeoutError) as exc:
             raise UpstreamError(f"cannot reach {node.node_id} to {what}: "
                                 f"{_describe(exc)}") from exc
@@ -389,9 +433,10 @@ class Nodes:
                 if progress.get("status") == "success":
                     return total / 1e9
             raise UpstreamError(f"pull of {model} on {node.node_id} ended without success")
-        except (NodeBroken, TimeoutError) as exc:
+        except ProgressBroken as exc:
+            cause = exc.__cause__ if exc.__cause__ is not None else exc
             raise UpstreamError(
-                f"pull of {model} on {node.node_id} failed: {_describe(exc)}") from exc
+                f"pull of {model} on {node.node_id} failed: {_describe(cause)}") from exc
         finally:
             response.close()
 

@@ -69,6 +69,9 @@ def test_the_node_boundary_and_the_recorder_stand_alone() -> None:
     """nodes.py knows nothing of fleet state; the recorder service nothing of the router."""
     assert not any(t.startswith("services.router.") for t in GRAPH["services.router.nodes"]
                    if t != "services.router.nodeclient")
+    # the node client's own errors are translated in nodes.py, its one user
+    assert [m for m, targets in GRAPH.items() if "services.router.nodeclient" in targets] == [
+        "services.router.nodes"]
     recorder = {m for m in GRAPH if m.startswith("services.recorder")}
     assert not any(t.startswith("services.router") for m in recorder for t in GRAPH[m])
     assert not any(t.startswith("services.router") for t in GRAPH["services.node.discovery"])

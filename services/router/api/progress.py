@@ -16,8 +16,7 @@ import msgspec
 from litestar import MediaType, Response
 from litestar.response import Stream
 
-from services.router.nodeclient import NodeBroken
-from services.router.nodes import NodeResponse
+from services.router.nodes import NodeProgress, ProgressBroken
 
 __all__ = ["relay_progress", "succeeded"]
 
@@ -37,12 +36,12 @@ def succeeded(tail: bytes) -> bool:
     return isinstance(last, dict) and last.get("status") == "success" and not last.get("error")
 
 
-def _error_line(what: str, node_id: str, exc: BaseException) -> bytes:
-    return msgspec.json.encode({"error": f"{what} on {node_id} failed: {exc}"})
+def _error_line(what: str, node_id: str, exc: ProgressBroken) -> bytes:
+    return msgspec.json.encode({"error": f"{what} on {node_id} failed: {exc.detail}"})
 
 
 async def relay_progress(
-    upstream: NodeResponse, node_id: str, what: str, *, stream: bool,
+    upstream: NodeProgress, node_id: str, what: str, *, stream: bool,
     done: Callable[[], Awaitable[None]] | None = None,
 ) -> Response[Any]:
     """The node's answer for the client, X-Fleet-Node naming the node; `done` runs once
@@ -52,7 +51,7 @@ async def relay_progress(
     if upstream.status >= 400 or not stream:
         try:
             content = await upstream.read()
-        except (NodeBroken, TimeoutError) as exc:
+        except ProgressBroken as exc:
             upstream.close()
             return Response(_error_line(what, node_id, exc), status_code=502, headers=headers,
                             media_type=MediaType.JSON)
@@ -68,7 +67,7 @@ async def relay_progress(
             while chunk := await upstream.readany():
                 tail = (tail + chunk)[-TAIL:]
                 yield chunk
-        except (NodeBroken, TimeoutError) as exc:
+        except ProgressBroken as exc:
             yield _error_line(what, node_id, exc) + b"\n"
             return
         finally:
