@@ -11,6 +11,9 @@ routing plugins (`plugins/routing/baselines.py`) loaded with FLEET_PLUGINS, with
 scorers disabled.
 
 Run: .venv/bin/python benchmarks/scheduling.py [--seeds 1,2,3] [--rates 4,14]
+
+`--workload bursts` and `--workload surge` run the two workloads about loading ahead
+(pins; copies that follow the queue) against the same baselines: benchmarks/warm_workloads.py.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.warm_workloads import WORKLOADS, run_workload  # noqa: E402
 from benchmarks.workload import Conversation, WorkloadSpec, generate, summary  # noqa: E402
 from shared.redisconn import EmbeddedRedis  # noqa: E402
 from tests.helpers import Proc, free_port, herd_bin  # noqa: E402
@@ -485,7 +489,14 @@ def main() -> int:
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--json", default="", help="write every run's figures here")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--workload", default="mixed", choices=("mixed", *WORKLOADS),
+                        help="mixed: the heterogeneous fleet above; bursts: a big model used "
+                             "in bursts past keep_alive (pins on vs off); surge: one model's "
+                             "demand jumping to 3x a copy (queue copies on vs off)")
     args = parser.parse_args()
+    if args.workload != "mixed":
+        asyncio.run(run_workload(args))
+        return 0
     return asyncio.run(main_async(args))
 
 

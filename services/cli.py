@@ -31,6 +31,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("services.bench.cli", "Measure a fleet through its router; the dashboard keeps it."),
     "keys": ("services.client_keys", "Create, list or revoke client keys; open or close inference "
                               "(admin token from FLEET_ADMIN_TOKEN)."),
+    "pin": ("services.pin", "Keep a model loaded on N nodes of the fleet; --list shows the pins "
+                            "(admin token from FLEET_ADMIN_TOKEN)."),
+    "unpin": ("services.unpin", "Stop keeping a model loaded: its copies go back to the nodes' "
+                                "keep_alive."),
 }
 
 # CLI flag dest -> settings field. Flags left unset (None) keep the environment's value.

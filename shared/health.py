@@ -74,6 +74,9 @@ class HealthView:
     queue_depths: dict[str, int] = field(default_factory=dict)  # model -> waiting requests
     events: list[dict[str, Any]] = field(default_factory=list)  # newest first, last 24 h
     now: float = 0.0
+    # pinned model -> its state as GET /fleet/pins shows it (model, copies, state, reason,
+    # loaded_on, ...)
+    pins: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @cached_property
     def recent(self) -> StatsWindow:

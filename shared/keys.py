@@ -216,6 +216,22 @@ class Keys:
         one minute used, as the nodes reported them."""
         return f"{self.prefix}rate:tok|{minute}|{app}"
 
+    # --- pins and warm copies (writer: the leader's keeper, services/router/fleet/pins.py)
+    def pins(self) -> str:
+        """Hash: pinned model -> JSON of its state (satisfied, loading, short and why), as
+        the leader last reconciled it; rewritten whole every round."""
+        return f"{self.prefix}pins"
+
+    def pins_held(self) -> str:
+        """Hash: 'node|model' -> when the leader loaded or refreshed that copy with a
+        keep_alive that never runs out; a new leader releases those no pin needs."""
+        return f"{self.prefix}pins-held"
+
+    def load_times(self) -> str:
+        """Hash: 'node|model' -> a cold load's duration there in ms, measured (the nodes'
+        load_duration in the hourly stats); routers read it for the wait rule."""
+        return f"{self.prefix}load-times"
+
     # --- coordination
     def leader(self) -> str:
         """Lease lock held by the replica that runs fleet-wide background jobs."""

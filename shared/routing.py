@@ -176,8 +176,8 @@ class RoutingInputs:
     arriving together spreads out instead of piling on the node that looked idle.
     """
 
-    __slots__ = ("_base", "_local", "_node_base", "_node_local", "best", "latency", "queued",
-                 "sessions", "unserved")
+    __slots__ = ("_base", "_local", "_node_base", "_node_local", "best", "latency", "load_ms",
+                 "queued", "sessions", "unserved")
 
     def __init__(self) -> None:
         self._base: dict[tuple[str, str], int] = {}
@@ -186,6 +186,8 @@ class RoutingInputs:
         self._node_local: dict[str, int] = {}  # _local summed per node: asked per candidate
         self.latency: dict[tuple[str, str], LatencyStats] = {}
         self.queued: dict[str, int] = {}
+        # (node, model) -> a cold load's measured duration there (the leader's load-times)
+        self.load_ms: dict[tuple[str, str], float] = {}
         # model -> the best figures any node has for it, the yardstick of the latency scorer
         self.best: dict[str, LatencyStats] = {}
         # conversation -> the node that served its last turn (this replica's, bounded)

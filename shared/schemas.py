@@ -76,6 +76,10 @@ __all__ = [
     "OpenAIModel",
     "OpenAIModelList",
     "Percentiles",
+    "PinChange",
+    "PinRequest",
+    "PinView",
+    "PinsListing",
     "PsList",
     "PsModel",
     "PullProgress",
@@ -443,6 +447,48 @@ class ModelManagement(_Answer, kw_only=True):
 
     nodes: list[NodeModels]
     models: dict[str, list[str]]
+
+
+class PinView(_Answer, kw_only=True):
+    """One pin and its state as the leader last reconciled it: `satisfied` (the copies
+    are loaded), `loading` (a load is under way) or `short`, with the reason (no node has
+    room, model missing, node offline)."""
+
+    model: str
+    copies: int
+    nodes: list[str] = msgspec.field(default_factory=list)  # empty: any node
+    state: Literal["satisfied", "loading", "short"]
+    reason: str = ""
+    loaded_on: list[str] = msgspec.field(default_factory=list)
+    loading_on: list[str] = msgspec.field(default_factory=list)
+
+
+class PinsListing(_Answer, kw_only=True):
+    """GET /fleet/pins: every pin, and whether copies follow the queue."""
+
+    pins: list[PinView]
+    queue_copies: bool
+    timestamp: float
+
+
+class PinRequest(_Answer, kw_only=True):
+    """POST /fleet/pins: keep `model` loaded on `copies` nodes (1 by default; with
+    `nodes`, as many as named unless `copies` says fewer), only on `nodes` if given."""
+
+    model: str
+    copies: int | None = None
+    nodes: list[str] | None = None
+
+
+class PinChange(_Answer, kw_only=True):
+    """The answer to POST and DELETE /fleet/pins: the pin as stored (or removed) and
+    every pin now."""
+
+    model: str
+    copies: int = 0
+    nodes: list[str] = msgspec.field(default_factory=list)
+    removed: bool = False
+    pins: list[PinView] = msgspec.field(default_factory=list)
 
 
 class PullRequest(_Answer, kw_only=True):

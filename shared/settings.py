@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.models import valid_model_name
+from shared.pins import PinError, parse_pins
 
 __all__ = [
     "RUNTIME_FIELDS",
@@ -221,6 +222,27 @@ class Settings:
         {},
         'Share of freed slots each app gets while apps wait, e.g. {"batch": 0.2} '
         "(JSON, or batch=0.2,chat=2); apps not named weigh 1.",
+        runtime=True,
+    )
+    pinned_models: dict[str, dict[str, Any]] = _setting(  # noqa: RUF009 - a default_factory
+        {},
+        'Models the fleet keeps loaded: {"model": copies} or {"model": {"copies": n, '
+        '"nodes": [...]}} (JSON, or model=copies,...). The leader loads missing copies '
+        "where they fit (docs/pins.md); `herd pin` and /fleet/pins edit one entry.",
+        runtime=True,
+    )
+    wait_for_loaded: bool = _setting(
+        True,
+        "The wait rule: a request waits for a slot on a loaded copy instead of taking a free "
+        "slot that needs a cold load, while its expected wait there is shorter than the load "
+        "(docs/routing.md).",
+        runtime=True,
+    )
+    queue_copies: bool = _setting(
+        True,
+        "Copies that follow the queue: when a model's requests wait longer than a cold load "
+        "of it takes and another node has room, the leader loads one more copy there; "
+        "copies no longer needed go back to the node's keep_alive (docs/pins.md).",
         runtime=True,
     )
 
@@ -461,6 +483,11 @@ def coerce(name: str, value: Any) -> Any:
     if name not in _FIELDS:
         raise SettingsError(f"unknown setting {name!r}")
     kind = _TYPES[name]
+    if kind == dict[str, dict[str, Any]]:
+        try:
+            return parse_pins(value)
+        except PinError as exc:
+            raise SettingsError(str(exc)) from None
     try:
         if kind is bool:
             result: Any = _as_bool(name, value)

@@ -36,6 +36,8 @@ from shared.schemas import (
     ModelManagement,
     ModelsReport,
     OpenAIErrorAnswer,
+    PinChange,
+    PinsListing,
     PullProgress,
     Recommendations,
     SettingsListing,
@@ -64,6 +66,8 @@ __all__ = [
     "model_management",
     "models",
     "parse_config",
+    "pin_model",
+    "pins",
     "pull_model",
     "recommendations",
     "refresh",
@@ -72,6 +76,7 @@ __all__ = [
     "start_benchmark",
     "traces",
     "trends",
+    "unpin_model",
     "usage",
 ]
 
@@ -275,11 +280,30 @@ def benchmarks() -> Reply[BenchmarkList]:
     return decode(_live(*_where(), "/dashboard/api/benchmarks"), BenchmarkList)
 
 
+def pins() -> Reply[PinsListing]:
+    return decode(_live(*_where(), "/fleet/pins"), PinsListing)
+
+
 # --- writes (never cached; each clears the caches so the next read shows the change)
 def save_settings(changes: Mapping[str, Any]) -> Reply[SettingsUpdate]:
     reply = _request(config(), "POST", "/dashboard/api/settings", body=dict(changes))
     refresh()
     return decode(reply, SettingsUpdate)
+
+
+def pin_model(model: str, copies: int, nodes: Sequence[str] = ()) -> Reply[PinChange]:
+    body: dict[str, Any] = {"model": model, "copies": int(copies)}
+    if nodes:
+        body["nodes"] = list(nodes)
+    reply = _request(config(), "POST", "/fleet/pins", body=body)
+    refresh()
+    return decode(reply, PinChange)
+
+
+def unpin_model(model: str) -> Reply[PinChange]:
+    reply = _request(config(), "DELETE", "/fleet/pins", params={"model": model})
+    refresh()
+    return decode(reply, PinChange)
 
 
 def delete_model(model: str, node_id: str) -> Reply[DeleteAnswer]:

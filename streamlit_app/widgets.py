@@ -53,7 +53,9 @@ _EVENT_ICONS = {"retry": ":orange[:material/replay:]",
                 "zombie_reaped": ":orange[:material/cleaning_services:]",
                 "auto_pull": ":blue[:material/download:]",
                 "model_loaded": ":green[:material/upload:]",
-                "model_unloaded": ":gray[:material/download_done:]"}
+                "model_unloaded": ":gray[:material/download_done:]",
+                "pin": ":blue[:material/keep:]",
+                "warm_copy": ":green[:material/bolt:]"}
 
 
 def status_icon(status: Any) -> str:
@@ -227,6 +229,21 @@ def event_line(event: Mapping[str, Any]) -> str:
         stage = event.get("stage") or "?"
         text = f"auto-pull of {model} on {node}: {stage}"
         if event.get("error"):
+            text += f" ({event['error']})"
+    elif kind == "pin":
+        state = event.get("state") or "?"
+        if state == "short":
+            icon = ":orange[:material/warning:]"
+        text = f"pin {model}: {state}"
+        if event.get("reason"):
+            text += f" ({event['reason']})"
+    elif kind == "warm_copy":
+        what = "pinned copy" if event.get("action") == "pin" else \
+            "queue copy" if event.get("action") == "queue" else str(event.get("action") or "?")
+        text = f"{what} of {model} on {node}: {event.get('stage') or '?'}"
+        if event.get("stage") == "started" and event.get("reason"):
+            text += f" ({event['reason']})"
+        elif event.get("error"):
             text += f" ({event['error']})"
     elif kind in {"model_loaded", "model_unloaded"}:
         text = f"{model} {kind.removeprefix('model_')} on {node}"

@@ -1,4 +1,5 @@
-"""Model checks: thrashing (the same model cold-loaded again and again on one node)."""
+"""Model checks: thrashing (the same model cold-loaded again and again on one node), and
+pins the fleet cannot keep."""
 
 from __future__ import annotations
 
@@ -59,6 +60,36 @@ def model_thrashing(view: HealthView) -> list[Finding]:
     return findings
 
 
+def pins_short(view: HealthView) -> list[Finding]:
+    """A pinned model with fewer loaded copies than its pin asks, and why (the leader's
+    last round): critical with none loaded, a warning with some."""
+    findings = []
+    for model, pin in sorted(view.pins.items()):
+        if pin.get("state") != "short" or "not reconciled" in pin.get("reason", ""):
+            continue
+        loaded = list(pin.get("loaded_on", []))
+        reason = str(pin.get("reason", ""))
+        if "model missing" in reason:
+            fix = f"Pull {model} onto a node (herd's Models page, or POST /api/pull), or unpin it."
+        elif "node offline" in reason:
+            fix = "Bring the node back, or pin the model without naming nodes."
+        else:
+            fix = (f"Free memory for {model} (unpin or remove other models, a larger "
+                   "OLLAMA_MAX_LOADED_MODELS), add a node that holds it, or pin fewer copies.")
+        findings.append(Finding(
+            check_id="pins_short",
+            severity=Severity.WARNING if loaded else Severity.CRITICAL,
+            title=f"{model} is pinned but not kept: {len(loaded)} of {pin.get('copies')} "
+                  "copies loaded",
+            description=reason,
+            fix=fix,
+            data={"model": model, "copies": pin.get("copies"), "loaded_on": loaded,
+                  "reason": reason},
+        ))
+    return findings
+
+
 @hookimpl
 def herd_register_health_checks() -> list[HealthCheck]:
-    return [FunctionCheck("model_thrashing", model_thrashing)]
+    return [FunctionCheck("model_thrashing", model_thrashing),
+            FunctionCheck("pins_short", pins_short)]

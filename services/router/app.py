@@ -23,6 +23,7 @@ from services.router.api import (
     meta,
     metrics,
     models,
+    pins,
     usage,
 )
 from services.router.api import settings as settings_api
@@ -92,6 +93,7 @@ def create_app(settings: Settings, redis_url: str) -> Litestar:
             *health.ROUTES, *metrics.ROUTES, *settings_api.ROUTES, *models.ROUTES,
             *usage.ROUTES, *events.ROUTES, *benchmarks.ROUTES, *client_keys.ROUTES,
             *exchange.ROUTES, *count_tokens.ROUTES, *catalog.ROUTES, *manage.ROUTES,
+            *pins.ROUTES,
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],

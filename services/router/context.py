@@ -19,6 +19,7 @@ from services.router.fleet.core import Core
 from services.router.fleet.dispatch import Dispatcher
 from services.router.fleet.ends import RequestEnds
 from services.router.fleet.leader import Leader, LeaderJob
+from services.router.fleet.pins import PinKeeper
 from services.router.fleet.pulls import Pulls
 from services.router.fleet.reaper import reaper_job, retention_job
 from services.router.fleet.registry import Registry
@@ -57,6 +58,7 @@ class RouterContext(Core):
     nodes: Nodes = field(init=False)
     dispatcher: Dispatcher = field(init=False)
     leader: Leader = field(init=False)
+    pins: PinKeeper = field(init=False)  # its job runs on the leader only
     # Checks from every plugin, asked once per replica (hooks register, handlers call).
     health_checks: list[HealthCheck] = field(init=False)
     pulls: Pulls = field(init=False)
@@ -82,7 +84,8 @@ class RouterContext(Core):
                                     client_keys=ctx.client_keys)
         ctx.pulls = Pulls(ctx, ctx.fleet, ctx.nodes)
         ctx.benchmarks = BenchmarkRuns()
-        ctx.leader = Leader(ctx, leader_jobs(settings))
+        ctx.pins = PinKeeper(ctx, ctx.fleet, ctx.nodes, lambda: ctx.routing.inputs, ctx.stats)
+        ctx.leader = Leader(ctx, [*leader_jobs(settings), ctx.pins.job])
         ctx.health_checks = [
             check for batch in ctx.plugins.hook.herd_register_health_checks() for check in batch]
         return ctx

@@ -58,6 +58,7 @@ RAW_BODIES: dict[tuple[str, str], type[msgspec.Struct] | None] = {
     ("/dashboard/api/benchmarks", "post"): schemas.BenchmarkStart,
     ("/dashboard/api/benchmarks/runs", "post"): schemas.BenchmarkRun,
     ("/api/delete", "delete"): schemas.DeleteRequest,
+    ("/fleet/pins", "post"): schemas.PinRequest,
     ("/api/copy", "post"): schemas.CopyRequest,
     ("/api/create", "post"): schemas.CreateRequest,
     ("/api/push", "post"): schemas.PushRequest,

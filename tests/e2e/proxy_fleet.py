@@ -41,14 +41,18 @@ class Fleet:
         control = self.control[node_id]
         tags = httpx.get(f"{control}/api/tags", timeout=5).json()["models"]
         ps = httpx.get(f"{control}/api/ps", timeout=5).json()["models"]
+        machine = httpx.get(f"{control}/sim/node", timeout=5).json()
         payload["node_id"] = node_id
         payload["ollama_host"] = sim_url
+        payload["memory"].update(machine["memory"])
+        payload["ollama"]["max_loaded_models"] = machine["max_loaded_models"]
         payload["ollama"].update({
             "models_available": [m["name"] for m in tags],
             "models_available_sizes": {m["name"]: m["size"] / 1e9 for m in tags},
             "models_loaded": [{
                 "name": m["name"], "size_gb": m["size"] / 1e9,
                 "context_length": m.get("context_length", 0),
+                "expires_at": m.get("expires_at", ""),
             } for m in ps],
             "num_parallel": parallel,
         })

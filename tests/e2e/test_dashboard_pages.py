@@ -228,9 +228,36 @@ def test_model_insights_show_where_models_are_loaded(
     if fleet.get("/dashboard/api/models").status_code == 404:
         pytest.skip("/dashboard/api/models is not built yet")
     at = page(fleet.url, "models", monkeypatch)
-    table = at.dataframe[-1].value
+    table = next(d.value for d in at.dataframe if "requests" in d.value.columns)
     loaded = dict(zip(table["model"], table["loaded_on"], strict=True))
     assert "node-alpha" in loaded["llama3.2:3b"] or "node-beta" in loaded["llama3.2:3b"]
+
+
+def test_models_page_pins_and_unpins_a_model(
+    fleet: LiveFleet, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    at = page(fleet.url, "models", monkeypatch)
+    at.text_input(key="pin_model").input("qwen3:8b")
+    at.number_input(key="pin_copies").set_value(1)
+    at.text_input(key="pin_nodes").input("node-beta")
+    at.button(key="pin_save").click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert "Pinned qwen3:8b: 1 copy." in [s.value for s in at.success]
+    listed = fleet.get("/fleet/pins").json()["pins"]
+    assert [(p["model"], p["nodes"]) for p in listed] == [("qwen3:8b", ["node-beta"])]
+    again = page(fleet.url, "models", monkeypatch)
+    pins = next(d.value for d in again.dataframe if "state" in d.value.columns)
+    assert list(pins["model"]) == ["qwen3:8b"]
+    # a bad pin: the router's words
+    again.text_input(key="pin_model").input("qwen3:8b")
+    again.number_input(key="pin_copies").set_value(3)
+    again.text_input(key="pin_nodes").input("node-beta")
+    again.button(key="pin_save").click().run()
+    assert any("cannot fit on the 1 node" in e.value for e in again.error)
+    again.text_input(key="pin_model").input("qwen3:8b")
+    again.button(key="pin_remove").click().run()
+    assert any("Unpinned qwen3:8b" in s.value for s in again.success)
+    assert fleet.get("/fleet/pins").json()["pins"] == []
 
 
 def test_settings_form_saves_a_change(fleet: LiveFleet, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -136,6 +136,13 @@ def test_event_lines_say_what_happened() -> None:
         {"kind": "model_loaded", "ts": ts, "node_id": "n", "model": "m"})
     assert widgets.event_line({"kind": "context_protection", "ts": ts,
                                "message": "stripped num_ctx"}).endswith("stripped num_ctx")
+    short = widgets.event_line({"kind": "pin", "ts": ts, "model": "big:30b", "state": "short",
+                                "reason": "0 of 2 loaded; no node has room"})
+    assert ":orange[:material/warning:] pin `big:30b`: short (0 of 2 loaded; no node" in short
+    started = widgets.event_line({"kind": "warm_copy", "ts": ts, "node_id": "n", "model": "m",
+                                  "action": "queue", "stage": "started",
+                                  "reason": "9 waiting"})
+    assert "queue copy of `m` on **n**: started (9 waiting)" in started
     assert widgets.event_line({"kind": "new_kind", "a": 1}) == \
         "`—` :gray[:material/info:] new_kind: a=1"
 

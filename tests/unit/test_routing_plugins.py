@@ -415,6 +415,66 @@ def test_room_to_load_keeps_a_model_off_a_node_full_of_busy_models() -> None:
     assert {r.node.node_id for r in engine.rank(req, fresh, ["warm"])} == {"busy", "idle"}
 
 
+def test_room_to_load_never_plans_to_evict_a_pinned_copy() -> None:
+    from plugins.routing.filters import RoomToLoad
+
+    big = "big:14b"
+    idle = NodeState(node_id="idle", ollama_url="http://idle", memory_total_gb=24.0,
+                     num_parallel=2, models_available=(M, big),
+                     model_sizes_gb={M: 2.0, big: 12.0},
+                     models_loaded=(LoadedModel(name=M, size_gb=16.0),))
+    warm = NodeState(node_id="warm", ollama_url="http://warm", memory_total_gb=24.0,
+                     models_available=(big,), model_sizes_gb={big: 12.0},
+                     models_loaded=(LoadedModel(name=big, size_gb=12.0),))
+    req = request({"model": big})
+    req.model = big
+    room = RoomToLoad()
+    # idle and unpinned, the 16 GB copy may be evicted for the big model
+    assert room.allows(idle, req, context(idle, warm))
+    # pinned, it stays: no room on that node while another has the model loaded
+    assert not room.allows(idle, req, context(idle, warm, pinned_models={M: 1}))
+    # a pin on another model changes nothing
+    assert room.allows(idle, req, context(idle, warm, pinned_models={"other:1b": 1}))
+
+
+def test_the_wait_rule_keeps_a_request_on_loaded_copies_while_waiting_is_quicker() -> None:
+    from plugins.routing.filters import WaitForLoaded
+    from shared.routing import LatencyStats
+
+    warm = NodeState(node_id="warm", ollama_url="http://warm", num_parallel=2,
+                     models_available=(M,), model_sizes_gb={M: 2.0},
+                     models_loaded=(LoadedModel(name=M, size_gb=2.0),))
+    cold = NodeState(node_id="cold", ollama_url="http://cold", num_parallel=2,
+                     models_available=(M,), model_sizes_gb={M: 2.0})
+    ctx = context(warm, cold)
+    req = request({"model": M})
+    rule = WaitForLoaded()
+    assert rule.allows(warm, req, ctx)
+    assert rule.allows(cold, req, ctx)  # a free slot on the warm copy: no wait, no rule
+    ctx.inputs.started("warm", M)
+    ctx.inputs.started("warm", M)
+    assert rule.allows(cold, req, ctx)  # full, but no running time measured yet
+    ctx.inputs.latency[("warm", M)] = LatencyStats(latency_ms=1000.0, samples=5)
+    assert rule.allows(cold, req, ctx)  # nor any load: a guess holds nobody back
+    ctx.inputs.load_ms = {("cold", M): 8000.0}
+    # 1 request ahead (this one) over 2 slots x 1 s = 0.5 s < an 8 s load: wait for warm
+    assert not rule.allows(cold, req, ctx)
+    ctx.inputs.queued = {M: 19}  # 20 / 2 x 1 s = 10 s > 8 s: load a copy
+    assert rule.allows(cold, req, ctx)
+    ctx.inputs.queued = {}
+    # a node named by X-Herd-Node, a retry, or the setting off: never held back
+    assert rule.allows(cold, request({"model": M}, headers={"x-herd-node": "cold"}), ctx)
+    ctx.excluded = frozenset({"other"})
+    assert rule.allows(cold, req, ctx)
+    ctx.excluded = frozenset()
+    off = context(warm, cold, wait_for_loaded=False)
+    off.inputs = ctx.inputs
+    assert rule.allows(cold, req, off)
+    # without a measured load there, the fleet's seconds per GB: 8 s for 2 GB elsewhere
+    ctx.inputs.load_ms = {("warm", M): 8000.0}
+    assert not rule.allows(cold, req, ctx)
+
+
 def test_with_fleet_affinity_the_scorer_leaves_it_to_the_slot_acquisition() -> None:
     engine = RoutingEngine(build_plugin_manager())
     ctx = context(node("a", loaded=4096), node("b", loaded=4096))

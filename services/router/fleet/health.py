@@ -6,6 +6,9 @@ import asyncio
 import time
 from typing import Protocol
 
+import msgspec
+
+from services.router.fleet.pins import read_pins
 from services.router.fleet.reads import ReadParts, read_counters, read_events, read_queue_depths
 from services.router.fleet.stats import Stats
 from shared.health import (
@@ -35,12 +38,13 @@ class HealthParts(ReadParts, Protocol):
 async def build_view(ctx: HealthParts, now: float | None = None) -> HealthView:
     now = time.time() if now is None else now
     snapshot = ctx.fleet.snapshot()
-    stats, counters, depths, events = await asyncio.gather(
+    stats, counters, depths, events, pins = await asyncio.gather(
         ctx.stats.read_window(24, now), read_counters(ctx), read_queue_depths(ctx, snapshot),
-        read_events(ctx, now - DAY_S, EVENTS_SCAN),
+        read_events(ctx, now - DAY_S, EVENTS_SCAN), read_pins(ctx),
     )
     return HealthView(snapshot=snapshot, settings=ctx.settings, stats=stats, counters=counters,
-                      queue_depths=depths, events=events, now=now)
+                      queue_depths=depths, events=events, now=now,
+                      pins={p.model: msgspec.structs.asdict(p) for p in pins})
 
 
 def _vitals(view: HealthView, score: int) -> Vitals:

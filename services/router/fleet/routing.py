@@ -262,7 +262,9 @@ class RoutingEngine:
             pipe.hgetall(keys.latency(node_id, model))
         for model in models:
             pipe.zcard(keys.wait(model))
+        pipe.hgetall(keys.load_times())
         results = (await pipe.execute())[written:]
+        self.inputs.load_ms = _load_times(results.pop())
         in_flight: dict[tuple[str, str], int] = {}
         latency: dict[tuple[str, str], LatencyStats] = {}
         for i, pair in enumerate(pairs):
@@ -297,6 +299,19 @@ class RoutingEngine:
             except (RedisError, OSError) as exc:
                 log.warning("routing inputs not refreshed", extra={"error": str(exc)})
             await asyncio.sleep(INPUTS_INTERVAL)
+
+
+def _load_times(fields: dict[str, str]) -> dict[tuple[str, str], float]:
+    out: dict[tuple[str, str], float] = {}
+    for pair, value in fields.items():
+        node_id, sep, model = pair.partition("|")
+        try:
+            ms = float(value)
+        except ValueError:
+            continue
+        if sep and ms > 0:
+            out[(node_id, model)] = ms
+    return out
 
 
 def _stats(fields: dict[str, str]) -> LatencyStats:
