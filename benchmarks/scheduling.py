@@ -36,7 +36,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.warm_workloads import WORKLOADS, run_workload  # noqa: E402
+from benchmarks.warm_workloads import WORKLOADS, pct, run_workload, sim_call  # noqa: E402
 from benchmarks.workload import Conversation, WorkloadSpec, generate, summary  # noqa: E402
 from shared.redisconn import EmbeddedRedis  # noqa: E402
 from tests.helpers import Proc, free_port, herd_bin  # noqa: E402
@@ -189,13 +189,6 @@ class RunFigures:
     per_model_node: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
-
-
 async def one_turn(session: aiohttp.ClientSession, router: str, conv: Conversation,
                    history: list[dict[str, str]], index: int, t0: float) -> Result:
     turn = conv.turns[index]
@@ -267,15 +260,6 @@ async def replay(router: str, conversations: list[Conversation], cap: float
 
 
 # --- one run ------------------------------------------------------------------------------
-
-
-async def sim_call(session: aiohttp.ClientSession, method: str, url: str,
-                   body: dict[str, Any] | None = None) -> Any:
-    async with session.request(method, url, json=body) as r:
-        data = await r.read()
-        if r.status != 200:
-            raise RuntimeError(f"{method} {url}: {r.status} {data[:200]!r}")
-        return json.loads(data) if data.strip() else None
 
 
 async def warm_start(session: aiohttp.ClientSession, sims: dict[str, str]) -> None:
