@@ -74,6 +74,9 @@ CALLS: tuple[Call, ...] = (
     Call("POST", "/heartbeat", body=_HEARTBEAT),
     Call("GET", "/fleet/status"),
     Call("GET", "/fleet/queue"),
+    Call("GET", "/fleet/pins"),
+    Call("POST", "/fleet/pins", body={"model": MODEL, "copies": 1}),
+    Call("DELETE", "/fleet/pins", path=f"/fleet/pins?model={MODEL}"),
     Call("GET", "/dashboard", frozen=404, thawed=404),  # the drill runs --no-dashboard
     Call("GET", "/dashboard/api/health"),
     Call("GET", "/dashboard/api/recommendations"),
