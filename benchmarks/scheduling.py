@@ -36,7 +36,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.warm_workloads import WORKLOADS, pct, run_workload, sim_call  # noqa: E402
+from benchmarks.warm_workloads import BASELINES, WORKLOADS, pct, run_workload, sim_call  # noqa: E402
 from benchmarks.workload import Conversation, WorkloadSpec, generate, summary  # noqa: E402
 from shared.redisconn import EmbeddedRedis  # noqa: E402
 from tests.helpers import Proc, free_port, herd_bin  # noqa: E402
@@ -69,16 +69,7 @@ LOAD_BASE_SECONDS = 1.0
 MAX_LOADED = 3  # OLLAMA_MAX_LOADED_MODELS of every node
 KEEP_ALIVE_SECONDS = 300.0  # Ollama's default 5 minutes, in real time
 
-BASELINE = "plugins.routing.baselines:"
-POLICIES: dict[str, dict[str, str]] = {
-    "herd": {},
-    "round_robin": {"FLEET_PLUGINS": BASELINE + "round_robin",
-                    "FLEET_DISABLED_PLUGINS": "plugins.routing.scorers"},
-    "least_conn": {"FLEET_PLUGINS": BASELINE + "least_connections",
-                   "FLEET_DISABLED_PLUGINS": "plugins.routing.scorers"},
-    "random": {"FLEET_PLUGINS": BASELINE + "random_choice",
-               "FLEET_DISABLED_PLUGINS": "plugins.routing.scorers"},
-}
+POLICIES: dict[str, dict[str, str]] = {"herd": {}, **BASELINES}
 
 
 def sim_args(name: str, spec: NodeSpec, port: int, speed: float) -> list[str]:
