@@ -18,6 +18,7 @@ from shared.settings import Settings
 __all__ = [
     "NO_APP",
     "PRIORITIES",
+    "FreeingScorer",
     "LatencyStats",
     "NodeFilter",
     "RouteRequest",
@@ -291,12 +292,24 @@ class Scorer(Protocol):
 
     The engine multiplies the rating by the `weight_<name>` setting when one exists, else by
     `weight`, and sums over scorers. Called per request: no I/O, microseconds.
+
+    A scorer that reads the in-flight counts (`context.inputs`) may also define
+    `freed(node, request, context) -> float`: the rating it gains per request fewer in
+    flight on the node for the model. The replica's counts are up to half a second old; with
+    it, the slot acquisition rates the conversation's last node on its live leases.
     """
 
     name: str
     weight: float
 
     def score(self, node: NodeState, request: RouteRequest, context: ScoringContext) -> float: ...
+
+
+@runtime_checkable
+class FreeingScorer(Scorer, Protocol):
+    """A scorer that also says what its rating gains per request that ended (see Scorer)."""
+
+    def freed(self, node: NodeState, request: RouteRequest, context: ScoringContext) -> float: ...
 
 
 @runtime_checkable

@@ -76,6 +76,11 @@ class Load:
         overall = 1.0 - _clamp(context.inputs.node_in_flight(node.node_id) / capacity)
         return 0.75 * free + 0.25 * overall
 
+    def freed(self, node: NodeState, request: RouteRequest, context: ScoringContext) -> float:
+        """The rating gained per request fewer in flight on the node for the model."""
+        slots = context.slots(node)
+        return 0.75 / slots + 0.25 / (slots * max(1, len(node.models_loaded)))
+
 
 class Latency:
     """Recent speed of this node for this model against the fleet's best (decaying averages)."""

@@ -5,7 +5,9 @@
 --       grant channel), app, band (0 high | 1 normal | 2 low), cost (1 / the app's weight),
 --       session ('' for none), affinity bonus, affinity ttl_ms, affinity max entries,
 --       again (0 on a request's first call | 1 when it calls again),
---       then node_i, capacity_i, score_i for each candidate (best first).
+--       then node_i, capacity_i, score_i, busy_i, freed_i for each candidate (best first):
+--       busy_i the requests in flight on it for the model as the replica's view had them
+--       (read up to half a second ago), freed_i the points its score gains per one fewer.
 -- Returns {1, node, remembered} when the request holds a slot, {0, position, order,
 -- remembered} when it waits (order: its score in wait:{model}), {-1, depth} when the queue
 -- is full. remembered: the node that took the conversation's last turn, or ''.
@@ -31,7 +33,9 @@ local affinity_ttl = tonumber(ARGV[13])
 local affinity_max = tonumber(ARGV[14])
 local again = ARGV[15] == '1'
 local n = (#KEYS - 12) / 2
-local function node_of(i) return ARGV[13 + 3 * i] end
+local function node_of(i) return ARGV[11 + 5 * i] end
+local function capacity_of(i) return tonumber(ARGV[12 + 5 * i]) end
+local function score_of(i) return tonumber(ARGV[13 + 5 * i]) end
 local function slots_of(i) return 11 + 2 * i end -- index in KEYS; counters follow it
 
 -- Called again: a slot may have been granted to it meanwhile (the message is on its way or
@@ -49,16 +53,20 @@ end
 drop_dead(now, id)
 
 -- The conversation's last node, if it was used within the ttl: it moves ahead of every
--- candidate whose score is below its own plus the affinity bonus (load still wins).
+-- candidate whose score is below its own plus the affinity bonus (load still wins). Its
+-- score is first corrected to its live leases: the replica's view may still count requests
+-- that have ended since, most often this conversation's own last turn, just answered.
 local remembered, used = recall(session, now, affinity_ttl)
 local order = {}
 for i = 1, n do order[i] = i end
 if remembered then
   for r = 2, n do
     if node_of(r) == remembered then
-      local boosted = tonumber(ARGV[15 + 3 * r]) + bonus
+      local ended = tonumber(ARGV[14 + 5 * r])
+        - redis.call('ZCOUNT', KEYS[slots_of(r)], '(' .. now, '+inf')
+      local boosted = score_of(r) + math.max(ended, 0) * tonumber(ARGV[15 + 5 * r]) + bonus
       local at = r
-      while at > 1 and tonumber(ARGV[15 + 3 * order[at - 1]]) < boosted do at = at - 1 end
+      while at > 1 and score_of(order[at - 1]) < boosted do at = at - 1 end
       table.remove(order, r)
       table.insert(order, at, r)
       break
@@ -81,7 +89,7 @@ if not my_score and redis.call('ZCARD', KEYS[1]) == 0 then
   -- after now; expired ones are left for the reaper, which fixes the counters.
   for _, i in ipairs(order) do
     local live = redis.call('ZCOUNT', KEYS[slots_of(i)], '(' .. now, '+inf')
-    if tonumber(ARGV[14 + 3 * i]) - live > 0 then return take(i) end
+    if capacity_of(i) - live > 0 then return take(i) end
   end
 end
 
@@ -117,7 +125,7 @@ local nodes, caps = {}, {}
 for k, i in ipairs(order) do
   nodes[k] = node_of(i)
   caps[#caps + 1] = node_of(i)
-  caps[#caps + 1] = ARGV[14 + 3 * i]
+  caps[#caps + 1] = ARGV[12 + 5 * i]
 end
 redis.call('HSET', KEYS[8], id, cjson.encode({
   c = nodes, s = session, o = channel, l = lease_ms, t = affinity_ttl, m = affinity_max}))

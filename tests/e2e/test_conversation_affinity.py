@@ -69,7 +69,7 @@ def test_chats_through_two_replicas_stay_on_their_node(tmp_path: Path, redis_url
                 (firsts if turn == 0 else verdicts).append(r.headers["x-fleet-affinity"])
                 messages += [r.json()["message"], {"role": "user", "content": "And then?"}]
         assert firsts == ["new"] * 6
-        assert verdicts.count("hit") >= 0.8 * len(verdicts), verdicts
+        assert verdicts == ["hit"] * len(verdicts), verdicts
 
         # An explicit session groups /api/generate requests the same way
         seen = []
@@ -79,11 +79,12 @@ def test_chats_through_two_replicas_stay_on_their_node(tmp_path: Path, redis_url
                            json={"model": MODEL, "prompt": f"part {i}", "stream": False})
             assert r.status_code == 200, r.text
             seen.append(r.headers["x-fleet-affinity"])
-        assert seen[0] == "new" and seen[1:].count("hit") >= 1
-        # a stream carries the header too (a replica's load figures, refreshed twice a
-        # second, may briefly count the last turn still running: then load may move it)
+        # each replica's load figures, read twice a second, may still count the last turn
+        # as running on its node: the slot acquisition rates that node on its live leases
+        assert seen == ["new", "hit", "hit"]
+        # a stream carries the header too
         with httpx.stream("POST", f"{fleet.urls[1]}/api/generate", timeout=30,
                           headers={"X-Herd-Session": "report-42"},
                           json={"model": MODEL, "prompt": "more"}) as r:
             r.read()
-            assert r.headers["x-fleet-affinity"] in {"hit", "moved"}
+            assert r.headers["x-fleet-affinity"] == "hit"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from services.router.fleet.slots import Place
+from services.router.fleet.slots import Place, Scored
 from shared.keys import Keys
 from shared.settings import Settings
 from tests.integration.test_slots_queue import MODEL, Replica, wait_depth
@@ -153,7 +153,31 @@ async def test_the_last_node_wins_within_the_bonus_and_load_still_wins(
     # a full: the turn moves however much a would have scored
     await r1.acquire(MODEL, "busy1", [("a", 2)], 5)
     await r1.acquire(MODEL, "busy2", [("a", 2)], 5)
-    assert await turn(r2, "t5", [90, 10], [("a", 2), ("b", 2)]) == ("b", "a")
+
+async def test_the_last_node_is_rated_on_its_live_leases(
+    two: list[Replica], redis: Redis, keys: Keys,
+) -> None:
+    """A replica's view, up to half a second old, may still count the conversation's last
+    turn on its node (answered since, through the other replica): the score it passes for
+    that node is corrected to the node's live leases before the bonus is weighed."""
+    r1, r2 = (r.slots for r in two)
+
+    async def turn(slots: Any, rid: str, first: str, scores: list[Scored]) -> tuple[str, str]:
+        candidates = [(first, 2), ("b" if first == "a" else "a", 2)]
+        grant = await slots.claim(MODEL, rid, candidates, 5, place=session("chat-2"),
+                                  scores=scores)
+        await slots.release(grant.node_id, MODEL, rid, True)
+        return grant.node_id, grant.remembered
+
+    assert await turn(r1, "t1", "a", [Scored(80), Scored(70)]) == ("a", "")
+    # r2's view still counts t1 on a, 40 points of load: 40 + 15 < 70, yet a has no lease
+    # left, so it is rated 80: a hit
+    stale = [Scored(70), Scored(40, busy=1, freed=40)]
+    assert await turn(r2, "t2", "b", stale) == ("a", "a")
+    # a really is as busy as the view says: no correction, the turn moves to b
+    await r1.acquire(MODEL, "other", [("a", 2)], 5)
+    assert await turn(r2, "t3", "b", stale) == ("b", "a")
+    await r1.release("a", MODEL, "other", True)
 
 
 async def test_the_index_stays_bounded_and_expires(

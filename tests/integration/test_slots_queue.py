@@ -79,7 +79,7 @@ async def queue_ghost(redis: Redis, keys: Keys, request_id: str, waiter_ttl_ms: 
         "acquire",
         [*keys.queue(MODEL), keys.slots("n1", MODEL), keys.counters("n1", MODEL)],
         [request_id, now, 30000, 100, waiter_ttl_ms, MODEL, keys.grant_channel("ghost"),
-         "(none)", 1, 1, "", 0, 60000, 100, 0, "n1", 0, 0],
+         "(none)", 1, 1, "", 0, 60000, 100, 0, "n1", 0, 0, 0, 0],
     )
 
 

@@ -71,7 +71,7 @@ def test_widening_keeps_the_shortlist_first_and_adds_every_other_node() -> None:
     first = [r.node.node_id for r in chosen.ranked]
     assert sorted(first) == ["w00", "w01", "w02"] and not chosen.widened
     pairs, scores = chosen.widen()
-    assert len(scores) == len(pairs) and scores == [r.score for r in chosen.ranked]
+    assert len(scores) == len(pairs) and [s.score for s in scores] == [r.score for r in chosen.ranked]
     assert [p[0] for p in pairs[:len(first)]] == first
     assert sorted(p[0] for p in pairs) == sorted(f"{k}{i:02d}" for k in "wc" for i in range(5)
                                                   if f"{k}{i:02d}" != "c04")
@@ -83,3 +83,27 @@ def test_a_pin_outside_the_shortlist_falls_back_to_every_node() -> None:
     engine = RoutingEngine(build_plugin_manager())
     chosen = Candidates(engine, request(headers={"x-herd-node": "w11"}), ctx, (), 0)
     assert [r.node.node_id for r in chosen.ranked] == ["w11"]
+
+
+def test_a_turns_scores_carry_the_load_they_assumed() -> None:
+    """What the acquisition needs to rate the conversation's last node on its live leases:
+    each busy candidate's in-flight count, and the points one fewer would give it back."""
+    ctx = fleet(2, 0, weight_load=30.0)
+    engine = RoutingEngine(build_plugin_manager())
+    turn = request({"model": M, "messages": [{"role": "user", "content": "hi"}]})
+    engine.prepare(turn, ctx)
+    ctx.inputs.started("w01", M)
+    chosen = Candidates(engine, turn, ctx, (), 0)
+    scored = {r.node.node_id: s for r, s in zip(chosen.ranked, chosen.scores(), strict=True)}
+    assert scored["w00"].busy == 0 and scored["w00"].freed == 0
+    assert scored["w01"].busy == 1
+    # 2 slots, one model loaded: 0.75 / 2 + 0.25 / 2 of the load weight
+    assert abs(scored["w01"].freed - 15.0) < 1e-9
+    ctx.inputs.finished("w01", M)
+    idle = {r.node.node_id: r.score for r in engine.rank(turn, ctx)}
+    assert abs(scored["w01"].score + scored["w01"].freed - idle["w01"]) < 0.01
+    # a request of no conversation has no last node to rate: nothing is assumed
+    plain = request()
+    engine.prepare(plain, ctx)
+    ctx.inputs.started("w01", M)
+    assert all(s.busy == 0 for s in Candidates(engine, plain, ctx, (), 0).scores())

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from services.router.fleet.routing import Ranked, RoutingEngine
+from services.router.fleet.slots import Scored
 from shared.models import NodeState
 from shared.routing import RouteRequest, ScoringContext
 
@@ -83,11 +84,21 @@ class Candidates:
         """(node id, capacity) of each candidate, best first: what the acquisition takes."""
         return [(r.node.node_id, self._context.slots(r.node)) for r in self.ranked]
 
-    def scores(self) -> list[float]:
-        """Each candidate's score, in the order of `slots()`."""
-        return [r.score for r in self.ranked]
+    def scores(self) -> list[Scored]:
+        """Each candidate's score, in the order of `slots()`; for a conversation's turn, with
+        the load its score assumed (the acquisition corrects its last node's to live)."""
+        context, request = self._context, self._request
+        if not request.session_key or context.settings.session_affinity != "fleet":
+            return [Scored(r.score) for r in self.ranked]
+        inputs, model, engine = context.inputs, request.model, self._engine
+        scored = []
+        for r in self.ranked:
+            busy = inputs.in_flight(r.node.node_id, model)
+            scored.append(Scored(r.score, busy, engine.freed(r.node, request, context))
+                          if busy else Scored(r.score))
+        return scored
 
-    def widen(self) -> tuple[list[tuple[str, int]], list[float]]:
+    def widen(self) -> tuple[list[tuple[str, int]], list[Scored]]:
         """Every node, ranked, after the shortlist had no free slot (the request then waits
         with all of them); the shortlist's order is kept in front."""
         if not self.widened:

@@ -26,6 +26,7 @@ from services.router.fleet.slots import Grant, Place
 from shared.background import background
 from shared.models import FleetSnapshot, NodeState
 from shared.routing import (
+    FreeingScorer,
     LatencyStats,
     NodeFilter,
     RouteRequest,
@@ -159,6 +160,9 @@ class RoutingEngine:
         # moves the starting point of each shortlist on (fleet/candidates.py)
         self.turns = itertools.count()
         self._weight_attrs = [(s, f"weight_{s.name}") for s in self.scorers]
+        # scorers rating the in-flight counts, with their gain per request that ended
+        self._freeing = [(s, attr) for s, attr in self._weight_attrs
+                         if isinstance(s, FreeingScorer)]
 
     def weight(self, name: str, settings: Settings) -> float:
         """The weight of the scorer called `name` (its `weight_<name>` setting, else its
@@ -206,6 +210,13 @@ class RoutingEngine:
             request.estimated_tokens = len(request.raw) // 4  # ~4 bytes a token
         for transform in self.transforms:
             transform.apply(request, context)
+
+    def freed(self, node: NodeState, request: RouteRequest, context: ScoringContext) -> float:
+        """The points `node`'s score gains per request fewer in flight on it for the model
+        (see Scorer)."""
+        settings = context.settings
+        return sum(float(getattr(settings, attr, s.weight)) * s.freed(node, request, context)
+                   for s, attr in self._freeing)
 
     def rank(
         self, request: RouteRequest, context: ScoringContext, exclude: Iterable[str] = (),

@@ -49,7 +49,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -63,7 +63,7 @@ from shared.routing import NO_APP, PRIORITIES
 from shared.scripts import Scripts, script_sha, script_source
 from shared.settings import Settings
 
-__all__ = ["Grant", "Place", "SlotManager", "Widen", "parse_counters"]
+__all__ = ["Grant", "Place", "Scored", "SlotManager", "Widen", "parse_counters"]
 
 log = logging.getLogger("herd.slots")
 
@@ -73,8 +73,19 @@ RESUBSCRIBE_SECONDS = 1.0
 MIN_WEIGHT, MAX_WEIGHT = 0.01, 100.0  # keeps virtual tags far below one band (2^44)
 
 
+class Scored(NamedTuple):
+    """A candidate's score, and what the replica's view assumed of its load when scoring:
+    `busy` requests in flight on it for the model, each costing it `freed` points. The view
+    is up to half a second old; the acquisition corrects the score of the conversation's
+    last node to its live leases before giving it the affinity bonus."""
+
+    score: float
+    busy: int = 0
+    freed: float = 0.0
+
+
 # A wider list of candidates and their scores, asked for when none of the first had room.
-Widen = Callable[[], tuple[Sequence[tuple[str, int]], Sequence[float]]]
+Widen = Callable[[], tuple[Sequence[tuple[str, int]], Sequence[float | Scored]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +202,7 @@ class SlotManager:
         timeout: float,  # noqa: ASYNC109 - the queue wait only, not the whole request
         *,
         place: Place = Place(),
-        scores: Sequence[float] = (),
+        scores: Sequence[float | Scored] = (),
         more: Widen | None = None,
     ) -> Grant:
         """Take a slot on the first candidate (node id, capacity) with room, in the order
@@ -211,13 +222,15 @@ class SlotManager:
         queue_keys = keys.queue(model)
 
         def keys_and_args(
-            nodes: Sequence[tuple[str, int]], scored: Sequence[float],
+            nodes: Sequence[tuple[str, int]], scored: Sequence[float | Scored],
         ) -> tuple[list[str], list[Any]]:
             script_keys, node_args = list(queue_keys), []
             for i, (node_id, capacity) in enumerate(nodes):
                 script_keys += [keys.slots(node_id, model), keys.counters(node_id, model)]
-                node_args += [node_id, max(int(capacity), 0),
-                              round(scored[i], 4) if i < len(scored) else 0]
+                given = scored[i] if i < len(scored) else 0.0
+                score = given if isinstance(given, Scored) else Scored(given)
+                node_args += [node_id, max(int(capacity), 0), round(score.score, 4),
+                              max(score.busy, 0), round(score.freed, 4)]
             return script_keys, node_args
 
         script_keys, node_args = keys_and_args(candidates, scores)
@@ -477,9 +490,9 @@ class SlotManager:
 
 
 def _widen(
-    candidates: Sequence[tuple[str, int]], scores: Sequence[float],
-    wider: tuple[Sequence[tuple[str, int]], Sequence[float]],
-) -> tuple[list[tuple[str, int]], list[float]]:
+    candidates: Sequence[tuple[str, int]], scores: Sequence[float | Scored],
+    wider: tuple[Sequence[tuple[str, int]], Sequence[float | Scored]],
+) -> tuple[list[tuple[str, int]], list[float | Scored]]:
     """The wider list, then any first candidate it lacks: a slot granted on one of those
     is still found (acquire) and returned (leave)."""
     nodes, scored = list(wider[0]), list(wider[1])
