@@ -9,7 +9,8 @@ With `--key plain` every request carries a client key without limits (checked fr
 replica's memory), with `--key limited` a key with limits too high to reach (one Lua call
 per request to count it): the cost of access control on the request path.
 With `--otel on` the router traces every request (OTEL_EXPORTER_OTLP_ENDPOINT) to an OTLP/HTTP
-receiver in a process of its own (tests/otlp.py), which counts the spans it gets; with
+receiver in a process of its own (tests/otlp.py), which parses and counts the spans it gets
+(and keeps nothing, as cheap as a collector can be on the same two cores); with
 `--otel sampled` it records one request in ten (OTEL_TRACES_SAMPLER=traceidratio, 0.1).
 With `--api messages` the same is measured on Anthropic's /v1/messages (SSE streams, its
 usage read from message_start and message_delta) instead of /api/chat.

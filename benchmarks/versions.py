@@ -8,10 +8,11 @@ base's packages come first on PYTHONPATH.
 
 `--variant NAME=ARGS` (repeatable) runs this tree once per variant in each round, with
 ARGS added to overhead.py's command line (e.g. `--variant off= --variant on=--otel=on`):
-several configurations of this version beside the base, in one run.
+several configurations of this version beside the base, in one run. `--base-variant` does the
+same for the base (shown as `base NAME`), so a configuration is compared across versions.
 
 Run: .venv/bin/python benchmarks/versions.py --base b8f63be [--rounds 3] [--requests 1000]
-     [--variant off= --variant on=--otel=on]
+     [--variant off= --variant on=--otel=on] [--base-variant on=--otel=on]
 """
 
 from __future__ import annotations
@@ -55,6 +56,15 @@ def run_once(tree: Path, requests: int, seconds: float,
     return figures
 
 
+def _variants(specs: list[str]) -> dict[str, list[str]]:
+    """NAME=ARGS specs -> {NAME: overhead.py arguments}."""
+    variants: dict[str, list[str]] = {}
+    for spec in specs:
+        name, _, extra = spec.partition("=")
+        variants[name] = extra.split()
+    return variants
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="the git revision to compare against")
@@ -63,19 +73,20 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--variant", action="append", default=[],
                         help="NAME=ARGS: run this tree with these overhead.py arguments too")
+    parser.add_argument("--base-variant", action="append", default=[],
+                        help="NAME=ARGS: run the base with these arguments too")
     args = parser.parse_args()
-    variants: dict[str, list[str]] = {}
-    for spec in args.variant or ["this="]:
-        name, _, extra = spec.partition("=")
-        variants[name] = extra.split()
+    variants, base_variants = _variants(args.variant or ["this="]), _variants(args.base_variant)
     with tempfile.TemporaryDirectory(prefix="herd-base-") as tmp:
         base = Path(tmp) / "base"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base),
                         args.base], check=True, capture_output=True)
         print(f"base tree: {base}", flush=True)
         try:
-            runs: dict[str, list[dict[str, float]]] = {"base": [], **{v: [] for v in variants}}
-            plan = [("base", base, []), *((v, ROOT, extra) for v, extra in variants.items())]
+            plan = [("base", base, []),
+                    *((f"base {v}", base, extra) for v, extra in base_variants.items()),
+                    *((v, ROOT, extra) for v, extra in variants.items())]
+            runs: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in plan}
             for round_ in range(args.rounds):
                 for label, tree, extra in plan:
                     runs[label].append(run_once(tree, args.requests, args.seconds, extra))

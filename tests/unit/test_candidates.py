@@ -71,7 +71,8 @@ def test_widening_keeps_the_shortlist_first_and_adds_every_other_node() -> None:
     first = [r.node.node_id for r in chosen.ranked]
     assert sorted(first) == ["w00", "w01", "w02"] and not chosen.widened
     pairs, scores = chosen.widen()
-    assert len(scores) == len(pairs) and [s.score for s in scores] == [r.score for r in chosen.ranked]
+    assert len(scores) == len(pairs)
+    assert [s.score for s in scores] == [r.score for r in chosen.ranked]
     assert [p[0] for p in pairs[:len(first)]] == first
     assert sorted(p[0] for p in pairs) == sorted(f"{k}{i:02d}" for k in "wc" for i in range(5)
                                                   if f"{k}{i:02d}" != "c04")
