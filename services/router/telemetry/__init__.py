@@ -1,16 +1,19 @@
-"""OpenTelemetry traces of the request path: off unless `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+"""OpenTelemetry traces of the request path: off unless `OTEL_EXPORTER_OTLP_ENDPOINT` is set
+(and `OTEL_SDK_DISABLED` is not `true`).
 
 Off, nothing of OpenTelemetry is imported and the request path pays one `is None` check per
 hook (`RouterContext.tracing` is None, and so is each request's `spans`). On, `spans.py`
-builds a tracer over the OTLP/HTTP exporter of the `herd[otel]` extra: one span per request
-in the GenAI semantic conventions, a child for the queue wait and one per node call, and
-the node call's context forwarded to the node as its `traceparent`.
+records one span per request in the GenAI semantic conventions, a child for the queue wait
+and one per node call, and forwards the node call's context to the node as its
+`traceparent`; `export.py` sends them in batches with the OTLP/HTTP client of the
+`herd[otel]` extra, in the protobuf `otlp.py` writes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -29,6 +32,10 @@ async def tracing(settings: Settings, replica_id: str) -> AsyncIterator[Tracing 
     """The replica's tracer while the block runs (None when tracing is off, or when the
     extra is not installed: that is said once in the log), flushed and stopped at its end."""
     if not settings.otel_endpoint:
+        yield None
+        return
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        log.info("OTEL_SDK_DISABLED=true: requests are not traced")
         yield None
         return
     try:

@@ -1,4 +1,4 @@
-"""The request path's spans over the OpenTelemetry SDK (imported only when tracing is on).
+"""The request path's spans (imported only when tracing is on).
 
 Per request (`RequestSpans`), in the OpenTelemetry GenAI semantic conventions:
 
@@ -8,38 +8,39 @@ Per request (`RequestSpans`), in the OpenTelemetry GenAI semantic conventions:
     └── node call             CLIENT  one per attempt on a node; its context is the
                                       `traceparent` the node receives
 
-Spans go to a BatchSpanProcessor: ending one appends it to a queue, and a thread of the
-SDK encodes and sends batches, so the request path never waits on the collector. A
-collector that cannot be reached loses spans (the queue drops what does not fit), never
-requests, and the log says so once per outage (`_Exporter`), not once per batch.
+The hooks build plain records (`otlp.SpanRecord`), not the SDK's spans: its span start and
+end cost ~60 µs a request on the event loop, these ~10 µs (BENCHMARKS.md, "OpenTelemetry").
+The SDK still gives the resource (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES) and the
+OTLP/HTTP client (`export.py`); the sampler follows the SDK's variables and rules
+(OTEL_TRACES_SAMPLER: parentbased_always_on by default, always_on, always_off,
+traceidratio, parentbased_always_off, parentbased_traceidratio; OTEL_TRACES_SAMPLER_ARG).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import random
+import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from urllib.parse import urlsplit
 
 from litestar.types import Message, Send
-from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import Span, SpanKind, StatusCode, set_span_in_context
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from services.router.nodes import UpstreamFailure
+from services.router.telemetry import otlp
+from services.router.telemetry.export import Batches
+from services.router.telemetry.otlp import AttributeValue, SpanRecord
 from shared.errors import HerdError
 from shared.models import NodeState, Trace, TraceStatus
 from shared.routing import RouteRequest
 
-__all__ = ["OPERATIONS", "RequestSpans", "Tracing"]
+__all__ = ["OPERATIONS", "RequestSpans", "Tracing", "sampler"]
 
 log = logging.getLogger("herd.telemetry")
 
@@ -58,20 +59,45 @@ OPERATIONS: dict[str, str] = {
     "/v1/audio/speech": "generate_content",
 }
 PROVIDER = "ollama"  # gen_ai.provider.name: every node speaks Ollama's server
-# The SDK's own loggers: what they would say per batch (an export failed, the queue is
-# full) is said once by _Exporter instead.
-_QUIET = ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
-          "opentelemetry.sdk._shared_internal")
-# The batch processor warns of a full queue once per span dropped, on the request path: a
-# log record costs more than the span. Below ERROR it is not even built.
-_QUEUE_LOGGER = "opentelemetry.sdk._shared_internal"
 _ENDED_BADLY = {TraceStatus.FAILED, TraceStatus.INCOMPLETE}
-# Encoding a span takes ~50 µs of Python under the GIL; a batch of 512 in one go would hold
-# the event loop off for up to the interpreter's 5 ms switch interval at a time. Encoded a
-# few at a time with a short sleep between (the sleep releases the GIL to the loop), a
-# request waits at most one piece (BENCHMARKS.md, "OpenTelemetry").
-PIECE_SPANS = 8
-PIECE_PAUSE_S = 0.0002
+# version 00 of the W3C header: trace id, parent span id, flags (bit 0: sampled)
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_SAMPLED, _RANDOM = 0x01, 0x02  # trace flags; "random" is W3C Trace Context level 2's
+_TRACESTATE_MAX = 512  # longer is not forwarded (W3C: at least 512 must be propagated)
+_ids = random.getrandbits  # what the SDK's RandomIdGenerator uses
+
+# A sampler: (trace id, the remote parent's sampled flag or None for a root) -> record it?
+Sampler = Callable[[int, "bool | None"], bool]
+
+
+def sampler(name: str, argument: str) -> Sampler:
+    """The sampler OTEL_TRACES_SAMPLER names, with the SDK's rules: a trace id ratio keeps
+    a trace when its low 64 bits fall below ratio * 2^64 (every service that samples by
+    ratio agrees on a trace); `parentbased_*` follows a remote parent's decision."""
+    name = name.strip().lower() or "parentbased_always_on"
+    root_name = name.removeprefix("parentbased_")
+    if root_name not in {"always_on", "always_off", "traceidratio"}:
+        log.warning("unknown OTEL_TRACES_SAMPLER: parentbased_always_on is used",
+                    extra={"sampler": name})
+        name, root_name = "parentbased_always_on", "always_on"
+    if root_name == "traceidratio":
+        try:
+            ratio = min(max(float(argument), 0.0), 1.0)
+        except ValueError:
+            ratio = 1.0
+        bound = round(ratio * (1 << 64))
+
+        def root(trace_id: int) -> bool:
+            return (trace_id & 0xFFFF_FFFF_FFFF_FFFF) < bound
+    else:
+        always = root_name == "always_on"
+
+        def root(trace_id: int) -> bool:
+            return always
+
+    if not name.startswith("parentbased_"):
+        return lambda trace_id, parent: root(trace_id)
+    return lambda trace_id, parent: root(trace_id) if parent is None else parent
 
 
 def _ns_since(t0: float) -> int:
@@ -86,85 +112,11 @@ def _address(url: str) -> tuple[str, int]:
     return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
 
-class _Reasons(logging.Filter):
-    """Keeps the SDK's last words about an export instead of letting them through."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.last = ""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        self.last = record.getMessage()
-        return False
-
-
-class _Exporter(SpanExporter):
-    """The OTLP/HTTP exporter, saying in the log when the collector stops taking spans
-    (once, with the SDK's reason) and when it takes them again."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
-        self.inner = OTLPSpanExporter(endpoint=endpoint)
-        self.down = False
-        self.closed = False
-        self.reasons = _Reasons()
-        for name in _QUIET:
-            logging.getLogger(name).addFilter(self.reasons)
-        queue_logger = logging.getLogger(_QUEUE_LOGGER)
-        self.queue_level = queue_logger.level
-        queue_logger.setLevel(logging.ERROR)
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        result = self._send(spans)
-        if result is SpanExportResult.SUCCESS:
-            if self.down:
-                self.down = False
-                log.info("the OpenTelemetry collector takes spans again",
-                         extra={"endpoint": self.endpoint})
-        elif not self.down and not self.closed:
-            self.down = True
-            log.warning("cannot export spans to the OpenTelemetry collector: spans are "
-                        "dropped until it answers (requests are not affected)",
-                        extra={"endpoint": self.endpoint, "error": self.reasons.last})
-        return result
-
-    def _send(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """One POST of the batch, encoded piece by piece: serialized protobuf messages
-        concatenate into their merge, here one request with a ResourceSpans per piece."""
-        client = getattr(self.inner, "_client", None)
-        if client is None or len(spans) <= PIECE_SPANS:  # an SDK that sends only whole
-            return self.inner.export(spans)
-        pieces = []
-        for start in range(0, len(spans), PIECE_SPANS):
-            pieces.append(encode_spans(spans[start:start + PIECE_SPANS])
-                          .SerializePartialToString())
-            time.sleep(PIECE_PAUSE_S)
-        if self.closed:
-            return SpanExportResult.FAILURE
-        sent = client.export(b"".join(pieces))
-        return SpanExportResult.SUCCESS if sent.success else SpanExportResult.FAILURE
-
-    def shutdown(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.inner.shutdown()  # type: ignore[no-untyped-call]
-
-    def release(self) -> None:
-        """Give the SDK's loggers back, once nothing is exported any more."""
-        for name in _QUIET:
-            logging.getLogger(name).removeFilter(self.reasons)
-        logging.getLogger(_QUEUE_LOGGER).setLevel(self.queue_level)
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-
 class Tracing:
-    """One replica's tracer: the SDK's provider, its batch processor and the exporter.
+    """One replica's tracer: its resource, sampler and the batches sent to the collector.
 
     The resource is `service.name=herd` (OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
-    win), the package version and the replica's id; the sampler is the SDK's default
-    (parent-based, always on; OTEL_TRACES_SAMPLER changes it), the batches OTEL_BSP_*'s.
+    win), the package version and the replica's id.
     """
 
     def __init__(self, endpoint: str, replica_id: str) -> None:
@@ -177,11 +129,10 @@ class Tracing:
             "service.name": "herd", "service.version": herd_version,
             "service.instance.id": replica_id,
         }).merge(OTELResourceDetector().detect())
-        self.exporter = _Exporter(self.endpoint)
-        self.provider = TracerProvider(resource=resource)
-        self.provider.add_span_processor(BatchSpanProcessor(self.exporter))
-        self.tracer = self.provider.get_tracer("herd.router", herd_version)
-        self.propagator = TraceContextTextMapPropagator()
+        self.sample = sampler(os.environ.get("OTEL_TRACES_SAMPLER", ""),
+                              os.environ.get("OTEL_TRACES_SAMPLER_ARG", ""))
+        self.batches = Batches(self.endpoint, otlp.resource(resource.attributes),
+                               otlp.scope("herd.router", herd_version))
 
     def request(self, headers: Mapping[str, str], path: str, request: RouteRequest, *,
                 trace: Trace, t0: float) -> RequestSpans:
@@ -190,21 +141,17 @@ class Tracing:
         return RequestSpans(self, headers, path, request, trace=trace, t0=t0)
 
     async def close(self) -> None:
-        """Send what is queued and stop. A collector already known to be down is not
-        waited for (its retries are cut short): the shutdown stays quick."""
-        if self.exporter.down:
-            self.exporter.shutdown()
-        try:
-            await asyncio.to_thread(self.provider.shutdown)
-        finally:
-            self.exporter.release()
+        """Send what is queued and stop (not waiting for a collector known to be down)."""
+        await asyncio.to_thread(self.batches.close)
 
 
 class RequestSpans:
-    """One request's spans; each method is one hook on the request path."""
+    """One request's spans; each method is one hook on the request path. Not sampled, the
+    request still has its ids (the node receives the trace, marked not sampled) but records
+    nothing."""
 
-    __slots__ = ("attempts", "call", "context", "error_type", "node", "operation", "request",
-                 "span", "status", "trace", "tracing", "waited_ms")
+    __slots__ = ("attempts", "call", "error_type", "flags", "node", "records", "request",
+                 "root", "status", "trace", "tracing", "waited_ms")
 
     def __init__(self, tracing: Tracing, headers: Mapping[str, str], path: str,
                  request: RouteRequest, *, trace: Trace, t0: float) -> None:
@@ -212,21 +159,35 @@ class RequestSpans:
         # both are filled in as the request goes (its priority, its node, its tokens ...)
         # and read at the end
         self.request, self.trace = request, trace
-        self.operation = OPERATIONS.get(path, "chat")
-        parent: Context | None = None
-        if "traceparent" in headers:
-            parent = tracing.propagator.extract(headers)
-        self.span: Span = tracing.tracer.start_span(
-            f"{self.operation} {request.model}", context=parent, kind=SpanKind.SERVER,
-            start_time=_ns_since(t0), attributes={
-                "gen_ai.operation.name": self.operation,
+        operation = OPERATIONS.get(path, "chat")
+        trace_id = parent_id = flags = 0
+        parent_sampled: bool | None = None
+        trace_state = ""
+        given = headers.get("traceparent")
+        if given is not None and (ids := _TRACEPARENT.fullmatch(given.strip().lower())):
+            trace_id, parent_id, flags = int(ids[1], 16), int(ids[2], 16), int(ids[3], 16)
+            parent_sampled = bool(flags & _SAMPLED)
+            state = headers.get("tracestate", "")
+            if len(state) <= _TRACESTATE_MAX:
+                trace_state = state
+        if not trace_id or not parent_id:  # all zeros is invalid: a trace of its own
+            trace_id, parent_id, parent_sampled, trace_state = _ids(128) or 1, 0, None, ""
+            flags = _RANDOM
+        sampled = tracing.sample(trace_id, parent_sampled)
+        # the flags the node receives: sampled or not, and whether the trace id is random
+        self.flags = (flags & _RANDOM) | (_SAMPLED if sampled else 0)
+        self.root = SpanRecord(
+            (trace_id, _ids(64) or 1, parent_id), f"{operation} {request.model}",
+            otlp.KIND_SERVER, start_ns=_ns_since(t0), trace_state=trace_state, attributes={
+                "gen_ai.operation.name": operation,
                 "gen_ai.provider.name": PROVIDER,
                 "gen_ai.request.model": request.model,
                 "url.path": path,
                 "herd.request_id": request.request_id,
             })
-        self.context = set_span_in_context(self.span)
-        self.call: Span | None = None
+        # the request's finished children, when sampled
+        self.records: list[SpanRecord] | None = [] if sampled else None
+        self.call: SpanRecord | None = None
         self.node: NodeState | None = None
         self.attempts = 0
         self.error_type = ""
@@ -242,31 +203,43 @@ class RequestSpans:
 
         return watched
 
+    def _child(self, name: str, kind: int, start_ns: int,
+               attributes: dict[str, AttributeValue]) -> SpanRecord:
+        root = self.root
+        return SpanRecord((root.trace_id, _ids(64) or 1, root.span_id), name, kind,
+                          start_ns=start_ns, attributes=attributes,
+                          trace_state=root.trace_state)
+
     def waited(self, node_id: str) -> None:
         """A slot was just granted on `node_id`; the trace holds the time it took."""
         waited_ms = self.trace.queue_wait_ms - self.waited_ms
         self.waited_ms = self.trace.queue_wait_ms
+        if self.records is None:
+            return
         now = time.time_ns()
-        span = self.tracing.tracer.start_span(
-            "queue wait", context=self.context, start_time=now - int(waited_ms * 1e6),
-            attributes={"herd.node": node_id})
-        span.end(now)
+        span = self._child("queue wait", otlp.KIND_INTERNAL, now - int(waited_ms * 1e6),
+                           {"herd.node": node_id})
+        span.end_ns = now
+        self.records.append(span)
 
     def calling(self, node: NodeState) -> bytes:
         """The node call starts: the header lines that carry its context to the node."""
         self.node = node
         self.attempts += 1
         host, port = _address(node.ollama_url)
-        call = self.call = self.tracing.tracer.start_span(
-            "node call", context=self.context, kind=SpanKind.CLIENT, attributes={
-                "server.address": host, "server.port": port, "herd.node": node.node_id,
-                "herd.attempt": self.attempts})
-        ids = call.get_span_context()
+        call = self.call = self._child("node call", otlp.KIND_CLIENT, time.time_ns(), {
+            "server.address": host, "server.port": port, "herd.node": node.node_id,
+            "herd.attempt": self.attempts})
         line = b"traceparent: 00-%032x-%016x-%02x\r\n" % (
-            ids.trace_id, ids.span_id, ids.trace_flags)
-        if ids.trace_state:
-            line += b"tracestate: %s\r\n" % ids.trace_state.to_header().encode()
+            call.trace_id, call.span_id, self.flags)
+        if call.trace_state:
+            line += b"tracestate: %s\r\n" % call.trace_state.encode()
         return line
+
+    def _ended(self, call: SpanRecord) -> None:
+        call.end_ns = time.time_ns()
+        if self.records is not None:
+            self.records.append(call)
 
     def call_failed(self, failure: UpstreamFailure) -> None:
         """The node call failed before anything reached the client (retried elsewhere, or
@@ -274,20 +247,20 @@ class RequestSpans:
         call, self.call = self.call, None
         if call is None:
             return
-        attributes: dict[str, str | int] = {"error.type": type(failure).__name__,
-                                            "herd.blame": str(failure.blame)}
+        attributes = call.attributes
+        attributes["error.type"] = type(failure).__name__
+        attributes["herd.blame"] = str(failure.blame)
         if failure.status:
             attributes["http.response.status_code"] = failure.status
-        call.set_attributes(attributes)
-        call.set_status(StatusCode.ERROR, failure.reason[:300])
-        call.end()
+        call.error = failure.reason[:300]
+        self._ended(call)
 
     def refused(self, exc: HerdError) -> None:
         """The client is answered with `exc` (Herd's error, in the API's own shape)."""
         self.error_type = type(exc).__name__
 
     def end(self) -> None:
-        """The request ended, as its trace tells."""
+        """The request ended, as its trace tells: its spans go to the export queue."""
         trace, status = self.trace, self.status
         node_status = status if self.call is not None else 0
         error_type = self.error_type
@@ -297,16 +270,17 @@ class RequestSpans:
         call, self.call = self.call, None
         if call is not None:
             if node_status:
-                call.set_attribute("http.response.status_code", node_status)
+                call.attributes["http.response.status_code"] = node_status
             if trace.status is TraceStatus.INCOMPLETE:
-                call.set_attribute("error.type", error_type)
-                call.set_status(StatusCode.ERROR, trace.error_message[:300])
-            call.end()
-        span = self.span
-        if not span.is_recording():
-            span.end()
+                call.attributes["error.type"] = error_type
+                call.error = trace.error_message[:300]
+            self._ended(call)
+        records = self.records
+        if records is None:
             return
-        attributes: dict[str, str | int | float | bool | list[str]] = {
+        span = self.root
+        attributes = span.attributes
+        attributes.update({
             "gen_ai.response.model": trace.model,
             "gen_ai.usage.input_tokens": trace.prompt_tokens,
             "gen_ai.usage.output_tokens": trace.completion_tokens,
@@ -316,15 +290,15 @@ class RequestSpans:
             "herd.affinity": trace.affinity,
             "herd.affinity_hit": trace.affinity == "hit",
             "herd.priority": self.request.priority,
-        }
+        })
         if trace.finish_reason:
             attributes["gen_ai.response.finish_reasons"] = [trace.finish_reason]
         if status:
             attributes["http.response.status_code"] = status
         if self.node is not None:
             host, port = _address(self.node.ollama_url)
-            attributes.update({"server.address": host, "server.port": port,
-                               "herd.node": self.node.node_id})
+            attributes["server.address"], attributes["server.port"] = host, port
+            attributes["herd.node"] = self.node.node_id
         if trace.fallback_used:
             attributes["herd.fallback_used"] = True
         if trace.app:
@@ -339,7 +313,8 @@ class RequestSpans:
             attributes["herd.load_duration_ms"] = trace.load_duration_ms
         if error_type:
             attributes["error.type"] = error_type
-        span.set_attributes(attributes)
         if trace.status in _ENDED_BADLY or status >= 500:
-            span.set_status(StatusCode.ERROR, trace.error_message[:300])
-        span.end()
+            span.error = trace.error_message[:300]
+        span.end_ns = time.time_ns()
+        records.append(span)
+        self.tracing.batches.put(records)
