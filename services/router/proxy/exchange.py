@@ -90,11 +90,10 @@ class Exchange:
             return
         self.dispatch = ctx.dispatcher.begin(
             request, api=ENDPOINTS[path][0], endpoint=path, started=self.started, key=key)
-        if ctx.tracing is not None:  # telemetry/: the request's span, and its answer's status
+        if ctx.tracing is not None:  # telemetry/: the request's spans
             assert self.dispatch.trace is not None
             self.spans = ctx.tracing.request(headers, path, request,
                                              trace=self.dispatch.trace, t0=self.started)
-            self.relay.send = self.spans.watching(self.relay.send)
         self.task = asyncio.current_task()
         # The disconnect watcher is a task of its own; a request that ends within
         # WATCH_AFTER_S never needs one (most of a small request's cost is such overhead).
@@ -114,7 +113,7 @@ class Exchange:
             if self.watcher is not None and not self.watcher.done():
                 self.watcher.cancel()
             if self.spans is not None:  # last: the request's own clean-up comes first
-                self.spans.end()
+                self.spans.end(self.relay.status)
 
     def _start_watch(self) -> None:
         if not self.relay.finished:

@@ -82,11 +82,12 @@ def _generating_ms(usage: AnswerCounts) -> float:
 class Relay:
     """The client's side of one request's answer: what has been sent, and the sending."""
 
-    __slots__ = ("finished", "path", "reply", "send", "started")
+    __slots__ = ("finished", "path", "reply", "send", "started", "status")
 
     def __init__(self, send: Send, path: str) -> None:
         self.send, self.path = send, path
         self.reply: NodeReply | None = None  # the node's answer being relayed
+        self.status = 0  # the response's status, once it starts
         self.started = False  # the response's first byte went out
         self.finished = False  # the response is complete: a disconnect now is normal
 
@@ -120,6 +121,7 @@ class Relay:
             trace.error_message = data[:500].decode(errors="replace")
         _apply(trace, usage)
         self.finished = True
+        self.status = reply.status
         await self.send({"type": "http.response.start", "status": reply.status,
                          "headers": self._headers(dispatch, reply.content_type, len(data))})
         await self.send({"type": "http.response.body", "body": data, "more_body": False})
@@ -134,6 +136,7 @@ class Relay:
         first = await reply.first()
         trace.time_to_first_token_ms = round((time.perf_counter() - dispatch.started) * 1000, 2)
         send = self.send
+        self.status = reply.status
         await send({"type": "http.response.start", "status": reply.status,
                     "headers": self._headers(dispatch, ctype, None)})
         self.started = True
@@ -205,6 +208,7 @@ class Relay:
             requested = dispatch.request.asked_model or dispatch.request.body.get("model")
             if isinstance(requested, str):
                 headers.append((b"x-fleet-requested-model", header_value(requested)))
+        self.status = exc.status_code
         await self.send({"type": "http.response.start", "status": exc.status_code,
                          "headers": headers})
         await self.send({"type": "http.response.body", "body": body, "more_body": False})

@@ -29,7 +29,6 @@ from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from urllib.parse import urlsplit
 
-from litestar.types import Message, Send
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 
 from services.router.nodes import UpstreamFailure
@@ -151,7 +150,7 @@ class RequestSpans:
     nothing."""
 
     __slots__ = ("attempts", "call", "error_type", "flags", "node", "records", "request",
-                 "root", "status", "trace", "tracing", "waited_ms")
+                 "root", "trace", "tracing", "waited_ms")
 
     def __init__(self, tracing: Tracing, headers: Mapping[str, str], path: str,
                  request: RouteRequest, *, trace: Trace, t0: float) -> None:
@@ -184,24 +183,14 @@ class RequestSpans:
                 "gen_ai.request.model": request.model,
                 "url.path": path,
                 "herd.request_id": request.request_id,
-            })
+            } if sampled else {})
         # the request's finished children, when sampled
         self.records: list[SpanRecord] | None = [] if sampled else None
         self.call: SpanRecord | None = None
         self.node: NodeState | None = None
         self.attempts = 0
         self.error_type = ""
-        self.status = 0  # of the answer's start, as sent to the client
         self.waited_ms = 0.0  # the trace's queue wait before this attempt's
-
-    def watching(self, send: Send) -> Send:
-        """`send`, noting the status the client is answered with."""
-        async def watched(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                self.status = message["status"]
-            await send(message)
-
-        return watched
 
     def _child(self, name: str, kind: int, start_ns: int,
                attributes: dict[str, AttributeValue]) -> SpanRecord:
@@ -226,20 +215,24 @@ class RequestSpans:
         """The node call starts: the header lines that carry its context to the node."""
         self.node = node
         self.attempts += 1
-        host, port = _address(node.ollama_url)
-        call = self.call = self._child("node call", otlp.KIND_CLIENT, time.time_ns(), {
-            "server.address": host, "server.port": port, "herd.node": node.node_id,
-            "herd.attempt": self.attempts})
-        line = b"traceparent: 00-%032x-%016x-%02x\r\n" % (
-            call.trace_id, call.span_id, self.flags)
-        if call.trace_state:
-            line += b"tracestate: %s\r\n" % call.trace_state.encode()
+        root = self.root
+        if self.records is None:  # not sampled: the node still gets the trace, unsampled
+            span_id = _ids(64) or 1
+        else:
+            host, port = _address(node.ollama_url)
+            self.call = self._child("node call", otlp.KIND_CLIENT, time.time_ns(), {
+                "server.address": host, "server.port": port, "herd.node": node.node_id,
+                "herd.attempt": self.attempts})
+            span_id = self.call.span_id
+        line = b"traceparent: 00-%032x-%016x-%02x\r\n" % (root.trace_id, span_id, self.flags)
+        if root.trace_state:
+            line += b"tracestate: %s\r\n" % root.trace_state.encode()
         return line
 
     def _ended(self, call: SpanRecord) -> None:
         call.end_ns = time.time_ns()
-        if self.records is not None:
-            self.records.append(call)
+        assert self.records is not None  # a call is recorded only when sampled
+        self.records.append(call)
 
     def call_failed(self, failure: UpstreamFailure) -> None:
         """The node call failed before anything reached the client (retried elsewhere, or
@@ -259,9 +252,13 @@ class RequestSpans:
         """The client is answered with `exc` (Herd's error, in the API's own shape)."""
         self.error_type = type(exc).__name__
 
-    def end(self) -> None:
-        """The request ended, as its trace tells: its spans go to the export queue."""
-        trace, status = self.trace, self.status
+    def end(self, status: int) -> None:
+        """The request ended, as its trace tells, answered with `status` (0: the client
+        got no answer): its spans go to the export queue."""
+        records = self.records
+        if records is None:
+            return
+        trace = self.trace
         node_status = status if self.call is not None else 0
         error_type = self.error_type
         if not error_type and trace.status is not TraceStatus.COMPLETED:
@@ -275,9 +272,6 @@ class RequestSpans:
                 call.attributes["error.type"] = error_type
                 call.error = trace.error_message[:300]
             self._ended(call)
-        records = self.records
-        if records is None:
-            return
         span = self.root
         attributes = span.attributes
         attributes.update({
