@@ -40,13 +40,14 @@ async def tracing(settings: Settings, replica_id: str) -> AsyncIterator[Tracing 
         return
     try:
         from services.router.telemetry.spans import Tracing
-    except ImportError as exc:
+
+        tracer = Tracing(settings.otel_endpoint, replica_id)
+    except ImportError as exc:  # the extra is missing, or of a version without its client
         log.warning("OTEL_EXPORTER_OTLP_ENDPOINT is set but OpenTelemetry is not installed "
-                    "(pip install 'herd[otel]'): requests are not traced",
-                    extra={"error": str(exc)})
+                    "as Herd needs it (pip install -c constraints.txt 'herd[otel]'): "
+                    "requests are not traced", extra={"error": str(exc)})
         yield None
         return
-    tracer = Tracing(settings.otel_endpoint, replica_id)
     log.info("tracing requests", extra={"endpoint": tracer.endpoint})
     try:
         yield tracer

@@ -73,10 +73,15 @@ class Batches:
         self.closing = False
         self.wake = threading.Event()
         self.reasons = _Reasons()
+        self.exporter = OTLPSpanExporter(endpoint=endpoint)
+        # posts serialized requests, with its retries (constraints.txt pins the SDK it is in)
+        client = getattr(self.exporter, "_client", None)
+        if client is None:
+            raise ImportError("this opentelemetry-exporter-otlp-proto-http has no OTLP/HTTP "
+                              "client to send serialized spans with (constraints.txt)")
+        self.client = client
         for name in _QUIET:
             logging.getLogger(name).addFilter(self.reasons)
-        self.exporter = OTLPSpanExporter(endpoint=endpoint)
-        self.client = self.exporter._client  # posts serialized requests, with its retries
         self.thread = threading.Thread(target=self._run, name="herd-otlp", daemon=True)
         self.thread.start()
 
