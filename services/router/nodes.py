@@ -471,13 +471,9 @@ class Nodes:
         """Stream an upload to the node as it arrives (never whole in memory); its status
         and answer. UpstreamError if the node cannot be reached or stops taking it."""
         try:
-            response = await self.client.upload(
+            return await _read_whole(await self.client.upload(
                 b"POST", node.ollama_url, f"/api/blobs/{digest}", body, length,
-                connect_timeout=connect_timeout, read_timeout=UPLOAD_SILENCE_TIMEOUT)
-            try:
-                return response.status, await response.read()
-            finally:
-                response.release()
+                connect_timeout=connect_timeout, read_timeout=UPLOAD_SILENCE_TIMEOUT))
         except (NodeBroken, TimeoutError) as exc:
             raise UpstreamError(
                 f"upload of {digest} to {node.node_id} failed: {_describe(exc)}") from exc
@@ -488,17 +484,21 @@ class Nodes:
         self, method: bytes, node: NodeState, path: str, payload: bytes, within: float,
     ) -> tuple[int, bytes]:
         try:
-            response = await self.client.request(
+            return await _read_whole(await self.client.request(
                 method, node.ollama_url, path, payload,
                 connect_timeout=within, read_timeout=within,
-            )
-            try:
-                return response.status, await response.read()
-            finally:
-                response.release()
+            ))
         except (NodeBroken, TimeoutError) as exc:
             raise UpstreamError(
                 f"{node.node_id} did not answer {path}: {_describe(exc)}") from exc
+
+
+async def _read_whole(response: NodeResponse) -> tuple[int, bytes]:
+    """A node's whole answer and its status; the connection goes back to the pool."""
+    try:
+        return response.status, await response.read()
+    finally:
+        response.release()
 
 
 def _describe(exc: BaseException) -> str:

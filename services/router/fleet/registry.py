@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from services.router.fleet.core import Core
@@ -176,24 +177,12 @@ class Registry:
     async def note_refusal(self, node_id: str, model: str, refusal: MemoryRefusal) -> bool:
         """Keep what `node_id` said about `model` not fitting, so every replica's fit
         estimate has it (shared/fit.py). False if the node is unknown."""
-        redis, keys = self._ctx.redis, self._ctx.keys
-        key = keys.node(node_id)
         value = state_encoder.encode(msgspec.structs.replace(refusal, at=time.time()))
-        async with redis.pipeline(transaction=True) as pipe:
-            for _ in range(5):  # a heartbeat in between: try again
-                try:
-                    await pipe.watch(key)
-                    if not await pipe.exists(key):
-                        return False  # never re-create a forgotten node's hash (no TTL)
-                    pipe.multi()
-                    pipe.hset(key, REFUSED_FIELD + model, value)
-                    pipe.publish(keys.fleet_channel(), node_id)
-                    await pipe.execute()
-                    break
-                except WatchError:
-                    await pipe.reset()
-        await self.refresh_node(node_id)
-        return True
+
+        async def field(pipe: Pipeline, key: str) -> tuple[str, str | bytes] | None:
+            return (REFUSED_FIELD + model, value) if await pipe.exists(key) else None
+
+        return await self._edit_node(node_id, field)
 
     async def _apply(self, mode: str, node_ids: list[str],
                      model: str = "") -> list[tuple[str, str, str]]:
@@ -216,18 +205,34 @@ class Registry:
         otherwise a pull this router ran put it there. The agent's next heartbeat replaces
         the record as usual. Returns False if the node is unknown.
         """
+        async def field(pipe: Pipeline, key: str) -> tuple[str, str | bytes] | None:
+            raw = await pipe.hget(key, "state")
+            if not raw:
+                return None
+            state = with_model(state_decoder.decode(raw), model, size_gb)
+            return "state", state_encoder.encode(state).decode()
+
+        return await self._edit_node(node_id, field)
+
+    async def _edit_node(
+        self, node_id: str,
+        field: Callable[[Pipeline, str], Awaitable[tuple[str, str | bytes] | None]],
+    ) -> bool:
+        """Write one field of `node_id`'s hash between heartbeats and tell every replica:
+        `field` reads what it needs under WATCH and says which field and value (None: the
+        node is unknown, and its hash is never re-created: it has no TTL). A heartbeat in
+        between: read again. False if the node is unknown."""
         redis, keys = self._ctx.redis, self._ctx.keys
         key = keys.node(node_id)
         async with redis.pipeline(transaction=True) as pipe:
-            for _ in range(5):  # a heartbeat in between: read it again
+            for _ in range(5):
                 try:
                     await pipe.watch(key)
-                    raw = await pipe.hget(key, "state")
-                    if not raw:
+                    written = await field(pipe, key)
+                    if written is None:
                         return False
-                    state = with_model(state_decoder.decode(raw), model, size_gb)
                     pipe.multi()
-                    pipe.hset(key, "state", state_encoder.encode(state).decode())
+                    pipe.hset(key, *written)
                     pipe.publish(keys.fleet_channel(), node_id)
                     await pipe.execute()
                     break
