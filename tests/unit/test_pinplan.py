@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from services.router.fleet.pinplan import Kind, PinState, World, load_seconds, plan
+from services.router.fleet.pinplan import (
+    FRESH_TRUST_S,
+    Kind,
+    PinState,
+    World,
+    load_seconds,
+    plan,
+)
 from shared.models import FleetSnapshot, LoadedModel, NodeState, NodeStatus
 from shared.pins import PinError, parse_pins
 
@@ -30,11 +37,12 @@ def node(node_id: str, *loaded: tuple[str, str], total: float = 24.0,
 def world(*nodes: NodeState, busy: dict[tuple[str, str], int] | None = None,
           queued: dict[str, int] | None = None, held: set[tuple[str, str]] | None = None,
           loading: dict[str, str] | None = None,
-          latency: dict[tuple[str, str], float] | None = None) -> World:
+          latency: dict[tuple[str, str], float] | None = None,
+          fresh: dict[tuple[str, str], float] | None = None) -> World:
     flights = busy or {}
     return World(snapshot=FleetSnapshot(nodes={n.node_id: n for n in nodes}), now=NOW,
                  in_flight=lambda n, m: flights.get((n, m), 0), queued=queued or {},
-                 loading=loading or {}, fresh={}, held=frozenset(held or set()),
+                 loading=loading or {}, fresh=fresh or {}, held=frozenset(held or set()),
                  latency_ms=latency or {}, slots=lambda n: 2)
 
 
@@ -68,6 +76,21 @@ def test_satisfied_pins_are_held_forever_and_released_when_unpinned() -> None:
     statuses, actions = plan({}, world(held, held={("a", BIG)}), queue_copies=False)
     assert statuses == []
     assert [(x.kind, x.keep_alive) for x in actions] == [(Kind.RELEASE, None)]
+
+
+def test_our_finished_load_counts_until_a_heartbeat_surely_written_after_it() -> None:
+    """A heartbeat that arrives just after our load ended may have been written before it
+    (the node read its loaded models, then sent): it does not undo the load at once."""
+    pin = {BIG: {"copies": 1, "nodes": ["a"]}}
+    a = node("a")  # its last heartbeat (NOW - 1) shows nothing loaded
+    for ended in (NOW - 0.5, NOW - 2.0, NOW - FRESH_TRUST_S + 1):  # after, just before
+        statuses, actions = plan(pin, world(a, fresh={("a", BIG): ended}),
+                                 queue_copies=False)
+        assert actions == [] and statuses[0].state is PinState.SATISFIED, ended
+    # long enough ago that the heartbeats would show it: it was evicted, load it again
+    _, actions = plan(pin, world(a, fresh={("a", BIG): NOW - FRESH_TRUST_S - 1}),
+                      queue_copies=False)
+    assert [(x.kind, x.node_id) for x in actions] == [(Kind.PIN, "a")]
 
 
 def test_short_reasons_name_the_cause() -> None:

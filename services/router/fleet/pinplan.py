@@ -44,6 +44,7 @@ __all__ = [
 
 LOADED_OVERHEAD = 1.2  # a copy takes its weights and a KV cache (as plugins/routing/filters)
 FOREVER = -1  # Ollama's keep_alive for "never unload"
+FRESH_TRUST_S = 10.0  # two heartbeat intervals: our finished load counts as loaded meanwhile
 
 
 class PinState(enum.StrEnum):
@@ -117,12 +118,16 @@ def _forever(expires_at: str, now: float) -> bool:
     return year > datetime.datetime.fromtimestamp(now, datetime.UTC).year + 10
 
 
-def _loaded(node: NodeState, model: str, world: World) -> bool:
-    if node.loaded(model) is not None:
-        return True
+def _fresh(node: NodeState, model: str, world: World) -> bool:
+    """Our load of `model` on `node` ended recently enough that the node's heartbeats may not
+    show it yet: after the last one arrived, or within FRESH_TRUST_S (a heartbeat that
+    arrives just after the load ended may have been written before it)."""
     at = world.fresh.get((node.node_id, model))
-    # our load ended after the node's last heartbeat: the next one will show it
-    return at is not None and at >= node.last_seen
+    return at is not None and (at >= node.last_seen or world.now - at < FRESH_TRUST_S)
+
+
+def _loaded(node: NodeState, model: str, world: World) -> bool:
+    return node.loaded(model) is not None or _fresh(node, model, world)
 
 
 def kept_on(node: NodeState, world: World, pinned: Mapping[str, Any]) -> list[tuple[str, float]]:
@@ -230,8 +235,7 @@ def plan(pins: Mapping[str, Mapping[str, Any]], world: World,
             held_next.add(key)
             loaded = node.loaded(model)
             if (loaded is not None and not _forever(loaded.expires_at, world.now)
-                    and key not in world.busy_actions
-                    and world.fresh.get(key, 0.0) < node.last_seen):
+                    and key not in world.busy_actions and not _fresh(node, model, world)):
                 actions.append(Action(Kind.REFRESH, node.node_id, model,
                                       "pinned copy: keep_alive back to forever"))
         status = PinStatus(model=model, copies=copies, nodes=named, state=PinState.SATISFIED,
