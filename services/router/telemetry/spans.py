@@ -59,8 +59,9 @@ OPERATIONS: dict[str, str] = {
 }
 PROVIDER = "ollama"  # gen_ai.provider.name: every node speaks Ollama's server
 _ENDED_BADLY = {TraceStatus.FAILED, TraceStatus.INCOMPLETE}
-# version 00 of the W3C header: trace id, parent span id, flags (bit 0: sampled)
-_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+# the W3C header: version, trace id, parent span id, flags (bit 0: sampled); a later
+# version may add fields after these (read as version 00), version ff is invalid
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _SAMPLED, _RANDOM = 0x01, 0x02  # trace flags; "random" is W3C Trace Context level 2's
 _TRACESTATE_MAX = 512  # longer is not forwarded (W3C: at least 512 must be propagated)
 _ids = random.getrandbits  # what the SDK's RandomIdGenerator uses
@@ -163,12 +164,13 @@ class RequestSpans:
         parent_sampled: bool | None = None
         trace_state = ""
         given = headers.get("traceparent")
-        if given is not None and (ids := _TRACEPARENT.fullmatch(given.strip().lower())):
-            trace_id, parent_id, flags = int(ids[1], 16), int(ids[2], 16), int(ids[3], 16)
+        if given is not None and (ids := _TRACEPARENT.fullmatch(given.strip().lower())) \
+                and ids[1] != "ff" and not (ids[1] == "00" and ids[5]):
+            trace_id, parent_id, flags = int(ids[2], 16), int(ids[3], 16), int(ids[4], 16)
             parent_sampled = bool(flags & _SAMPLED)
             state = headers.get("tracestate", "")
-            if len(state) <= _TRACESTATE_MAX:
-                trace_state = state
+            if len(state) <= _TRACESTATE_MAX and state.isascii() and state.isprintable():
+                trace_state = state  # forwarded as it came (W3C: unchanged if not ours)
         if not trace_id or not parent_id:  # all zeros is invalid: a trace of its own
             trace_id, parent_id, parent_sampled, trace_state = _ids(128) or 1, 0, None, ""
             flags = _RANDOM
