@@ -24,6 +24,9 @@ WORKLOAD = (
     (1, "chat", "qwen3:14b", "code-review"),
     (1, "generate", "llama3.2:1b", "autocomplete"),
     (2, "embed", "nomic-embed-text", "rag-search"),
+    # coding agents, in their own APIs: Claude Code (Anthropic's), Codex (OpenAI's Responses)
+    (1, "messages", "qwen3:14b", "claude-code"),
+    (1, "responses", "qwen3:8b", "codex"),
 )
 PROMPTS = (
     "Explain load balancing for LLM inference in two sentences.",
@@ -120,6 +123,15 @@ class Load:
         elif kind == "generate":
             path = "/api/generate"
             body = {"model": model, "prompt": prompt, "stream": False, "options": options}
+        elif kind == "messages":
+            path = "/v1/messages"
+            body = {"model": model, "max_tokens": options["num_predict"],
+                    "messages": [{"role": "user", "content": prompt}],
+                    "stream": rng.random() < 0.5}
+        elif kind == "responses":
+            path = "/v1/responses"
+            body = {"model": model, "input": prompt,
+                    "max_output_tokens": options["num_predict"], "stream": rng.random() < 0.5}
         else:
             path = "/api/chat"
             body = {"model": model, "messages": [{"role": "user", "content": prompt}],

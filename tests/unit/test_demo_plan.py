@@ -27,7 +27,7 @@ def test_every_workload_model_is_on_some_node() -> None:
     offered = {normalize_name(m) for n in NODES for m in n.models}
     for _weight, kind, model, tag in WORKLOAD:
         assert normalize_name(model) in offered, model
-        assert kind in {"chat", "generate", "embed"} and tag
+        assert kind in {"chat", "generate", "embed", "messages", "responses"} and tag
     rng = random.Random(1)
     drawn = {choose(rng)[1] for _ in range(300)}
     assert drawn == {m for *_rest, m, _tag in WORKLOAD}
