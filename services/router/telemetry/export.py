@@ -108,14 +108,14 @@ class Batches:
             self._send(records)
 
     def _send(self, records: list[SpanRecord]) -> None:
-        pieces = []
-        for start in range(0, len(records), PIECE_SPANS):
-            pieces.append(encode_resource_spans(self.resource, self.scope,
-                                                records[start:start + PIECE_SPANS]))
-            time.sleep(PIECE_PAUSE_S)
         try:
+            pieces = []
+            for start in range(0, len(records), PIECE_SPANS):
+                pieces.append(encode_resource_spans(self.resource, self.scope,
+                                                    records[start:start + PIECE_SPANS]))
+                time.sleep(PIECE_PAUSE_S)
             ok = bool(self.client.export(b"".join(pieces)).success)
-        except Exception as exc:  # noqa: BLE001 - whatever the client raises, spans are lost
+        except Exception as exc:  # noqa: BLE001 - the thread lives on; these spans are lost
             ok, self.reasons.last = False, str(exc) or type(exc).__name__
         if ok:
             if self.down:
