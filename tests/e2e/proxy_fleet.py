@@ -136,7 +136,9 @@ def start_fleet(
                    message="every replica to see the fleet")
         yield fleet
     finally:
-        for proc in reversed(procs):
+        # a test may have replaced a simulator with a new process (a restart): stop that too
+        restarted = [proc for proc, _, _ in sims.values() if proc not in procs]
+        for proc in [*reversed(procs), *restarted]:
             proc.stop()
         client = sync_redis.Redis.from_url(redis_url)
         try:
