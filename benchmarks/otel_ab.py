@@ -32,14 +32,16 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.overhead import (  # noqa: E402
     CHAT,
-    SIM_FLAGS,
     cpu_seconds,
     latency,
     register,
+    start_collector,
+    start_router,
+    start_sim,
     throughput,
 )
 from shared.redisconn import EmbeddedRedis  # noqa: E402
-from tests.helpers import Proc, free_port, herd_bin  # noqa: E402
+from tests.helpers import Proc  # noqa: E402
 
 PATH = "/api/chat"
 
@@ -91,29 +93,21 @@ def main() -> int:
     procs: list[Proc] = []
     beat: threading.Thread | None = None
     try:
-        otlp_port = free_port()
-        collector = Proc([sys.executable, "-m", "tests.otlp", "--port", str(otlp_port)],
-                         tmp / "otlp.log", env={"PYTHONPATH": str(ROOT)})
+        collector, collector_url = start_collector(tmp)
         procs.append(collector)
-        sim_port = free_port()
-        procs.append(Proc([herd_bin(), "sim", "--host", "127.0.0.1", "--port", str(sim_port),
-                           *SIM_FLAGS], tmp / "sim.log"))
-        sim_url = f"http://127.0.0.1:{sim_port}"
-        configs = {"off": {}, "on": {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}"}}
+        sim, sim_url = start_sim(tmp)
+        procs.append(sim)
+        configs: dict[str, dict[str, str]] = {
+            "off": {}, "on": {"OTEL_EXPORTER_OTLP_ENDPOINT": collector_url}}
         if args.sampled:
             configs["sampled"] = {**configs["on"], "OTEL_TRACES_SAMPLER": "traceidratio",
                                   "OTEL_TRACES_SAMPLER_ARG": "0.1"}
         routers: dict[str, tuple[str, Proc]] = {}
         for name, env in configs.items():
-            port = free_port()
-            router = Proc([herd_bin(), "--host", "127.0.0.1", "--port", str(port),
-                           "--redis-url", redis_url, "--no-mdns", "--no-dashboard",
-                           "--data-dir", str(tmp / f"data-{name}"), "--log-level", "WARNING"],
-                          tmp / f"router-{name}.log", env=env)
+            router, url = start_router(tmp, redis_url, env, name)
             procs.append(router)
-            routers[name] = (f"http://127.0.0.1:{port}", router)
-        procs[1].wait_http(f"{sim_url}/api/version")
+            routers[name] = (url, router)
+        sim.wait_http(f"{sim_url}/api/version")
         for url, router in routers.values():
             router.wait_http(f"{url}/healthz")
         # one fleet: every replica sees the node; heartbeats keep it online for the run

@@ -162,6 +162,35 @@ async def measure(
     return results
 
 
+def start_collector(tmp: Path) -> tuple[Proc, str]:
+    """The OTLP/HTTP collector, a process of its own that parses and counts (tests/otlp.py),
+    and its URL."""
+    port = free_port()
+    proc = Proc([sys.executable, "-m", "tests.otlp", "--port", str(port)], tmp / "otlp.log",
+                env={"PYTHONPATH": str(ROOT)})
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def start_sim(tmp: Path) -> tuple[Proc, str]:
+    """A simulator as fast as it goes (SIM_FLAGS), and its URL."""
+    port = free_port()
+    proc = Proc([herd_bin(), "sim", "--host", "127.0.0.1", "--port", str(port), *SIM_FLAGS],
+                tmp / "sim.log")
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def start_router(tmp: Path, redis_url: str, env: dict[str, str],
+                 name: str = "") -> tuple[Proc, str]:
+    """A router replica on `redis_url` (`name` tells several apart), and its URL."""
+    port = free_port()
+    suffix = f"-{name}" if name else ""
+    proc = Proc([herd_bin(), "--host", "127.0.0.1", "--port", str(port),
+                 "--redis-url", redis_url, "--no-mdns", "--no-dashboard",
+                 "--data-dir", str(tmp / f"data{suffix}"), "--log-level", "WARNING"],
+                tmp / f"router{suffix}.log", env=env)
+    return proc, f"http://127.0.0.1:{port}"
+
+
 def _profile_format(path: str) -> str:
     """speedscope for .json, collapsed stacks for .txt, else a flame graph (.svg)."""
     return {".json": "speedscope", ".txt": "raw"}.get(Path(path).suffix, "flamegraph")
@@ -195,24 +224,13 @@ def main() -> int:
         if args.otel == "sampled":
             router_env.update(OTEL_TRACES_SAMPLER="traceidratio", OTEL_TRACES_SAMPLER_ARG="0.1")
         if args.otel != "off":  # the collector: a process of its own, as it would be
-            otlp_port = free_port()
-            receiver = Proc([sys.executable, "-m", "tests.otlp", "--port", str(otlp_port)],
-                            tmp / "otlp.log", env={"PYTHONPATH": str(ROOT)})
+            receiver, router_env["OTEL_EXPORTER_OTLP_ENDPOINT"] = start_collector(tmp)
             procs.append(receiver)
-            router_env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{otlp_port}"
-        sim_port = free_port()
-        sim = Proc([herd_bin(), "sim", "--host", "127.0.0.1", "--port", str(sim_port),
-                    *SIM_FLAGS], tmp / "sim.log")
+        sim, sim_url = start_sim(tmp)
         procs.append(sim)
-        port = free_port()
-        router = Proc([herd_bin(), "--host", "127.0.0.1", "--port", str(port),
-                       "--redis-url", redis_url, "--no-mdns", "--no-dashboard",
-                       "--data-dir", str(tmp / "data"), "--log-level", "WARNING"],
-                      tmp / "router.log",
-                      # one heartbeat registers the simulator for the whole run
-                      env=router_env)
+        # one heartbeat registers the simulator for the whole run
+        router, router_url = start_router(tmp, redis_url, router_env)
         procs.append(router)
-        sim_url, router_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{port}"
         sim.wait_http(f"{sim_url}/api/version")
         router.wait_http(f"{router_url}/healthz")
         register(router_url, sim_url, "bench")
