@@ -66,7 +66,7 @@ from hypothesis.stateful import (
 from redis.asyncio import Redis
 
 from services.router.fleet.reaper import reap_once
-from services.router.fleet.slots import Grant, Place, SlotManager
+from services.router.fleet.slots import Grant, Place, Scored, SlotManager
 from shared.errors import QueueFull
 from shared.keys import Keys
 from shared.redisconn import connect
@@ -201,9 +201,16 @@ class QueueMachine(RuleBasedStateMachine):
                 return [(n, self.caps[n]) for n in wider], []
 
         candidates = [(n, self.caps[n]) for n in nodes]
-        place = Place(app=app, priority=band, weight=self.weights[app])
+        # Half the requests are turns of a few conversations, scored by a view that may
+        # count some of their node's leases still running (the acquisition corrects the
+        # remembered node's score to its live leases): the order of candidates may change,
+        # never the invariants.
+        session = f"chat-{label % 4}" if label % 2 else ""
+        scores = [Scored(50.0 - 10 * i, busy=label % 3, freed=20.0) for i in range(len(nodes))]
+        place = Place(app=app, priority=band, weight=self.weights[app], session=session,
+                      affinity_bonus=15.0 if session else 0.0)
         task = self.runner.get_loop().create_task(owner.slots.claim(
-            MODEL, rid, candidates, 120.0, place=place, more=more))
+            MODEL, rid, candidates, 120.0, place=place, scores=scores, more=more))
         clean = band == "normal" and reach == frozenset(NODES) and more is None
         self.claims[rid] = Claim(rid, owner, app, band, reach, task, epoch_clean=clean)
 
